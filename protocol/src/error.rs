@@ -1,0 +1,86 @@
+//! Errors as they travel on the wire: a code (ADR-32 `Nats-Service-Error-Code`) and
+//! Lambda's error body. These are data, separate from Rust error types.
+
+use serde::{Deserialize, Serialize};
+
+/// The error codes of DESIGN.md, each with the situation it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The request itself is unusable (malformed headers, an event that is not JSON).
+    BadRequest,
+    /// A payload larger than the function's or the server's limit.
+    PayloadTooLarge,
+    /// At the concurrency limit with a full queue.
+    TooManyRequests,
+    /// The handler raised or returned an error.
+    FunctionError,
+    /// The worker process died or answered garbage.
+    WorkerFailed,
+    /// The function exists but cannot start.
+    Unavailable,
+    /// The handler ran past `timeout_ms`.
+    TimedOut,
+}
+
+impl ErrorCode {
+    pub fn code(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 400,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::TooManyRequests => 429,
+            ErrorCode::FunctionError => 500,
+            ErrorCode::WorkerFailed => 502,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::TimedOut => 504,
+        }
+    }
+}
+
+/// Lambda's error JSON: `{"errorType": ..., "errorMessage": ..., "stackTrace": [...]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LambdaError {
+    #[serde(rename = "errorType")]
+    pub error_type: String,
+    #[serde(rename = "errorMessage")]
+    pub error_message: String,
+    #[serde(rename = "stackTrace", default)]
+    pub stack_trace: Vec<String>,
+}
+
+impl LambdaError {
+    pub fn new(error_type: impl Into<String>, error_message: impl Into<String>) -> Self {
+        LambdaError {
+            error_type: error_type.into(),
+            error_message: error_message.into(),
+            stack_trace: Vec::new(),
+        }
+    }
+
+    /// The JSON body of an error reply.
+    pub fn to_json(&self) -> Vec<u8> {
+        // A struct of strings always serialises.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lambda_error_json_uses_lambda_field_names() {
+        let e = LambdaError::new("ValueError", "bad");
+        let v: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"errorType": "ValueError", "errorMessage": "bad", "stackTrace": []})
+        );
+    }
+
+    #[test]
+    fn codes() {
+        assert_eq!(ErrorCode::BadRequest.code(), 400);
+        assert_eq!(ErrorCode::TimedOut.code(), 504);
+        assert_eq!(ErrorCode::WorkerFailed.code(), 502);
+    }
+}

@@ -1,0 +1,73 @@
+//! Every fixed name of DESIGN.md: buckets, subjects, queue groups, headers.
+
+/// JetStream KV bucket holding one binding spec per function name.
+pub const BINDINGS_BUCKET: &str = "natsfn-bindings";
+/// JetStream KV bucket where nodes write each function's state.
+pub const STATUS_BUCKET: &str = "natsfn-status";
+
+/// Request id of an invocation (Lambda's `aws_request_id`), on replies and log lines.
+pub const HEADER_REQUEST_ID: &str = "Natsfn-Request-Id";
+/// `true` on a reply whose invocation started a worker.
+pub const HEADER_COLD_START: &str = "Natsfn-Cold-Start";
+/// Unix ms after which the caller no longer waits for a reply.
+pub const HEADER_DEADLINE_MS: &str = "Natsfn-Deadline-Ms";
+/// `Unhandled` on errors raised by the function itself.
+pub const HEADER_FUNCTION_ERROR: &str = "Natsfn-Function-Error";
+/// Which stream of the worker a log line came from (`stdout` or `stderr`).
+pub const HEADER_LOG_STREAM: &str = "Natsfn-Log-Stream";
+/// ADR-32 service error headers.
+pub const HEADER_SERVICE_ERROR: &str = "Nats-Service-Error";
+pub const HEADER_SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";
+
+/// The subject every function always answers on.
+pub fn invoke_subject(function: &str) -> String {
+    format!("natsfn.invoke.{function}")
+}
+
+/// The queue group of all of a function's subscriptions, on every node.
+pub fn queue_group(function: &str) -> String {
+    format!("natsfn.{function}")
+}
+
+/// Where a function's log lines are published, one message per line.
+pub fn logs_subject(function: &str) -> String {
+    format!("natsfn.logs.{function}")
+}
+
+/// Function names: `^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$` (also a valid ADR-32 service name).
+pub fn is_valid_function_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 64
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_names() {
+        assert!(is_valid_function_name("hello"));
+        assert!(is_valid_function_name("a"));
+        assert!(is_valid_function_name("Hello_world-2"));
+        assert!(is_valid_function_name(&"a".repeat(64)));
+        assert!(!is_valid_function_name(&"a".repeat(65)));
+        assert!(!is_valid_function_name(""));
+        assert!(!is_valid_function_name("-x"));
+        assert!(!is_valid_function_name("_x"));
+        assert!(!is_valid_function_name("a.b"));
+        assert!(!is_valid_function_name("a b"));
+        assert!(!is_valid_function_name("naïve"));
+    }
+
+    #[test]
+    fn subjects() {
+        assert_eq!(invoke_subject("f"), "natsfn.invoke.f");
+        assert_eq!(queue_group("f"), "natsfn.f");
+        assert_eq!(logs_subject("f"), "natsfn.logs.f");
+    }
+}
