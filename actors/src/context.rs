@@ -1,0 +1,57 @@
+//! What every actor of a node shares: the NATS connection and a few facts fixed at
+//! start-up. Immutable; state lives in the actors.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::status::StatusReporter;
+
+#[derive(Clone)]
+pub struct NodeContext {
+    pub client: async_nats::Client,
+    pub node_id: Arc<str>,
+    /// The server's `max_payload`: a reply larger than this cannot be sent.
+    pub max_payload: usize,
+    /// Where the bootstraps were written (`LAMBDA_RUNTIME_DIR`).
+    pub runtime_dir: Arc<Path>,
+    pub interpreters: Arc<Interpreters>,
+    pub(crate) status: StatusReporter,
+}
+
+/// Absolute paths of the language interpreters, found once at start-up so that a
+/// worker's clean environment does not need the node's PATH (or a pyenv shim's).
+#[derive(Debug, Clone, Default)]
+pub struct Interpreters {
+    pub python3: Option<PathBuf>,
+    pub node: Option<PathBuf>,
+}
+
+impl Interpreters {
+    /// Asks `python3` and `node` on PATH (or `NATSFN_PYTHON3` / `NATSFN_NODE`) for their
+    /// real executable.
+    pub async fn discover() -> Interpreters {
+        let python3 = Self::ask(
+            std::env::var("NATSFN_PYTHON3").unwrap_or_else(|_| "python3".into()),
+            &["-c", "import sys; print(sys.executable)"],
+        )
+        .await;
+        let node = Self::ask(
+            std::env::var("NATSFN_NODE").unwrap_or_else(|_| "node".into()),
+            &["-p", "process.execPath"],
+        )
+        .await;
+        Interpreters { python3, node }
+    }
+
+    async fn ask(program: String, args: &[&str]) -> Option<PathBuf> {
+        let out = tokio::process::Command::new(&program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .ok()?;
+        let path = String::from_utf8(out.stdout).ok()?;
+        let path = PathBuf::from(path.trim());
+        (out.status.success() && path.is_absolute()).then_some(path)
+    }
+}

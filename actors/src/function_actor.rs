@@ -1,0 +1,558 @@
+//! FunctionActor: one per valid binding on a node. Owns the function's subscriptions,
+//! the queue of invocations waiting for a worker, and the pool policy: keep `pool.min`
+//! workers warm, start up to `pool.max` on demand, replace dead ones with backoff.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::Subject;
+use natsfn_protocol::names::{invoke_subject, logs_subject};
+use natsfn_protocol::{BindingSpec, ErrorCode, FunctionState as State, LambdaError};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+
+use crate::context::NodeContext;
+use crate::invocation::{now_ms, Caller, Invocation};
+use crate::launch::LaunchPlan;
+use crate::subscription::Subscription;
+use crate::worker_actor::{WorkerActor, WorkerArgs, WorkerMsg};
+
+/// Queued invocations per worker the pool may grow to, before new ones get a 429.
+const QUEUE_PER_WORKER: usize = 64;
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Consecutive failures after which the status says `crashloop`.
+const CRASHLOOP_AFTER: u32 = 3;
+const STOP_WORKERS_WITHIN: Duration = Duration::from_secs(2);
+
+pub struct FunctionActor;
+
+pub struct FunctionArgs {
+    pub(crate) ctx: NodeContext,
+    pub(crate) name: Arc<str>,
+    pub(crate) spec: BindingSpec,
+    pub(crate) revision: u64,
+}
+
+pub enum FunctionMsg {
+    /// A request arrived on one of the function's subjects.
+    Invoke(Invocation),
+    /// A worker could not take an invocation after all; it goes back to the front.
+    Requeue(Invocation),
+    /// The binding changed: new invocations go to workers of the new revision.
+    Reconfigure { spec: BindingSpec, revision: u64 },
+    /// The binding was deleted: stop listening, finish what was received, stop.
+    Retire,
+    WorkerReady(ActorId),
+    InvocationFinished { worker: ActorId, completed: bool },
+    WorkerInitFailed { worker: ActorId, error: LambdaError },
+    WorkerExited { worker: ActorId, reason: String },
+    /// A backoff period ended: workers may be started again.
+    RetryStart,
+    SubscriptionEnded(String),
+}
+
+struct Worker {
+    actor: ActorRef<WorkerMsg>,
+    revision: u64,
+    status: WorkerStatus,
+    ready_at: Option<Instant>,
+    served: u64,
+}
+
+enum WorkerStatus {
+    Starting,
+    Idle,
+    /// The caller is kept so that a worker actor that panics still gets its caller a 502.
+    Busy(Caller),
+}
+
+pub struct FunctionState {
+    ctx: NodeContext,
+    name: Arc<str>,
+    spec: BindingSpec,
+    revision: u64,
+    /// Why the function cannot start at all, if it cannot.
+    plan: Result<Arc<LaunchPlan>, LambdaError>,
+    arn: Arc<str>,
+    logs_subject: Subject,
+    subscriptions: HashMap<String, Subscription>,
+    /// Left subjects whose last messages are still being forwarded.
+    draining: HashMap<String, Subscription>,
+    queue: VecDeque<Invocation>,
+    workers: Vec<Worker>,
+    /// Consecutive worker failures; reset by a completed invocation or a new binding.
+    failures: u32,
+    retry_at: Option<Instant>,
+    retry_scheduled: bool,
+    /// The last init error, answered at once while no worker can start.
+    init_error: Option<LambdaError>,
+    last_status: Option<(State, Option<String>, u64)>,
+    retiring: bool,
+}
+
+impl Actor for FunctionActor {
+    type Msg = FunctionMsg;
+    type State = FunctionState;
+    type Arguments = FunctionArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<FunctionMsg>,
+        args: FunctionArgs,
+    ) -> Result<FunctionState, ActorProcessingErr> {
+        let FunctionArgs {
+            ctx,
+            name,
+            spec,
+            revision,
+        } = args;
+        let plan = make_plan(&ctx, &name, revision, &spec);
+        let mut state = FunctionState {
+            arn: format!("arn:aws:lambda:local:000000000000:function:{name}").into(),
+            logs_subject: logs_subject(&name).into(),
+            ctx,
+            name,
+            spec,
+            revision,
+            plan,
+            subscriptions: HashMap::new(),
+            draining: HashMap::new(),
+            queue: VecDeque::new(),
+            workers: Vec::new(),
+            failures: 0,
+            retry_at: None,
+            retry_scheduled: false,
+            init_error: None,
+            last_status: None,
+            retiring: false,
+        };
+        state.subscribe(&myself).await?;
+        state.report_configured();
+        Ok(state)
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<FunctionMsg>,
+        state: &mut FunctionState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.pump(&myself).await;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<FunctionMsg>,
+        msg: FunctionMsg,
+        state: &mut FunctionState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            FunctionMsg::Invoke(invocation) => state.invoke(&myself, invocation).await,
+            FunctionMsg::Requeue(invocation) => {
+                state.queue.push_front(invocation);
+                state.pump(&myself).await;
+            }
+            FunctionMsg::Reconfigure { spec, revision } => {
+                state.reconfigure(&myself, spec, revision).await
+            }
+            FunctionMsg::Retire => state.retire(&myself).await,
+            FunctionMsg::WorkerReady(id) => state.worker_ready(&myself, id).await,
+            FunctionMsg::InvocationFinished { worker, completed } => {
+                state.invocation_finished(&myself, worker, completed).await
+            }
+            FunctionMsg::WorkerInitFailed { worker, error } => {
+                state.remove_worker(worker);
+                state.init_failed(&myself, error).await;
+            }
+            FunctionMsg::WorkerExited { worker, reason } => {
+                state.remove_worker(worker);
+                state.record_failure(format!("a worker exited: {reason}"), false);
+                state.pump(&myself).await;
+            }
+            FunctionMsg::RetryStart => {
+                state.retry_scheduled = false;
+                state.pump(&myself).await;
+            }
+            FunctionMsg::SubscriptionEnded(subject) => {
+                if state.draining.remove(&subject).is_none() {
+                    state.subscriptions.remove(&subject);
+                }
+                state.stop_if_retired(&myself);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<FunctionMsg>,
+        event: SupervisionEvent,
+        state: &mut FunctionState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            // A worker that stops by itself has answered its caller and reported why
+            // in a message of its own; here it only leaves the pool.
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                state.remove_worker(cell.get_id());
+                state.stop_if_retired(&myself);
+            }
+            // A worker actor that panicked reported nothing: answer for it.
+            SupervisionEvent::ActorFailed(cell, err) => {
+                if let Some(worker) = state.remove_worker(cell.get_id()) {
+                    if let WorkerStatus::Busy(caller) = worker.status {
+                        let error =
+                            LambdaError::new("Runtime.ExitError", format!("worker failed: {err}"));
+                        caller.fail(&state.ctx, ErrorCode::WorkerFailed, &error).await;
+                    }
+                }
+                state.record_failure(format!("a worker failed: {err}"), false);
+                state.pump(&myself).await;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<FunctionMsg>,
+        state: &mut FunctionState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.subscriptions.clear();
+        state.draining.clear();
+        let error = LambdaError::new(
+            "ServiceException",
+            format!("function {} stopped on this node", state.name),
+        );
+        for invocation in state.queue.drain(..) {
+            invocation
+                .caller
+                .fail(&state.ctx, ErrorCode::Unavailable, &error)
+                .await;
+        }
+        myself
+            .stop_children_and_wait(None, Some(STOP_WORKERS_WITHIN.into()))
+            .await;
+        Ok(())
+    }
+}
+
+fn make_plan(
+    ctx: &NodeContext,
+    name: &str,
+    revision: u64,
+    spec: &BindingSpec,
+) -> Result<Arc<LaunchPlan>, LambdaError> {
+    LaunchPlan::for_spec(name, revision, spec, &ctx.runtime_dir, &ctx.interpreters).map(Arc::new)
+}
+
+impl FunctionState {
+    async fn invoke(&mut self, myself: &ActorRef<FunctionMsg>, invocation: Invocation) {
+        if let Err(error) = &self.plan {
+            return invocation
+                .caller
+                .fail(&self.ctx, ErrorCode::Unavailable, error)
+                .await;
+        }
+        if self.queue.len() >= QUEUE_PER_WORKER * self.spec.pool.max as usize {
+            let error = LambdaError::new(
+                "TooManyRequestsException",
+                format!(
+                    "function {} is at its concurrency limit ({} workers) and its queue is full",
+                    self.name, self.spec.pool.max
+                ),
+            );
+            return invocation
+                .caller
+                .fail(&self.ctx, ErrorCode::TooManyRequests, &error)
+                .await;
+        }
+        if let Some(error) = self.unstartable() {
+            let error = error.clone();
+            return invocation
+                .caller
+                .fail(&self.ctx, ErrorCode::Unavailable, &error)
+                .await;
+        }
+        self.queue.push_back(invocation);
+        self.pump(myself).await;
+    }
+
+    /// Hands queued invocations to idle workers and starts the workers the queue and
+    /// `pool.min` call for.
+    async fn pump(&mut self, myself: &ActorRef<FunctionMsg>) {
+        let now = now_ms();
+        while let Some(front) = self.queue.front() {
+            if front.expired(now) {
+                if let Some(dropped) = self.queue.pop_front() {
+                    tracing::info!(function = %self.name, request_id = %dropped.caller.request_id,
+                        "dropped: its caller's deadline passed while it was queued");
+                }
+                continue;
+            }
+            let Some(worker) = self.workers.iter_mut().find(|w| {
+                w.revision == self.revision && matches!(w.status, WorkerStatus::Idle)
+            }) else {
+                break;
+            };
+            let Some(invocation) = self.queue.pop_front() else {
+                break;
+            };
+            let cold = worker.served == 0 && worker.ready_at.is_some_and(|t| invocation.received < t);
+            worker.served += 1;
+            worker.status = WorkerStatus::Busy(invocation.caller.clone());
+            let _ = worker.actor.cast(WorkerMsg::Invoke { invocation, cold });
+        }
+        if let Some(error) = self.unstartable().cloned() {
+            self.fail_queue(ErrorCode::Unavailable, &error).await;
+        }
+        self.start_workers(myself).await;
+    }
+
+    async fn start_workers(&mut self, myself: &ActorRef<FunctionMsg>) {
+        let Ok(plan) = &self.plan else { return };
+        let current = self.workers.iter().filter(|w| w.revision == self.revision);
+        let (live, busy) = current.fold((0, 0), |(live, busy), w| {
+            (live + 1, busy + usize::from(matches!(w.status, WorkerStatus::Busy(_))))
+        });
+        let demand = busy + self.queue.len();
+        let floor = if self.retiring { 0 } else { self.spec.pool.min as usize };
+        let wanted = demand.max(floor).min(self.spec.pool.max as usize);
+        if live >= wanted {
+            return;
+        }
+        if let Some(at) = self.retry_at.filter(|at| *at > Instant::now()) {
+            if !self.retry_scheduled {
+                self.retry_scheduled = true;
+                myself.send_after(at - Instant::now(), || FunctionMsg::RetryStart);
+            }
+            return;
+        }
+        for _ in live..wanted {
+            let args = WorkerArgs {
+                ctx: self.ctx.clone(),
+                function: self.name.clone(),
+                plan: plan.clone(),
+                timeout: Duration::from_millis(self.spec.timeout_ms),
+                arn: self.arn.clone(),
+                logs_subject: self.logs_subject.clone(),
+                parent: myself.clone(),
+            };
+            match WorkerActor::spawn_linked(None, WorkerActor, args, myself.get_cell()).await {
+                Ok((actor, _)) => self.workers.push(Worker {
+                    actor,
+                    revision: self.revision,
+                    status: WorkerStatus::Starting,
+                    ready_at: None,
+                    served: 0,
+                }),
+                Err(e) => {
+                    let error = LambdaError::new(
+                        "Runtime.InvalidEntrypoint",
+                        format!("cannot start a worker process: {e}"),
+                    );
+                    self.record_failure(format!("{}: {}", error.error_type, error.error_message), true);
+                    self.init_error = Some(error.clone());
+                    if !self.has_live_workers() {
+                        self.fail_queue(ErrorCode::Unavailable, &error).await;
+                    }
+                    // The next attempt waits for the backoff timer.
+                    return Box::pin(self.start_workers(myself)).await;
+                }
+            }
+        }
+    }
+
+    async fn worker_ready(&mut self, myself: &ActorRef<FunctionMsg>, id: ActorId) {
+        let current = self.revision;
+        let Some(worker) = self.workers.iter_mut().find(|w| w.actor.get_id() == id) else {
+            return;
+        };
+        if worker.revision != current || self.retiring && self.queue.is_empty() {
+            worker.actor.stop(None);
+            return;
+        }
+        worker.status = WorkerStatus::Idle;
+        worker.ready_at = Some(Instant::now());
+        self.init_error = None;
+        self.report(State::Ready, None);
+        self.pump(myself).await;
+    }
+
+    async fn invocation_finished(
+        &mut self,
+        myself: &ActorRef<FunctionMsg>,
+        id: ActorId,
+        completed: bool,
+    ) {
+        if completed {
+            self.failures = 0;
+            self.retry_at = None;
+        }
+        let current = self.revision;
+        let retiring = self.retiring;
+        if let Some(worker) = self.workers.iter_mut().find(|w| w.actor.get_id() == id) {
+            worker.status = WorkerStatus::Idle;
+            if worker.revision != current || retiring && self.queue.is_empty() {
+                worker.actor.stop(None);
+            }
+        }
+        self.pump(myself).await;
+        self.stop_if_retired(myself);
+    }
+
+    async fn init_failed(&mut self, myself: &ActorRef<FunctionMsg>, error: LambdaError) {
+        self.record_failure(format!("{}: {}", error.error_type, error.error_message), true);
+        if !self.has_live_workers() {
+            self.fail_queue(ErrorCode::Unavailable, &error).await;
+        }
+        self.init_error = Some(error);
+        self.pump(myself).await;
+    }
+
+    async fn reconfigure(&mut self, myself: &ActorRef<FunctionMsg>, spec: BindingSpec, revision: u64) {
+        if revision <= self.revision {
+            return;
+        }
+        self.plan = make_plan(&self.ctx, &self.name, revision, &spec);
+        self.spec = spec;
+        self.revision = revision;
+        self.failures = 0;
+        self.retry_at = None;
+        self.init_error = None;
+        // Workers of the old revision finish what they run, then stop; idle ones now.
+        for worker in &self.workers {
+            if !matches!(worker.status, WorkerStatus::Busy(_)) {
+                worker.actor.stop(None);
+            }
+        }
+        if let Err(e) = self.subscribe(myself).await {
+            tracing::warn!(function = %self.name, error = %e, "cannot subscribe");
+            self.report(State::Error, Some(format!("cannot subscribe: {e}")));
+        }
+        self.report_configured();
+        if let Err(error) = self.plan.clone() {
+            self.fail_queue(ErrorCode::Unavailable, &error).await;
+        }
+        self.pump(myself).await;
+    }
+
+    async fn retire(&mut self, myself: &ActorRef<FunctionMsg>) {
+        self.retiring = true;
+        for (subject, mut sub) in self.subscriptions.drain() {
+            sub.drain();
+            self.draining.insert(subject, sub);
+        }
+        for worker in &self.workers {
+            if !matches!(worker.status, WorkerStatus::Busy(_)) && self.queue.is_empty() {
+                worker.actor.stop(None);
+            }
+        }
+        self.stop_if_retired(myself);
+    }
+
+    fn stop_if_retired(&self, myself: &ActorRef<FunctionMsg>) {
+        let busy = self
+            .workers
+            .iter()
+            .any(|w| matches!(w.status, WorkerStatus::Busy(_)));
+        if self.retiring
+            && !busy
+            && self.queue.is_empty()
+            && self.subscriptions.is_empty()
+            && self.draining.is_empty()
+        {
+            myself.stop(None);
+        }
+    }
+
+    /// Makes the subscriptions match the canonical subject plus the spec's subjects:
+    /// new ones first, then the left ones are drained, so no request falls between.
+    async fn subscribe(&mut self, myself: &ActorRef<FunctionMsg>) -> Result<(), async_nats::SubscribeError> {
+        let wanted: BTreeSet<String> = std::iter::once(invoke_subject(&self.name))
+            .chain(self.spec.subjects.iter().cloned())
+            .collect();
+        for subject in &wanted {
+            if !self.subscriptions.contains_key(subject) {
+                let sub = Subscription::start(&self.ctx, &self.name, subject.clone(), myself.clone()).await?;
+                self.subscriptions.insert(subject.clone(), sub);
+            }
+        }
+        let left: Vec<String> = self
+            .subscriptions
+            .keys()
+            .filter(|s| !wanted.contains(*s))
+            .cloned()
+            .collect();
+        for subject in left {
+            if let Some(mut sub) = self.subscriptions.remove(&subject) {
+                sub.drain();
+                self.draining.insert(subject, sub);
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_worker(&mut self, id: ActorId) -> Option<Worker> {
+        let index = self.workers.iter().position(|w| w.actor.get_id() == id)?;
+        Some(self.workers.swap_remove(index))
+    }
+
+    fn has_live_workers(&self) -> bool {
+        self.workers.iter().any(|w| w.revision == self.revision)
+    }
+
+    /// The init error to answer with while no worker of this revision can start.
+    fn unstartable(&self) -> Option<&LambdaError> {
+        let backing_off = self.retry_at.is_some_and(|at| at > Instant::now());
+        self.init_error
+            .as_ref()
+            .filter(|_| backing_off && !self.has_live_workers())
+    }
+
+    async fn fail_queue(&mut self, code: ErrorCode, error: &LambdaError) {
+        for invocation in self.queue.drain(..) {
+            invocation.caller.fail(&self.ctx, code, error).await;
+        }
+    }
+
+    fn record_failure(&mut self, reason: String, while_starting: bool) {
+        self.failures += 1;
+        let backoff = BACKOFF_FIRST
+            .saturating_mul(1 << (self.failures - 1).min(16))
+            .min(BACKOFF_MAX);
+        self.retry_at = Some(Instant::now() + backoff);
+        if self.failures >= CRASHLOOP_AFTER {
+            self.report(State::Crashloop, Some(reason));
+        } else if while_starting {
+            self.report(State::Error, Some(reason));
+        } else {
+            tracing::warn!(function = %self.name, reason = %reason, "worker failure");
+        }
+    }
+
+    /// The state right after a (re)configuration.
+    fn report_configured(&mut self) {
+        match &self.plan {
+            Err(error) => {
+                let reason = format!("{}: {}", error.error_type, error.error_message);
+                self.report(State::Error, Some(reason))
+            }
+            // Nothing to wait for: the first invocation starts a worker.
+            Ok(_) if self.spec.pool.min == 0 => self.report(State::Ready, None),
+            Ok(_) => self.report(State::Starting, None),
+        }
+    }
+
+    fn report(&mut self, state: State, reason: Option<String>) {
+        let status = (state, reason, self.revision);
+        if self.last_status.as_ref() == Some(&status) {
+            return;
+        }
+        self.ctx
+            .status
+            .report(&self.name, status.0, status.2, status.1.clone());
+        self.last_status = Some(status);
+    }
+}

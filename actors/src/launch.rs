@@ -1,0 +1,141 @@
+//! How to start a function's worker process: worked out once per binding revision, so
+//! that starting a worker is only a spawn.
+
+use std::path::{Path, PathBuf};
+
+use natsfn_protocol::{BindingSpec, CodeSource, LambdaError, Runtime};
+
+/// The bootstraps ship inside the binary and are written out once at node start-up.
+const BOOTSTRAPS: [(&str, &str); 2] = [
+    (
+        "python3/bootstrap.py",
+        include_str!("../../runtimes/python3/bootstrap.py"),
+    ),
+    (
+        "nodejs/bootstrap.js",
+        include_str!("../../runtimes/nodejs/bootstrap.js"),
+    ),
+];
+
+/// Writes the bootstraps under `dir` (atomically per file, so concurrent nodes sharing
+/// the directory never see half a file).
+pub(crate) fn install_runtimes(dir: &Path) -> std::io::Result<()> {
+    for (relative, source) in BOOTSTRAPS {
+        let path = dir.join(relative);
+        if std::fs::read_to_string(&path).is_ok_and(|existing| existing == source) {
+            continue;
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, source)?;
+        std::fs::rename(&tmp, &path)?;
+    }
+    Ok(())
+}
+
+/// The default place for the bootstraps: one directory per natsfn build.
+pub(crate) fn default_runtime_dir() -> PathBuf {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for (_, source) in BOOTSTRAPS {
+        for b in source.bytes() {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    std::env::temp_dir().join(format!("natsfn-runtimes-{hash:016x}"))
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct LaunchPlan {
+    pub(crate) program: PathBuf,
+    pub(crate) args: Vec<PathBuf>,
+    pub(crate) cwd: PathBuf,
+    pub(crate) env: Vec<(String, String)>,
+}
+
+/// PATH inside a worker: the interpreter's own directory, then the usual system ones.
+const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+impl LaunchPlan {
+    /// Everything but the per-worker variables. An error is why the function cannot
+    /// start at all (answered 503 and written to its status).
+    pub(crate) fn for_spec(
+        function: &str,
+        revision: u64,
+        spec: &BindingSpec,
+        runtime_dir: &Path,
+        interpreters: &crate::Interpreters,
+    ) -> Result<LaunchPlan, LambdaError> {
+        let cwd = match &spec.code {
+            CodeSource::Dir(dir) => PathBuf::from(dir),
+            CodeSource::Package(name) => {
+                return Err(LambdaError::new(
+                    "Runtime.CodeUnavailable",
+                    format!("code.package {name:?}: packages are not supported by this node yet; use code.dir"),
+                ))
+            }
+        };
+        if !cwd.is_dir() {
+            return Err(LambdaError::new(
+                "Runtime.CodeUnavailable",
+                format!("code.dir {}: not a directory on node", cwd.display()),
+            ));
+        }
+        let (interpreter, bootstrap, execution_env) = match spec.runtime {
+            Runtime::Python3 => (&interpreters.python3, "python3/bootstrap.py", "python3"),
+            Runtime::Nodejs => (&interpreters.node, "nodejs/bootstrap.js", "nodejs"),
+            Runtime::Provided => {
+                return Err(LambdaError::new(
+                    "Runtime.InvalidEntrypoint",
+                    "runtime \"provided\" is not supported by this node yet",
+                ))
+            }
+        };
+        let Some(program) = interpreter.clone() else {
+            return Err(LambdaError::new(
+                "Runtime.InvalidEntrypoint",
+                format!(
+                    "runtime {}: its interpreter was not found on this node's PATH",
+                    spec.runtime.as_str()
+                ),
+            ));
+        };
+        let path = match program.parent() {
+            Some(dir) => format!("{}:{SYSTEM_PATH}", dir.display()),
+            None => SYSTEM_PATH.to_owned(),
+        };
+        let mut env: Vec<(String, String)> = vec![
+            ("PATH".into(), path),
+            ("LANG".into(), "C.UTF-8".into()),
+            ("TZ".into(), ":UTC".into()),
+            ("_HANDLER".into(), spec.handler.clone().unwrap_or_default()),
+            ("LAMBDA_TASK_ROOT".into(), cwd.display().to_string()),
+            ("LAMBDA_RUNTIME_DIR".into(), runtime_dir.display().to_string()),
+            ("AWS_LAMBDA_FUNCTION_NAME".into(), function.to_owned()),
+            ("AWS_LAMBDA_FUNCTION_VERSION".into(), revision.to_string()),
+            (
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(),
+                spec.memory_mb.to_string(),
+            ),
+            (
+                "AWS_LAMBDA_LOG_GROUP_NAME".into(),
+                format!("/aws/lambda/{function}"),
+            ),
+            (
+                "AWS_EXECUTION_ENV".into(),
+                format!("AWS_Lambda_{execution_env}"),
+            ),
+        ];
+        if spec.runtime == Runtime::Python3 {
+            env.push(("PYTHONUNBUFFERED".into(), "1".into()));
+        }
+        env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(LaunchPlan {
+            program,
+            args: vec![runtime_dir.join(bootstrap)],
+            cwd,
+            env,
+        })
+    }
+}

@@ -1,0 +1,278 @@
+//! NodeActor: the root of a node. Watches `natsfn-bindings` from its current state on
+//! and keeps exactly one FunctionActor per valid key; writes why a key was rejected to
+//! `natsfn-status`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::kv::{Operation, Store};
+use async_nats::jetstream;
+use bytes::Bytes;
+use futures::StreamExt;
+use natsfn_protocol::names::BINDINGS_BUCKET;
+use natsfn_protocol::{BindingSpec, FunctionState};
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+
+use crate::buckets;
+use crate::context::{Interpreters, NodeContext};
+use crate::function_actor::{FunctionActor, FunctionArgs, FunctionMsg};
+use crate::launch;
+use crate::status::StatusReporter;
+
+const WATCH_RETRY: Duration = Duration::from_secs(1);
+const STOP_FUNCTIONS_WITHIN: Duration = Duration::from_secs(5);
+
+pub struct NodeActor;
+
+pub struct NodeArgs {
+    pub client: async_nats::Client,
+    pub node_id: String,
+    /// Where to write the bootstraps; a per-build temporary directory when `None`.
+    pub runtime_dir: Option<PathBuf>,
+    pub interpreters: Interpreters,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Bucket(#[from] buckets::BucketError),
+    #[error("cannot write the runtime bootstraps to {dir}: {source}")]
+    Runtimes {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub enum NodeMsg {
+    /// A key of `natsfn-bindings` was put (with this value) or removed.
+    BindingChanged {
+        name: String,
+        value: Option<Bytes>,
+        revision: u64,
+    },
+}
+
+pub struct NodeState {
+    ctx: NodeContext,
+    functions: HashMap<String, Function>,
+    watcher: tokio::task::AbortHandle,
+}
+
+struct Function {
+    actor: ActorRef<FunctionMsg>,
+    spec: BindingSpec,
+    revision: u64,
+}
+
+impl Actor for NodeActor {
+    type Msg = NodeMsg;
+    type State = NodeState;
+    type Arguments = NodeArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<NodeMsg>,
+        args: NodeArgs,
+    ) -> Result<NodeState, ActorProcessingErr> {
+        let runtime_dir = args.runtime_dir.unwrap_or_else(launch::default_runtime_dir);
+        launch::install_runtimes(&runtime_dir).map_err(|source| NodeError::Runtimes {
+            dir: runtime_dir.clone(),
+            source,
+        })?;
+        let js = jetstream::new(args.client.clone());
+        let bindings = buckets::bindings(&js).await?;
+        let status = buckets::status(&js).await?;
+        let node_id: Arc<str> = args.node_id.into();
+        let ctx = NodeContext {
+            max_payload: args.client.server_info().max_payload,
+            client: args.client,
+            node_id: node_id.clone(),
+            runtime_dir: runtime_dir.into(),
+            interpreters: Arc::new(args.interpreters),
+            status: StatusReporter::spawn(node_id, status),
+        };
+        let watcher = tokio::spawn(watch_bindings(bindings, myself)).abort_handle();
+        Ok(NodeState {
+            ctx,
+            functions: HashMap::new(),
+            watcher,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<NodeMsg>,
+        msg: NodeMsg,
+        state: &mut NodeState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            NodeMsg::BindingChanged {
+                name,
+                value: Some(value),
+                revision,
+            } => state.binding_put(&myself, name, &value, revision).await,
+            NodeMsg::BindingChanged {
+                name, value: None, ..
+            } => state.binding_removed(&name),
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<NodeMsg>,
+        event: SupervisionEvent,
+        state: &mut NodeState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                state.functions.retain(|_, f| f.actor.get_id() != cell.get_id());
+            }
+            // A FunctionActor that panicked is a bug; its binding still stands, so it
+            // gets a fresh actor.
+            SupervisionEvent::ActorFailed(cell, err) => {
+                let failed = state
+                    .functions
+                    .iter()
+                    .find(|(_, f)| f.actor.get_id() == cell.get_id())
+                    .map(|(name, _)| name.clone());
+                if let Some(name) = failed {
+                    tracing::error!(function = %name, error = %err, "function actor failed; restarting it");
+                    if let Some(f) = state.functions.remove(&name) {
+                        state.spawn_function(&myself, name, f.spec, f.revision).await;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<NodeMsg>,
+        state: &mut NodeState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.watcher.abort();
+        myself
+            .stop_children_and_wait(None, Some(STOP_FUNCTIONS_WITHIN.into()))
+            .await;
+        Ok(())
+    }
+}
+
+impl NodeState {
+    async fn binding_put(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+        name: String,
+        value: &[u8],
+        revision: u64,
+    ) {
+        if self.functions.get(&name).is_some_and(|f| f.revision >= revision) {
+            return;
+        }
+        let spec = match BindingSpec::parse(&name, value) {
+            Ok(spec) => spec,
+            Err(e) => {
+                // The last good version (if any) keeps serving.
+                let kept = match self.functions.get(&name) {
+                    Some(f) => format!(" (still serving revision {})", f.revision),
+                    None => String::new(),
+                };
+                self.ctx.status.report(
+                    &name,
+                    FunctionState::Error,
+                    revision,
+                    Some(format!("invalid binding: {e}{kept}")),
+                );
+                return;
+            }
+        };
+        match self.functions.get_mut(&name) {
+            Some(f) => {
+                f.spec = spec.clone();
+                f.revision = revision;
+                let _ = f.actor.cast(FunctionMsg::Reconfigure { spec, revision });
+            }
+            None => self.spawn_function(myself, name, spec, revision).await,
+        }
+    }
+
+    fn binding_removed(&mut self, name: &str) {
+        if let Some(f) = self.functions.remove(name) {
+            let _ = f.actor.cast(FunctionMsg::Retire);
+        }
+        self.ctx.status.clear(name);
+    }
+
+    async fn spawn_function(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+        name: String,
+        spec: BindingSpec,
+        revision: u64,
+    ) {
+        let args = FunctionArgs {
+            ctx: self.ctx.clone(),
+            name: name.as_str().into(),
+            spec: spec.clone(),
+            revision,
+        };
+        match FunctionActor::spawn_linked(None, FunctionActor, args, myself.get_cell()).await {
+            Ok((actor, _)) => {
+                self.functions.insert(
+                    name,
+                    Function {
+                        actor,
+                        spec,
+                        revision,
+                    },
+                );
+            }
+            Err(e) => self.ctx.status.report(
+                &name,
+                FunctionState::Error,
+                revision,
+                Some(format!("cannot start the function: {e}")),
+            ),
+        }
+    }
+}
+
+/// Feeds the NodeActor every key's latest value, then every change. When the watch
+/// breaks it starts again from the current state; the NodeActor ignores revisions it
+/// has already applied.
+async fn watch_bindings(bindings: Store, node: ActorRef<NodeMsg>) {
+    loop {
+        match bindings.watch_with_history(">").await {
+            Ok(mut watch) => {
+                while let Some(entry) = watch.next().await {
+                    let entry = match entry {
+                        Ok(entry) => entry,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "bindings watch failed");
+                            break;
+                        }
+                    };
+                    let value = match entry.operation {
+                        Operation::Put => Some(entry.value),
+                        Operation::Delete | Operation::Purge => None,
+                    };
+                    let msg = NodeMsg::BindingChanged {
+                        name: entry.key,
+                        value,
+                        revision: entry.revision,
+                    };
+                    if node.cast(msg).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot watch {BINDINGS_BUCKET}"),
+        }
+        tokio::time::sleep(WATCH_RETRY).await;
+    }
+}

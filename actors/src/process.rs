@@ -1,0 +1,106 @@
+//! A worker's OS process: spawned as the leader of its own process group with a clean
+//! environment and the private channel on an inherited socket; killed as a group, so
+//! whatever the handler started dies with it.
+
+use std::os::fd::AsRawFd;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::net::UnixStream;
+use tokio::process::{Child, ChildStderr, ChildStdout};
+
+use crate::launch::LaunchPlan;
+
+/// The channel's descriptor number inside the worker (`NATSFN_CHANNEL_FD`).
+const CHANNEL_FD: i32 = 3;
+/// How long a retired worker gets between SIGTERM and SIGKILL.
+const TERM_GRACE: Duration = Duration::from_millis(500);
+
+pub(crate) struct WorkerProcess {
+    pub(crate) group: ProcessGroup,
+    pub(crate) child: Child,
+    pub(crate) channel: UnixStream,
+    pub(crate) stdout: ChildStdout,
+    pub(crate) stderr: ChildStderr,
+}
+
+pub(crate) fn spawn(plan: &LaunchPlan, log_stream: &str) -> std::io::Result<WorkerProcess> {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+    let theirs_fd = theirs.as_raw_fd();
+    let mut command = tokio::process::Command::new(&plan.program);
+    command
+        .args(&plan.args)
+        .current_dir(&plan.cwd)
+        .env_clear()
+        .envs(plan.env.iter().map(|(k, v)| (k, v)))
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", log_stream)
+        .env("NATSFN_CHANNEL_FD", CHANNEL_FD.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    // SAFETY: between fork and exec only async-signal-safe calls (dup2, fcntl).
+    unsafe {
+        command.pre_exec(move || {
+            if theirs_fd == CHANNEL_FD {
+                // dup2 onto itself keeps close-on-exec: clear it instead.
+                if libc::fcntl(CHANNEL_FD, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(theirs_fd, CHANNEL_FD) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn()?;
+    drop(theirs);
+    let pid = child
+        .id()
+        .ok_or_else(|| std::io::Error::other("worker exited during spawn"))?;
+    let group = ProcessGroup(Some(Pid::from_raw(pid as i32)));
+    ours.set_nonblocking(true)?;
+    let channel = UnixStream::from_std(ours)?;
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(std::io::Error::other("worker pipes missing"));
+    };
+    Ok(WorkerProcess {
+        group,
+        child,
+        channel,
+        stdout,
+        stderr,
+    })
+}
+
+/// The worker's process group. Dropping it kills the whole group.
+pub(crate) struct ProcessGroup(Option<Pid>);
+
+impl ProcessGroup {
+    pub(crate) fn kill(&self) {
+        if let Some(pgid) = self.0 {
+            // ESRCH (already gone) is the normal case after an exit.
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+
+    /// SIGTERM now, SIGKILL after a short grace, without holding up the caller.
+    pub(crate) fn terminate(mut self) {
+        if let Some(pgid) = self.0.take() {
+            let _ = killpg(pgid, Signal::SIGTERM);
+            tokio::spawn(async move {
+                tokio::time::sleep(TERM_GRACE).await;
+                let _ = killpg(pgid, Signal::SIGKILL);
+            });
+        }
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

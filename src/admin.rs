@@ -1,0 +1,239 @@
+//! Editing and reading bindings: `bind`, `nats bind|unbind`, `ls`, `get`, `rm`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use async_nats::jetstream::kv::{Operation, Store, UpdateErrorKind};
+use futures::StreamExt;
+use natsfn_actors::buckets;
+use natsfn_protocol::{BindingSpec, FunctionState, FunctionStatus};
+use serde_json::{json, Map, Value};
+
+use crate::cli::{parse_duration_ms, BindArgs, SubjectArgs};
+
+/// Attempts at a compare-and-swap edit before giving up on a busy key.
+const CAS_ATTEMPTS: usize = 20;
+
+struct Buckets {
+    bindings: Store,
+    status: Store,
+}
+
+async fn open(nats: &str) -> anyhow::Result<Buckets> {
+    let js = async_nats::jetstream::new(crate::connect(nats).await?);
+    Ok(Buckets {
+        bindings: buckets::bindings(&js).await?,
+        status: buckets::status(&js).await?,
+    })
+}
+
+pub async fn bind(nats: &str, args: BindArgs) -> anyhow::Result<ExitCode> {
+    let value = binding_json(&args)?;
+    let bytes = serde_json::to_vec_pretty(&value)?;
+    BindingSpec::parse(&args.name, &bytes).map_err(|e| anyhow!("invalid binding: {e}"))?;
+    let b = open(nats).await?;
+    // Watch first, so a node that is quick to report is not missed.
+    let mut status = b.status.watch_with_history(&args.name).await?;
+    let revision = b.bindings.put(&args.name, bytes.into()).await?;
+    println!("bound {} (revision {revision})", args.name);
+    if args.wait == 0 {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let waited = tokio::time::timeout(Duration::from_secs(args.wait), async {
+        while let Some(Ok(entry)) = status.next().await {
+            if entry.operation != Operation::Put {
+                continue;
+            }
+            let Ok(s) = serde_json::from_slice::<FunctionStatus>(&entry.value) else {
+                continue;
+            };
+            if s.revision < revision || s.state == FunctionState::Starting {
+                continue;
+            }
+            return Some(s);
+        }
+        None
+    })
+    .await;
+    match waited {
+        Ok(Some(s)) if s.state == FunctionState::Ready => {
+            println!("{} is ready on node {}", args.name, s.node);
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Some(s)) => {
+            eprintln!(
+                "{} cannot run: {} ({})",
+                args.name,
+                s.reason.unwrap_or_default(),
+                serde_json::to_value(s.state)?
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        _ => {
+            eprintln!(
+                "no node reported on {} within {}s: is a node running (natsfn node, or natsfn dev)?",
+                args.name, args.wait
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// The binding as the user asked for it: only what was given, defaults left implicit.
+fn binding_json(args: &BindArgs) -> anyhow::Result<Value> {
+    let code = std::fs::canonicalize(&args.code)
+        .with_context(|| format!("--code {}", args.code.display()))?;
+    let mut spec = Map::new();
+    spec.insert("runtime".into(), json!(args.runtime));
+    if let Some(handler) = &args.handler {
+        spec.insert("handler".into(), json!(handler));
+    }
+    spec.insert("code".into(), json!({ "dir": code }));
+    if !args.subjects.is_empty() {
+        spec.insert("subjects".into(), json!(args.subjects));
+    }
+    if !args.env.is_empty() {
+        let mut env = Map::new();
+        for pair in &args.env {
+            let (k, v) = pair
+                .split_once('=')
+                .with_context(|| format!("--env {pair:?}: expected KEY=VALUE"))?;
+            env.insert(k.to_owned(), json!(v));
+        }
+        spec.insert("env".into(), Value::Object(env));
+    }
+    if let Some(timeout) = &args.timeout {
+        let ms = parse_duration_ms(timeout).map_err(|e| anyhow!("--timeout {e}"))?;
+        spec.insert("timeout_ms".into(), json!(ms));
+    }
+    if let Some(memory) = args.memory {
+        spec.insert("memory_mb".into(), json!(memory));
+    }
+    if args.min.is_some() || args.max.is_some() {
+        let mut pool = Map::new();
+        if let Some(min) = args.min {
+            pool.insert("min".into(), json!(min));
+        }
+        if let Some(max) = args.max {
+            pool.insert("max".into(), json!(max));
+        }
+        spec.insert("pool".into(), Value::Object(pool));
+    }
+    Ok(Value::Object(spec))
+}
+
+pub enum Edit {
+    Add,
+    Remove,
+}
+
+/// Adds or removes one subject with compare-and-swap: a concurrent edit of the same
+/// binding makes this one start over on the new value instead of overwriting it.
+pub async fn edit_subjects(nats: &str, args: SubjectArgs, edit: Edit) -> anyhow::Result<ExitCode> {
+    let b = open(nats).await?;
+    for _ in 0..CAS_ATTEMPTS {
+        let entry = b
+            .bindings
+            .entry(&args.name)
+            .await?
+            .filter(|e| e.operation == Operation::Put)
+            .with_context(|| format!("no function {} is bound; bind it first with natsfn bind", args.name))?;
+        let mut value: Value = serde_json::from_slice(&entry.value)
+            .with_context(|| format!("the binding of {} is not valid JSON; fix it first", args.name))?;
+        let obj = value
+            .as_object_mut()
+            .with_context(|| format!("the binding of {} is not a JSON object", args.name))?;
+        let subjects = obj.entry("subjects").or_insert_with(|| json!([]));
+        let list = subjects
+            .as_array_mut()
+            .with_context(|| format!("subjects of {} is not an array", args.name))?;
+        let present = list.iter().any(|s| s.as_str() == Some(&args.subject));
+        match edit {
+            Edit::Add if present => {
+                println!("{} already serves {}", args.name, args.subject);
+                return Ok(ExitCode::SUCCESS);
+            }
+            Edit::Remove if !present => {
+                println!("{} does not serve {}", args.name, args.subject);
+                return Ok(ExitCode::SUCCESS);
+            }
+            Edit::Add => list.push(json!(args.subject)),
+            Edit::Remove => list.retain(|s| s.as_str() != Some(&args.subject)),
+        }
+        let bytes = serde_json::to_vec_pretty(&value)?;
+        BindingSpec::parse(&args.name, &bytes).map_err(|e| anyhow!("invalid binding: {e}"))?;
+        match b.bindings.update(&args.name, bytes.into(), entry.revision).await {
+            Ok(revision) => {
+                let verb = match edit {
+                    Edit::Add => "now serves",
+                    Edit::Remove => "no longer serves",
+                };
+                println!("{} {verb} {} (revision {revision})", args.name, args.subject);
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    bail!("{} kept changing under this edit; try again", args.name)
+}
+
+pub async fn ls(nats: &str) -> anyhow::Result<ExitCode> {
+    let b = open(nats).await?;
+    let mut names: Vec<String> = b.bindings.keys().await?.filter_map(|k| async { k.ok() }).collect().await;
+    names.sort();
+    println!("{:<24} {:<10} {:>8}  {:<9} SUBJECTS", "NAME", "STATE", "REVISION", "RUNTIME");
+    for name in names {
+        let Some(entry) = b.bindings.entry(&name).await? else { continue };
+        let status = read_status(&b.status, &name).await;
+        let (runtime, subjects) = match serde_json::from_slice::<Value>(&entry.value) {
+            Ok(v) => (
+                v["runtime"].as_str().unwrap_or("?").to_owned(),
+                v["subjects"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+                    .unwrap_or_default(),
+            ),
+            Err(_) => ("?".into(), String::new()),
+        };
+        let state = status
+            .as_ref()
+            .and_then(|s| serde_json::to_value(s.state).ok())
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "-".into());
+        println!("{name:<24} {state:<10} {:>8}  {runtime:<9} {subjects}", entry.revision);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn get(nats: &str, name: &str) -> anyhow::Result<ExitCode> {
+    let b = open(nats).await?;
+    let entry = b
+        .bindings
+        .entry(name)
+        .await?
+        .filter(|e| e.operation == Operation::Put)
+        .with_context(|| format!("no function {name} is bound"))?;
+    let spec = serde_json::from_slice::<Value>(&entry.value)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&entry.value).into_owned()));
+    let status = read_status(&b.status, name).await;
+    let out = json!({"name": name, "revision": entry.revision, "spec": spec, "status": status});
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn rm(nats: &str, name: &str) -> anyhow::Result<ExitCode> {
+    let b = open(nats).await?;
+    if b.bindings.entry(name).await?.filter(|e| e.operation == Operation::Put).is_none() {
+        bail!("no function {name} is bound");
+    }
+    b.bindings.delete(name).await?;
+    println!("removed {name}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn read_status(status: &Store, name: &str) -> Option<FunctionStatus> {
+    let value = status.get(name).await.ok()??;
+    serde_json::from_slice(&value).ok()
+}

@@ -1,0 +1,158 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "natsfn", version, about = "AWS Lambda handlers served over NATS")]
+pub struct Cli {
+    /// NATS server URL(s), comma-separated.
+    #[arg(long, global = true, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run a dispatcher node: serve every function bound in natsfn-bindings.
+    Node(NodeArgs),
+    /// Run a local nats-server (JetStream on) and a node, for development. Ctrl-C stops both.
+    Dev(DevArgs),
+    /// Bind a function (create or replace its binding).
+    Bind(BindArgs),
+    /// Edit the NATS subjects of a binding.
+    Nats {
+        #[command(subcommand)]
+        command: NatsCommand,
+    },
+    /// Invoke a function and print its result.
+    Invoke(InvokeArgs),
+    /// List the bound functions and their state.
+    Ls,
+    /// Show a function's binding and status.
+    Get { name: String },
+    /// Remove a function's binding.
+    Rm { name: String },
+}
+
+#[derive(Args)]
+pub struct NodeArgs {
+    /// This node's id in natsfn-status (default: hostname and a random suffix).
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// Where to write the runtime bootstraps (default: a directory under the system temp dir).
+    #[arg(long)]
+    pub runtime_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct DevArgs {
+    /// Client port of the local nats-server.
+    #[arg(long, default_value_t = 4222)]
+    pub port: u16,
+    /// Where the local nats-server keeps JetStream data (bindings survive restarts).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+#[derive(Args)]
+pub struct BindArgs {
+    /// Function name.
+    #[arg(short = 'f', long = "function")]
+    pub name: String,
+    /// python3, nodejs or provided.
+    #[arg(long)]
+    pub runtime: String,
+    /// Lambda handler, e.g. app.handler.
+    #[arg(long)]
+    pub handler: Option<String>,
+    /// Directory holding the function's code.
+    #[arg(long)]
+    pub code: PathBuf,
+    /// A NATS subject to serve (repeatable).
+    #[arg(short = 's', long = "subject")]
+    pub subjects: Vec<String>,
+    /// Run time limit, e.g. 3s, 500ms, 2m.
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// Memory in MB.
+    #[arg(long)]
+    pub memory: Option<u64>,
+    /// Workers kept warm.
+    #[arg(long)]
+    pub min: Option<u64>,
+    /// Most workers at once.
+    #[arg(long)]
+    pub max: Option<u64>,
+    /// Environment variable for the function, KEY=VALUE (repeatable).
+    #[arg(long = "env")]
+    pub env: Vec<String>,
+    /// Seconds to wait for a node to report the function ready (0: do not wait).
+    #[arg(long, default_value_t = 15)]
+    pub wait: u64,
+}
+
+#[derive(Subcommand)]
+pub enum NatsCommand {
+    /// Add a subject to a function's binding.
+    Bind(SubjectArgs),
+    /// Remove a subject from a function's binding.
+    Unbind(SubjectArgs),
+}
+
+#[derive(Args)]
+pub struct SubjectArgs {
+    #[arg(short = 's', long = "subject")]
+    pub subject: String,
+    #[arg(short = 'f', long = "function")]
+    pub name: String,
+}
+
+#[derive(Args)]
+pub struct InvokeArgs {
+    pub name: String,
+    /// The event (JSON); `-` reads it from stdin; none sends an empty event ({}).
+    pub payload: Option<String>,
+    /// How long to wait for the result, e.g. 30s.
+    #[arg(long, default_value = "60s")]
+    pub timeout: String,
+}
+
+/// `3s`, `500ms`, `2m`, or plain milliseconds.
+pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a duration such as 3s, 500ms or 2m"))?;
+    let factor = match unit {
+        "" | "ms" => 1.0,
+        "s" => 1_000.0,
+        "m" => 60_000.0,
+        _ => return Err(format!("{text:?}: the unit must be ms, s or m")),
+    };
+    Ok((number * factor).round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration_ms;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("3s"), Ok(3000));
+        assert_eq!(parse_duration_ms("500ms"), Ok(500));
+        assert_eq!(parse_duration_ms("1.5s"), Ok(1500));
+        assert_eq!(parse_duration_ms("2m"), Ok(120_000));
+        assert_eq!(parse_duration_ms("250"), Ok(250));
+        assert!(parse_duration_ms("soon").is_err());
+        assert!(parse_duration_ms("3h").is_err());
+    }
+}

@@ -1,0 +1,66 @@
+//! `natsfn invoke`: one request on a function's canonical subject.
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use async_nats::{Request, RequestErrorKind};
+use bytes::Bytes;
+use natsfn_protocol::names::{
+    invoke_subject, HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE,
+};
+
+use crate::cli::{parse_duration_ms, InvokeArgs};
+
+pub async fn run(nats: &str, args: InvokeArgs) -> anyhow::Result<ExitCode> {
+    let payload = match args.payload.as_deref() {
+        None => Bytes::new(),
+        Some("-") => {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf).context("cannot read the event from stdin")?;
+            buf.into()
+        }
+        Some(text) => Bytes::copy_from_slice(text.as_bytes()),
+    };
+    let timeout = Duration::from_millis(parse_duration_ms(&args.timeout).map_err(|e| anyhow!("--timeout {e}"))?);
+    let client = crate::connect(nats).await?;
+    let max_payload = client.server_info().max_payload;
+    if payload.len() > max_payload {
+        bail!(
+            "the event is {} bytes; the NATS server accepts at most {max_payload} (its max_payload)",
+            payload.len()
+        );
+    }
+    let subject = invoke_subject(&args.name);
+    let request = Request::new().payload(payload).timeout(Some(timeout));
+    let reply = match client.send_request(subject.clone(), request).await {
+        Ok(reply) => reply,
+        Err(e) if e.kind() == RequestErrorKind::NoResponders => bail!(
+            "nobody answers on {subject}: is {} bound, and is a node running?",
+            args.name
+        ),
+        Err(e) if e.kind() == RequestErrorKind::TimedOut => {
+            bail!("no reply from {} within {timeout:?}", args.name)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let error = reply.headers.as_ref().and_then(|h| {
+        let code = h.get(HEADER_SERVICE_ERROR_CODE)?;
+        let text = h.get(HEADER_SERVICE_ERROR).map(|v| v.as_str()).unwrap_or("");
+        Some(format!("{} {}", code.as_str(), text))
+    });
+    match error {
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&reply.payload)?;
+            out.write_all(b"\n")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(summary) => {
+            eprintln!("error {summary}");
+            eprintln!("{}", String::from_utf8_lossy(&reply.payload));
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! The `natsfn` binary: a thin edge around natsfn-actors. Parses the command line,
+//! connects to NATS, and runs a node or one administrative command.
+
+mod admin;
+mod cli;
+mod dev;
+mod invoke;
+mod node;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command, NatsCommand};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing(matches!(cli.command, Command::Node(_) | Command::Dev(_)));
+    let result = match cli.command {
+        Command::Node(args) => node::run(&cli.nats, args).await,
+        Command::Dev(args) => dev::run(args).await,
+        Command::Bind(args) => admin::bind(&cli.nats, args).await,
+        Command::Nats {
+            command: NatsCommand::Bind(args),
+        } => admin::edit_subjects(&cli.nats, args, admin::Edit::Add).await,
+        Command::Nats {
+            command: NatsCommand::Unbind(args),
+        } => admin::edit_subjects(&cli.nats, args, admin::Edit::Remove).await,
+        Command::Invoke(args) => invoke::run(&cli.nats, args).await,
+        Command::Ls => admin::ls(&cli.nats).await,
+        Command::Get { name } => admin::get(&cli.nats, &name).await,
+        Command::Rm { name } => admin::rm(&cli.nats, &name).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("natsfn: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Nodes log at info; one-shot commands only say what went wrong.
+fn init_tracing(long_running: bool) {
+    let default = if long_running {
+        "info,async_nats=warn,ractor=warn"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NATSFN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Connects to the servers of `--nats` (comma-separated).
+async fn connect(urls: &str) -> anyhow::Result<async_nats::Client> {
+    use anyhow::Context;
+    async_nats::ConnectOptions::new()
+        .name("natsfn")
+        .connect(urls)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {urls} (set --nats or NATS_URL)"))
+}

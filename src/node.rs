@@ -1,0 +1,62 @@
+//! `natsfn node`: a dispatcher node until SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use natsfn_actors::{Interpreters, NodeActor, NodeArgs};
+use ractor::Actor;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::cli;
+
+const SHUTDOWN_WITHIN: Duration = Duration::from_secs(10);
+
+pub async fn run(nats: &str, args: cli::NodeArgs) -> anyhow::Result<ExitCode> {
+    let client = crate::connect(nats).await?;
+    serve(client, args).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a node on `client` until a termination signal, then stops it cleanly.
+pub async fn serve(client: async_nats::Client, args: cli::NodeArgs) -> anyhow::Result<()> {
+    let node_id = args.node_id.unwrap_or_else(default_node_id);
+    let interpreters = Interpreters::discover().await;
+    if interpreters.python3.is_none() {
+        tracing::warn!("python3 not found: python3 functions will not start");
+    }
+    if interpreters.node.is_none() {
+        tracing::warn!("node not found: nodejs functions will not start");
+    }
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let (node, handle) = Actor::spawn(
+        None,
+        NodeActor,
+        NodeArgs {
+            client: client.clone(),
+            node_id: node_id.clone(),
+            runtime_dir: args.runtime_dir,
+            interpreters,
+        },
+    )
+    .await
+    .context("cannot start the node")?;
+    tracing::info!(node = %node_id, "natsfn node running");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = sigterm.recv() => {}
+        _ = handle => anyhow::bail!("the node stopped unexpectedly"),
+    }
+    tracing::info!("stopping");
+    let _ = node.stop_and_wait(None, Some(SHUTDOWN_WITHIN.into())).await;
+    let _ = client.flush().await;
+    Ok(())
+}
+
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "node".into());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}", &suffix[..8])
+}
