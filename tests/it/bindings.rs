@@ -1,0 +1,152 @@
+//! Bindings in JetStream KV drive what a node serves: put, update, delete, and bad
+//! values that must not disturb anything else.
+
+use natsfn_protocol::FunctionState;
+use serde_json::json;
+
+use crate::harness::*;
+
+const GREETER: &str = r#"
+import os
+def handler(event, context):
+    return {"greeting": os.environ.get("GREETING", "") + ", " + event.get("name", "world")}
+"#;
+
+fn greeter_spec(dir: &str, greeting: &str) -> serde_json::Value {
+    json!({
+        "runtime": "python3",
+        "handler": "app.handler",
+        "code": {"dir": dir},
+        "subjects": ["myfunction.lambda"],
+        "env": {"GREETING": greeting},
+        "pool": {"min": 1, "max": 2}
+    })
+}
+
+#[tokio::test]
+async fn put_serves_update_changes_and_delete_stops() {
+    let env = Env::start().await;
+    let code = code_dir(&[("app.py", GREETER)]);
+    let dir = dir_str(code.path());
+
+    env.bind_ready("greeter", greeter_spec(&dir, "hi")).await;
+    let reply = env.request("myfunction.lambda", r#"{"name":"bob"}"#).await;
+    assert_eq!(json(&reply), json!({"greeting": "hi, bob"}));
+    assert!(header(&reply, "Natsfn-Request-Id").is_some_and(|id| id.len() == 36));
+    // The canonical subject answers too.
+    let reply = env.invoke("greeter", r#"{"name":"ann"}"#).await;
+    assert_eq!(json(&reply), json!({"greeting": "hi, ann"}));
+
+    // An update reaches the next replies.
+    env.bind_ready("greeter", greeter_spec(&dir, "ho")).await;
+    let reply = env.request("myfunction.lambda", r#"{"name":"bob"}"#).await;
+    assert_eq!(json(&reply), json!({"greeting": "ho, bob"}));
+
+    // A delete removes the subscriptions: no responders.
+    env.bindings.delete("greeter").await.expect("delete");
+    for subject in ["myfunction.lambda", "natsfn.invoke.greeter"] {
+        eventually(&format!("{subject} to have no responders"), || async {
+            let r = env.client.request(subject.to_owned(), "{}".into()).await;
+            match r {
+                Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => Some(()),
+                _ => None,
+            }
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn subjects_can_move_without_losing_the_canonical_one() {
+    let env = Env::start().await;
+    let code = code_dir(&[("app.py", GREETER)]);
+    let dir = dir_str(code.path());
+    let mut spec = greeter_spec(&dir, "hey");
+    env.bind_ready("mover", spec.clone()).await;
+    spec["subjects"] = json!(["moved.here"]);
+    env.bind_ready("mover", spec).await;
+    let reply = env.request("moved.here", "{}").await;
+    assert_eq!(json(&reply), json!({"greeting": "hey, world"}));
+    eventually("the old subject to be left", || async {
+        match env.client.request("myfunction.lambda", "{}".into()).await {
+            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    assert_eq!(json(&env.invoke("mover", "{}").await), json!({"greeting": "hey, world"}));
+}
+
+#[tokio::test]
+async fn malformed_bindings_get_a_status_and_disturb_nothing() {
+    let env = Env::start().await;
+    let code = code_dir(&[("app.py", GREETER)]);
+    let dir = dir_str(code.path());
+    env.bind_ready("good", greeter_spec(&dir, "still")).await;
+
+    env.bindings.put("broken", "{not json".into()).await.expect("put");
+    let s = env.wait_status("broken", |s| s.state == FunctionState::Error).await;
+    assert!(s.reason.as_deref().unwrap_or("").contains("not valid JSON"), "{s:?}");
+
+    let mut unknown = greeter_spec(&dir, "x");
+    unknown["colour"] = json!("red");
+    env.put_binding("unknown", unknown).await;
+    let s = env.wait_status("unknown", |s| s.state == FunctionState::Error).await;
+    assert!(s.reason.as_deref().unwrap_or("").contains("colour: unknown field"), "{s:?}");
+
+    let mut bad_type = greeter_spec(&dir, "x");
+    bad_type["timeout_ms"] = json!("soon");
+    env.put_binding("badtype", bad_type).await;
+    let s = env.wait_status("badtype", |s| s.state == FunctionState::Error).await;
+    assert_eq!(
+        s.reason.as_deref(),
+        Some(r#"invalid binding: timeout_ms: expected an integer of milliseconds, got "soon""#)
+    );
+
+    // A key that is valid for KV but not as a function name.
+    env.put_binding("bad.name", greeter_spec(&dir, "x")).await;
+    let s = env.wait_status("bad.name", |s| s.state == FunctionState::Error).await;
+    assert!(s.reason.as_deref().unwrap_or("").contains("function name"), "{s:?}");
+
+    // Nothing of that reached the other function or the node.
+    let reply = env.request("myfunction.lambda", r#"{"name":"you"}"#).await;
+    assert_eq!(json(&reply), json!({"greeting": "still, you"}));
+    let mut node = env.node;
+    assert!(node.is_running());
+}
+
+#[tokio::test]
+async fn an_invalid_update_keeps_the_last_good_version_serving() {
+    let env = Env::start().await;
+    let code = code_dir(&[("app.py", GREETER)]);
+    let dir = dir_str(code.path());
+    let good = env.bind_ready("keeper", greeter_spec(&dir, "kept")).await;
+
+    let mut bad = greeter_spec(&dir, "x");
+    bad["pool"] = json!({"min": 5, "max": 1});
+    let bad_revision = env.put_binding("keeper", bad).await;
+    let s = env
+        .wait_status("keeper", |s| s.revision == bad_revision && s.state == FunctionState::Error)
+        .await;
+    let reason = s.reason.unwrap_or_default();
+    assert!(reason.contains("pool: min (5) may not be larger than max (1)"), "{reason}");
+    assert!(reason.contains(&format!("still serving revision {good}")), "{reason}");
+    let reply = env.request("myfunction.lambda", "{}").await;
+    assert_eq!(json(&reply), json!({"greeting": "kept, world"}));
+}
+
+#[tokio::test]
+async fn a_binding_put_before_the_node_starts_is_served() {
+    let server = NatsServer::start();
+    let client = server.client().await;
+    let js = async_nats::jetstream::new(client.clone());
+    let bindings = natsfn_actors::buckets::bindings(&js).await.expect("bucket");
+    let code = code_dir(&[("app.py", GREETER)]);
+    bindings
+        .put("early", serde_json::to_vec(&greeter_spec(&dir_str(code.path()), "early")).unwrap().into())
+        .await
+        .expect("put");
+    let env = Env::on(server).await;
+    env.wait_status("early", |s| s.state == FunctionState::Ready).await;
+    assert_eq!(json(&env.invoke("early", "{}").await), json!({"greeting": "early, world"}));
+}

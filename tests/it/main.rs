@@ -1,0 +1,5 @@
+//! Integration tests: one binary, one module per capability, all on the harness.
+
+mod harness;
+
+mod bindings;
