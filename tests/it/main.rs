@@ -3,3 +3,4 @@
 mod harness;
 
 mod bindings;
+mod failures;
