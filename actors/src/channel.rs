@@ -55,7 +55,16 @@ pub(crate) fn spawn_reader(
                     _ => { err_open = false; continue }
                 },
                 frame = frames.next(), if frames_open => match frame {
-                    Some(Ok(frame)) => WorkerMsg::Frame(frame),
+                    Some(Ok(frame)) => {
+                        // Output printed without a final newline still belongs to the
+                        // invocation this frame ends.
+                        for partial in [take_partial(&mut out, OutputStream::Stdout), take_partial(&mut err, OutputStream::Stderr)] {
+                            if let Some(line) = partial {
+                                let _ = worker.cast(line);
+                            }
+                        }
+                        WorkerMsg::Frame(frame)
+                    }
                     // A worker that wrote one bad frame is not trusted with another.
                     Some(Err(e)) => {
                         frames_open = false;
@@ -73,6 +82,15 @@ pub(crate) fn spawn_reader(
             }
         }
     });
+}
+
+/// A line begun but not ended, as its own log line.
+fn take_partial<T>(lines: &mut FramedRead<T, LineCodec>, stream: OutputStream) -> Option<WorkerMsg> {
+    let partial = lines.read_buffer_mut().split();
+    (!partial.is_empty()).then(|| WorkerMsg::Output {
+        stream,
+        line: String::from_utf8_lossy(&partial).into_owned(),
+    })
 }
 
 struct FrameCodec(FrameDecoder);
