@@ -138,9 +138,18 @@ pub async fn edit_subjects(nats: &str, args: SubjectArgs, edit: Edit) -> anyhow:
             .entry(&args.name)
             .await?
             .filter(|e| e.operation == Operation::Put)
-            .with_context(|| format!("no function {} is bound; bind it first with natsfn bind", args.name))?;
-        let mut value: Value = serde_json::from_slice(&entry.value)
-            .with_context(|| format!("the binding of {} is not valid JSON; fix it first", args.name))?;
+            .with_context(|| {
+                format!(
+                    "no function {} is bound; bind it first with natsfn bind",
+                    args.name
+                )
+            })?;
+        let mut value: Value = serde_json::from_slice(&entry.value).with_context(|| {
+            format!(
+                "the binding of {} is not valid JSON; fix it first",
+                args.name
+            )
+        })?;
         let obj = value
             .as_object_mut()
             .with_context(|| format!("the binding of {} is not a JSON object", args.name))?;
@@ -163,13 +172,20 @@ pub async fn edit_subjects(nats: &str, args: SubjectArgs, edit: Edit) -> anyhow:
         }
         let bytes = serde_json::to_vec_pretty(&value)?;
         BindingSpec::parse(&args.name, &bytes).map_err(|e| anyhow!("invalid binding: {e}"))?;
-        match b.bindings.update(&args.name, bytes.into(), entry.revision).await {
+        match b
+            .bindings
+            .update(&args.name, bytes.into(), entry.revision)
+            .await
+        {
             Ok(revision) => {
                 let verb = match edit {
                     Edit::Add => "now serves",
                     Edit::Remove => "no longer serves",
                 };
-                println!("{} {verb} {} (revision {revision})", args.name, args.subject);
+                println!(
+                    "{} {verb} {} (revision {revision})",
+                    args.name, args.subject
+                );
                 return Ok(ExitCode::SUCCESS);
             }
             Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
@@ -181,18 +197,34 @@ pub async fn edit_subjects(nats: &str, args: SubjectArgs, edit: Edit) -> anyhow:
 
 pub async fn ls(nats: &str) -> anyhow::Result<ExitCode> {
     let b = open(nats).await?;
-    let mut names: Vec<String> = b.bindings.keys().await?.filter_map(|k| async { k.ok() }).collect().await;
+    let mut names: Vec<String> = b
+        .bindings
+        .keys()
+        .await?
+        .filter_map(|k| async { k.ok() })
+        .collect()
+        .await;
     names.sort();
-    println!("{:<24} {:<10} {:>8}  {:<9} SUBJECTS", "NAME", "STATE", "REVISION", "RUNTIME");
+    println!(
+        "{:<24} {:<10} {:>8}  {:<9} SUBJECTS",
+        "NAME", "STATE", "REVISION", "RUNTIME"
+    );
     for name in names {
-        let Some(entry) = b.bindings.entry(&name).await? else { continue };
+        let Some(entry) = b.bindings.entry(&name).await? else {
+            continue;
+        };
         let status = read_status(&b.status, &name).await;
         let (runtime, subjects) = match serde_json::from_slice::<Value>(&entry.value) {
             Ok(v) => (
                 v["runtime"].as_str().unwrap_or("?").to_owned(),
                 v["subjects"]
                     .as_array()
-                    .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
                     .unwrap_or_default(),
             ),
             Err(_) => ("?".into(), String::new()),
@@ -202,7 +234,10 @@ pub async fn ls(nats: &str) -> anyhow::Result<ExitCode> {
             .and_then(|s| serde_json::to_value(s.state).ok())
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_else(|| "-".into());
-        println!("{name:<24} {state:<10} {:>8}  {runtime:<9} {subjects}", entry.revision);
+        println!(
+            "{name:<24} {state:<10} {:>8}  {runtime:<9} {subjects}",
+            entry.revision
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -225,7 +260,12 @@ pub async fn get(nats: &str, name: &str) -> anyhow::Result<ExitCode> {
 
 pub async fn rm(nats: &str, name: &str) -> anyhow::Result<ExitCode> {
     let b = open(nats).await?;
-    if b.bindings.entry(name).await?.filter(|e| e.operation == Operation::Put).is_none() {
+    if b.bindings
+        .entry(name)
+        .await?
+        .filter(|e| e.operation == Operation::Put)
+        .is_none()
+    {
         bail!("no function {name} is bound");
     }
     b.bindings.delete(name).await?;

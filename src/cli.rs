@@ -5,10 +5,19 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "natsfn", version, about = "AWS Lambda handlers served over NATS")]
+#[command(
+    name = "natsfn",
+    version,
+    about = "AWS Lambda handlers served over NATS"
+)]
 pub struct Cli {
     /// NATS server URL(s), comma-separated.
-    #[arg(long, global = true, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        global = true,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     pub nats: String,
     #[command(subcommand)]
     pub command: Command,

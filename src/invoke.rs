@@ -7,9 +7,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use async_nats::{Request, RequestErrorKind};
 use bytes::Bytes;
-use natsfn_protocol::names::{
-    invoke_subject, HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE,
-};
+use natsfn_protocol::names::{invoke_subject, HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE};
 
 use crate::cli::{parse_duration_ms, InvokeArgs};
 
@@ -18,12 +16,16 @@ pub async fn run(nats: &str, args: InvokeArgs) -> anyhow::Result<ExitCode> {
         None => Bytes::new(),
         Some("-") => {
             let mut buf = Vec::new();
-            std::io::stdin().read_to_end(&mut buf).context("cannot read the event from stdin")?;
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("cannot read the event from stdin")?;
             buf.into()
         }
         Some(text) => Bytes::copy_from_slice(text.as_bytes()),
     };
-    let timeout = Duration::from_millis(parse_duration_ms(&args.timeout).map_err(|e| anyhow!("--timeout {e}"))?);
+    let timeout = Duration::from_millis(
+        parse_duration_ms(&args.timeout).map_err(|e| anyhow!("--timeout {e}"))?,
+    );
     let client = crate::connect(nats).await?;
     let max_payload = client.server_info().max_payload;
     if payload.len() > max_payload {
@@ -47,7 +49,10 @@ pub async fn run(nats: &str, args: InvokeArgs) -> anyhow::Result<ExitCode> {
     };
     let error = reply.headers.as_ref().and_then(|h| {
         let code = h.get(HEADER_SERVICE_ERROR_CODE)?;
-        let text = h.get(HEADER_SERVICE_ERROR).map(|v| v.as_str()).unwrap_or("");
+        let text = h
+            .get(HEADER_SERVICE_ERROR)
+            .map(|v| v.as_str())
+            .unwrap_or("");
         Some(format!("{} {}", code.as_str(), text))
     });
     match error {

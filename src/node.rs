@@ -48,7 +48,7 @@ pub async fn serve(client: async_nats::Client, args: cli::NodeArgs) -> anyhow::R
         _ = handle => anyhow::bail!("the node stopped unexpectedly"),
     }
     tracing::info!("stopping");
-    let _ = node.stop_and_wait(None, Some(SHUTDOWN_WITHIN.into())).await;
+    let _ = node.stop_and_wait(None, Some(SHUTDOWN_WITHIN)).await;
     let _ = client.flush().await;
     Ok(())
 }

@@ -58,10 +58,12 @@ pub(crate) fn spawn_reader(
                     Some(Ok(frame)) => {
                         // Output printed without a final newline still belongs to the
                         // invocation this frame ends.
-                        for partial in [take_partial(&mut out, OutputStream::Stdout), take_partial(&mut err, OutputStream::Stderr)] {
-                            if let Some(line) = partial {
-                                let _ = worker.cast(line);
-                            }
+                        let partials = [
+                            take_partial(&mut out, OutputStream::Stdout),
+                            take_partial(&mut err, OutputStream::Stderr),
+                        ];
+                        for line in partials.into_iter().flatten() {
+                            let _ = worker.cast(line);
                         }
                         WorkerMsg::Frame(frame)
                     }
@@ -85,7 +87,10 @@ pub(crate) fn spawn_reader(
 }
 
 /// A line begun but not ended, as its own log line.
-fn take_partial<T>(lines: &mut FramedRead<T, LineCodec>, stream: OutputStream) -> Option<WorkerMsg> {
+fn take_partial<T>(
+    lines: &mut FramedRead<T, LineCodec>,
+    stream: OutputStream,
+) -> Option<WorkerMsg> {
     let partial = lines.read_buffer_mut().split();
     (!partial.is_empty()).then(|| WorkerMsg::Output {
         stream,

@@ -40,13 +40,25 @@ pub enum FunctionMsg {
     /// A worker could not take an invocation after all; it goes back to the front.
     Requeue(Invocation),
     /// The binding changed: new invocations go to workers of the new revision.
-    Reconfigure { spec: BindingSpec, revision: u64 },
+    Reconfigure {
+        spec: BindingSpec,
+        revision: u64,
+    },
     /// The binding was deleted: stop listening, finish what was received, stop.
     Retire,
     WorkerReady(ActorId),
-    InvocationFinished { worker: ActorId, completed: bool },
-    WorkerInitFailed { worker: ActorId, error: LambdaError },
-    WorkerExited { worker: ActorId, reason: String },
+    InvocationFinished {
+        worker: ActorId,
+        completed: bool,
+    },
+    WorkerInitFailed {
+        worker: ActorId,
+        error: LambdaError,
+    },
+    WorkerExited {
+        worker: ActorId,
+        reason: String,
+    },
     /// A backoff period ended: workers may be started again.
     RetryStart,
     SubscriptionEnded(String),
@@ -203,7 +215,9 @@ impl Actor for FunctionActor {
                     if let WorkerStatus::Busy(caller) = worker.status {
                         let error =
                             LambdaError::new("Runtime.ExitError", format!("worker failed: {err}"));
-                        caller.fail(&state.ctx, ErrorCode::WorkerFailed, &error).await;
+                        caller
+                            .fail(&state.ctx, ErrorCode::WorkerFailed, &error)
+                            .await;
                     }
                 }
                 state.record_failure(format!("a worker failed: {err}"), false);
@@ -232,7 +246,7 @@ impl Actor for FunctionActor {
                 .await;
         }
         myself
-            .stop_children_and_wait(None, Some(STOP_WORKERS_WITHIN.into()))
+            .stop_children_and_wait(None, Some(STOP_WORKERS_WITHIN))
             .await;
         Ok(())
     }
@@ -291,15 +305,18 @@ impl FunctionState {
                 }
                 continue;
             }
-            let Some(worker) = self.workers.iter_mut().find(|w| {
-                w.revision == self.revision && matches!(w.status, WorkerStatus::Idle)
-            }) else {
+            let Some(worker) = self
+                .workers
+                .iter_mut()
+                .find(|w| w.revision == self.revision && matches!(w.status, WorkerStatus::Idle))
+            else {
                 break;
             };
             let Some(invocation) = self.queue.pop_front() else {
                 break;
             };
-            let cold = worker.served == 0 && worker.ready_at.is_some_and(|t| invocation.received < t);
+            let cold =
+                worker.served == 0 && worker.ready_at.is_some_and(|t| invocation.received < t);
             worker.served += 1;
             worker.status = WorkerStatus::Busy(invocation.caller.clone());
             let _ = worker.actor.cast(WorkerMsg::Invoke { invocation, cold });
@@ -314,10 +331,17 @@ impl FunctionState {
         let Ok(plan) = &self.plan else { return };
         let current = self.workers.iter().filter(|w| w.revision == self.revision);
         let (live, busy) = current.fold((0, 0), |(live, busy), w| {
-            (live + 1, busy + usize::from(matches!(w.status, WorkerStatus::Busy(_))))
+            (
+                live + 1,
+                busy + usize::from(matches!(w.status, WorkerStatus::Busy(_))),
+            )
         });
         let demand = busy + self.queue.len();
-        let floor = if self.retiring { 0 } else { self.spec.pool.min as usize };
+        let floor = if self.retiring {
+            0
+        } else {
+            self.spec.pool.min as usize
+        };
         let wanted = demand.max(floor).min(self.spec.pool.max as usize);
         if live >= wanted {
             return;
@@ -352,7 +376,10 @@ impl FunctionState {
                         "Runtime.InvalidEntrypoint",
                         format!("cannot start a worker process: {e}"),
                     );
-                    self.record_failure(format!("{}: {}", error.error_type, error.error_message), true);
+                    self.record_failure(
+                        format!("{}: {}", error.error_type, error.error_message),
+                        true,
+                    );
                     self.init_error = Some(error.clone());
                     if !self.has_live_workers() {
                         self.fail_queue(ErrorCode::Unavailable, &error).await;
@@ -403,7 +430,10 @@ impl FunctionState {
     }
 
     async fn init_failed(&mut self, myself: &ActorRef<FunctionMsg>, error: LambdaError) {
-        self.record_failure(format!("{}: {}", error.error_type, error.error_message), true);
+        self.record_failure(
+            format!("{}: {}", error.error_type, error.error_message),
+            true,
+        );
         if !self.has_live_workers() {
             self.fail_queue(ErrorCode::Unavailable, &error).await;
         }
@@ -411,7 +441,12 @@ impl FunctionState {
         self.pump(myself).await;
     }
 
-    async fn reconfigure(&mut self, myself: &ActorRef<FunctionMsg>, spec: BindingSpec, revision: u64) {
+    async fn reconfigure(
+        &mut self,
+        myself: &ActorRef<FunctionMsg>,
+        spec: BindingSpec,
+        revision: u64,
+    ) {
         if revision <= self.revision {
             return;
         }
@@ -469,13 +504,18 @@ impl FunctionState {
 
     /// Makes the subscriptions match the canonical subject plus the spec's subjects:
     /// new ones first, then the left ones are drained, so no request falls between.
-    async fn subscribe(&mut self, myself: &ActorRef<FunctionMsg>) -> Result<(), async_nats::SubscribeError> {
+    async fn subscribe(
+        &mut self,
+        myself: &ActorRef<FunctionMsg>,
+    ) -> Result<(), async_nats::SubscribeError> {
         let wanted: BTreeSet<String> = std::iter::once(invoke_subject(&self.name))
             .chain(self.spec.subjects.iter().cloned())
             .collect();
         for subject in &wanted {
             if !self.subscriptions.contains_key(subject) {
-                let sub = Subscription::start(&self.ctx, &self.name, subject.clone(), myself.clone()).await?;
+                let sub =
+                    Subscription::start(&self.ctx, &self.name, subject.clone(), myself.clone())
+                        .await?;
                 self.subscriptions.insert(subject.clone(), sub);
             }
         }

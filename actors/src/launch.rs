@@ -111,7 +111,10 @@ impl LaunchPlan {
             ("TZ".into(), ":UTC".into()),
             ("_HANDLER".into(), spec.handler.clone().unwrap_or_default()),
             ("LAMBDA_TASK_ROOT".into(), cwd.display().to_string()),
-            ("LAMBDA_RUNTIME_DIR".into(), runtime_dir.display().to_string()),
+            (
+                "LAMBDA_RUNTIME_DIR".into(),
+                runtime_dir.display().to_string(),
+            ),
             ("AWS_LAMBDA_FUNCTION_NAME".into(), function.to_owned()),
             ("AWS_LAMBDA_FUNCTION_VERSION".into(), revision.to_string()),
             (

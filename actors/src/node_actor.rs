@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::kv::{Operation, Store};
 use async_nats::jetstream;
+use async_nats::jetstream::kv::{Operation, Store};
 use bytes::Bytes;
 use futures::StreamExt;
 use natsfn_protocol::names::BINDINGS_BUCKET;
@@ -128,7 +128,9 @@ impl Actor for NodeActor {
     ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                state.functions.retain(|_, f| f.actor.get_id() != cell.get_id());
+                state
+                    .functions
+                    .retain(|_, f| f.actor.get_id() != cell.get_id());
             }
             // A FunctionActor that panicked is a bug; its binding still stands, so it
             // gets a fresh actor.
@@ -141,7 +143,9 @@ impl Actor for NodeActor {
                 if let Some(name) = failed {
                     tracing::error!(function = %name, error = %err, "function actor failed; restarting it");
                     if let Some(f) = state.functions.remove(&name) {
-                        state.spawn_function(&myself, name, f.spec, f.revision).await;
+                        state
+                            .spawn_function(&myself, name, f.spec, f.revision)
+                            .await;
                     }
                 }
             }
@@ -157,7 +161,7 @@ impl Actor for NodeActor {
     ) -> Result<(), ActorProcessingErr> {
         state.watcher.abort();
         myself
-            .stop_children_and_wait(None, Some(STOP_FUNCTIONS_WITHIN.into()))
+            .stop_children_and_wait(None, Some(STOP_FUNCTIONS_WITHIN))
             .await;
         Ok(())
     }
@@ -171,7 +175,11 @@ impl NodeState {
         value: &[u8],
         revision: u64,
     ) {
-        if self.functions.get(&name).is_some_and(|f| f.revision >= revision) {
+        if self
+            .functions
+            .get(&name)
+            .is_some_and(|f| f.revision >= revision)
+        {
             return;
         }
         let spec = match BindingSpec::parse(&name, value) {

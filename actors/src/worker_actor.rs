@@ -9,10 +9,10 @@ use async_nats::{HeaderMap, Subject};
 use bytes::{Bytes, BytesMut};
 use natsfn_protocol::names::{HEADER_LOG_STREAM, HEADER_REQUEST_ID};
 use natsfn_protocol::{frame, ErrorCode, FromWorker, Invoke, LambdaError, ToWorker};
-use tokio::task::AbortHandle;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
+use tokio::task::AbortHandle;
 
 use crate::channel::{spawn_reader, OutputStream};
 use crate::context::NodeContext;
@@ -161,7 +161,11 @@ impl Actor for WorkerActor {
             WorkerMsg::Output { stream, line } => state.on_output(stream, line).await,
             WorkerMsg::ProtocolViolation(why) => {
                 state
-                    .fail(&myself, format!("the worker answered garbage: {why}"), "Runtime.InvalidResponse")
+                    .fail(
+                        &myself,
+                        format!("the worker answered garbage: {why}"),
+                        "Runtime.InvalidResponse",
+                    )
                     .await
             }
             WorkerMsg::ChannelClosed => {
@@ -177,7 +181,10 @@ impl Actor for WorkerActor {
                 if state.phase == Phase::Starting {
                     let error = LambdaError::new(
                         "Sandbox.Timedout",
-                        format!("Init phase did not finish within {} seconds", INIT_TIMEOUT.as_secs()),
+                        format!(
+                            "Init phase did not finish within {} seconds",
+                            INIT_TIMEOUT.as_secs()
+                        ),
                     );
                     state.init_failed(&myself, error);
                 }
@@ -196,7 +203,9 @@ impl Actor for WorkerActor {
         if let Some(call) = state.current.take() {
             call.timer.abort();
             let error = LambdaError::new("ServiceException", "the node stopped this worker");
-            call.caller.fail(&state.args.ctx, ErrorCode::Unavailable, &error).await;
+            call.caller
+                .fail(&state.args.ctx, ErrorCode::Unavailable, &error)
+                .await;
         }
         // A retired worker gets SIGTERM and a grace period; one that already failed
         // is killed by the group's Drop.
@@ -227,7 +236,10 @@ impl WorkerState {
         self.frame_buf.clear();
         if let Err(e) = frame::encode(&frame, &mut self.frame_buf) {
             let error = LambdaError::new("Function.RequestTooLarge", e.to_string());
-            invocation.caller.fail(&self.args.ctx, ErrorCode::PayloadTooLarge, &error).await;
+            invocation
+                .caller
+                .fail(&self.args.ctx, ErrorCode::PayloadTooLarge, &error)
+                .await;
             self.report_finished(false);
             return;
         }
@@ -242,8 +254,12 @@ impl WorkerState {
             timer,
         });
         if let Err(e) = self.writer.write_all(&self.frame_buf).await {
-            self.fail(myself, format!("cannot write to the worker: {e}"), "Runtime.ExitError")
-                .await;
+            self.fail(
+                myself,
+                format!("cannot write to the worker: {e}"),
+                "Runtime.ExitError",
+            )
+            .await;
         }
     }
 
@@ -254,7 +270,10 @@ impl WorkerState {
                     t.abort();
                 }
                 self.phase = Phase::Ready;
-                let _ = self.args.parent.cast(FunctionMsg::WorkerReady(myself.get_id()));
+                let _ = self
+                    .args
+                    .parent
+                    .cast(FunctionMsg::WorkerReady(myself.get_id()));
             }
             (Phase::Starting, FromWorker::InitError(e)) => self.init_failed(myself, e.into()),
             (Phase::Ready, FromWorker::Response { id, payload }) => {
@@ -264,12 +283,19 @@ impl WorkerState {
                         .await;
                     self.report_finished(true);
                 } else {
-                    self.fail(myself, format!("a response for request {id:?}, which is not in flight"), "Runtime.InvalidResponse")
-                        .await;
+                    self.fail(
+                        myself,
+                        format!("a response for request {id:?}, which is not in flight"),
+                        "Runtime.InvalidResponse",
+                    )
+                    .await;
                 }
             }
             (Phase::Ready, FromWorker::Error(e) | FromWorker::RequestError(e))
-                if self.current.as_ref().is_some_and(|c| c.caller.request_id == e.id) =>
+                if self
+                    .current
+                    .as_ref()
+                    .is_some_and(|c| c.caller.request_id == e.id) =>
             {
                 // Both kinds carry the same fields; RequestError means the event itself.
                 let code = if e.error_type == "Runtime.UnmarshalError" {
@@ -284,8 +310,12 @@ impl WorkerState {
             }
             (Phase::Done, _) => {}
             (_, other) => {
-                self.fail(myself, format!("unexpected frame {other:?}"), "Runtime.InvalidResponse")
-                    .await
+                self.fail(
+                    myself,
+                    format!("unexpected frame {other:?}"),
+                    "Runtime.InvalidResponse",
+                )
+                .await
             }
         }
     }
@@ -332,7 +362,9 @@ impl WorkerState {
                 call.caller.request_id
             ),
         );
-        call.caller.fail(&self.args.ctx, ErrorCode::TimedOut, &error).await;
+        call.caller
+            .fail(&self.args.ctx, ErrorCode::TimedOut, &error)
+            .await;
         self.report_exit(myself, format!("timed out after {secs:.2} seconds"));
     }
 
@@ -345,7 +377,9 @@ impl WorkerState {
         if let Some(call) = self.current.take() {
             call.timer.abort();
             let error = LambdaError::new(error_type, why.clone());
-            call.caller.fail(&self.args.ctx, ErrorCode::WorkerFailed, &error).await;
+            call.caller
+                .fail(&self.args.ctx, ErrorCode::WorkerFailed, &error)
+                .await;
         }
         if self.phase == Phase::Starting {
             self.init_failed(myself, LambdaError::new(error_type, why));
@@ -374,7 +408,11 @@ impl WorkerState {
         if self.phase == Phase::Done {
             return;
         }
-        let status = self.exit.status.clone().unwrap_or_else(|| "its channel closed".into());
+        let status = self
+            .exit
+            .status
+            .clone()
+            .unwrap_or_else(|| "its channel closed".into());
         let why = format!("Runtime exited with error: {status}");
         if let Some(call) = self.current.take() {
             call.timer.abort();
@@ -382,7 +420,9 @@ impl WorkerState {
                 "Runtime.ExitError",
                 format!("RequestId: {} Error: {why}", call.caller.request_id),
             );
-            call.caller.fail(&self.args.ctx, ErrorCode::WorkerFailed, &error).await;
+            call.caller
+                .fail(&self.args.ctx, ErrorCode::WorkerFailed, &error)
+                .await;
         }
         if self.phase == Phase::Starting {
             self.init_failed(myself, LambdaError::new("Runtime.ExitError", why));
