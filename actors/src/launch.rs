@@ -132,6 +132,8 @@ impl LaunchPlan {
         ];
         if spec.runtime == Runtime::Python3 {
             env.push(("PYTHONUNBUFFERED".into(), "1".into()));
+            // The code directory is the user's: leave it as it was (Lambda's is read-only).
+            env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
         }
         env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         Ok(LaunchPlan {

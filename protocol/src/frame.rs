@@ -238,7 +238,10 @@ mod tests {
         buf.extend_from_slice(b"\xc1\xc1\xc1");
         buf.extend_from_slice(&encoded(&FromWorker::Ready {}));
         let mut dec = FrameDecoder::new();
-        assert!(matches!(dec.decode(&mut buf), Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            dec.decode(&mut buf),
+            Err(FrameError::Malformed(_))
+        ));
         assert_eq!(dec.decode(&mut buf).unwrap(), Some(FromWorker::Ready {}));
     }
 

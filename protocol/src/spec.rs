@@ -165,7 +165,13 @@ impl BindingSpec {
         };
         let timeout_ms = match obj.get("timeout_ms") {
             None => DEFAULT_TIMEOUT_MS,
-            Some(v) => int_in(v, "timeout_ms", "an integer of milliseconds", 1, MAX_TIMEOUT_MS)?,
+            Some(v) => int_in(
+                v,
+                "timeout_ms",
+                "an integer of milliseconds",
+                1,
+                MAX_TIMEOUT_MS,
+            )?,
         };
         let memory_mb = match obj.get("memory_mb") {
             None => DEFAULT_MEMORY_MB,
@@ -220,7 +226,11 @@ fn parse_runtime(value: Option<&Value>) -> Result<Runtime, SpecError> {
             .ok_or_else(|| {
                 reject(
                     "runtime",
-                    format!("expected one of {}, {}", expected(), got(&Value::String(s.clone()))),
+                    format!(
+                        "expected one of {}, {}",
+                        expected(),
+                        got(&Value::String(s.clone()))
+                    ),
                 )
             }),
         Some(other) => Err(reject(
@@ -252,7 +262,10 @@ fn parse_handler(runtime: Runtime, value: Option<&Value>) -> Result<Option<Strin
                 ))
             }
         }
-        Some(other) => Err(reject("handler", format!("expected {form}, {}", got(other)))),
+        Some(other) => Err(reject(
+            "handler",
+            format!("expected {form}, {}", got(other)),
+        )),
     }
 }
 
@@ -274,7 +287,9 @@ fn parse_code(value: Option<&Value>) -> Result<CodeSource, SpecError> {
             "code",
             "give either \"dir\" or \"package\", not both",
         )),
-        (Some(Value::String(dir)), None) if dir.starts_with('/') => Ok(CodeSource::Dir(dir.clone())),
+        (Some(Value::String(dir)), None) if dir.starts_with('/') => {
+            Ok(CodeSource::Dir(dir.clone()))
+        }
         (Some(dir), None) => Err(reject(
             "code.dir",
             format!("expected an absolute path, {}", got(dir)),
@@ -289,7 +304,10 @@ fn parse_code(value: Option<&Value>) -> Result<CodeSource, SpecError> {
                 got(p)
             ),
         )),
-        (None, None) => Err(reject("code", format!("expected {form}, got an empty object"))),
+        (None, None) => Err(reject(
+            "code",
+            format!("expected {form}, got an empty object"),
+        )),
     }
 }
 
@@ -304,7 +322,10 @@ fn parse_subjects(value: &Value) -> Result<Vec<String>, SpecError> {
     for (i, item) in items.iter().enumerate() {
         let field = format!("subjects[{i}]");
         let Value::String(s) = item else {
-            return Err(reject(field, format!("expected a NATS subject, {}", got(item))));
+            return Err(reject(
+                field,
+                format!("expected a NATS subject, {}", got(item)),
+            ));
         };
         check_subject(s).map_err(|why| reject(field, why))?;
         if !subjects.contains(s) {
@@ -332,7 +353,12 @@ fn check_subject(s: &str) -> Result<(), String> {
         ));
     }
     let first = tokens[0];
-    if first == "*" || first == ">" || first == "natsfn" || first.starts_with('$') || first == "_INBOX" {
+    if first == "*"
+        || first == ">"
+        || first == "natsfn"
+        || first.starts_with('$')
+        || first == "_INBOX"
+    {
         return Err(format!(
             "{quoted} would also receive natsfn's or the server's own traffic; a subject may not start with a wildcard, \"natsfn.\", \"$\" or \"_INBOX.\""
         ));
@@ -364,7 +390,10 @@ fn parse_env(value: &Value) -> Result<BTreeMap<String, String>, SpecError> {
         if RESERVED_ENV.contains(&key.as_str())
             || RESERVED_ENV_PREFIXES.iter().any(|p| key.starts_with(p))
         {
-            return Err(reject(field, "reserved: the runtime sets this variable itself"));
+            return Err(reject(
+                field,
+                "reserved: the runtime sets this variable itself",
+            ));
         }
         let Value::String(s) = v else {
             return Err(reject(field, format!("expected a string, {}", got(v))));
@@ -434,7 +463,8 @@ mod tests {
         parse(json).expect_err("should be rejected").to_string()
     }
 
-    const MINIMAL: &str = r#"{"runtime":"python3","handler":"app.handler","code":{"dir":"/srv/hello"}}"#;
+    const MINIMAL: &str =
+        r#"{"runtime":"python3","handler":"app.handler","code":{"dir":"/srv/hello"}}"#;
 
     #[test]
     fn defaults_fill_in() {
@@ -466,7 +496,9 @@ mod tests {
     #[test]
     fn messages_name_the_field_and_the_expectation() {
         assert_eq!(
-            rejection(r#"{"runtime":"python3","handler":"app.handler","code":{"dir":"/x"},"timeout_ms":"soon"}"#),
+            rejection(
+                r#"{"runtime":"python3","handler":"app.handler","code":{"dir":"/x"},"timeout_ms":"soon"}"#
+            ),
             r#"timeout_ms: expected an integer of milliseconds, got "soon""#
         );
         assert_eq!(
@@ -477,16 +509,41 @@ mod tests {
             rejection(r#"{"runtime":"ruby","handler":"app.handler","code":{"dir":"/x"}}"#),
             r#"runtime: expected one of "python3", "nodejs", "provided", got "ruby""#
         );
-        assert!(rejection(r#"{"runtime":"python3","code":{"dir":"/x"}}"#).starts_with("handler: required"));
-        assert!(rejection(r#"{"runtime":"python3","handler":"app","code":{"dir":"/x"}}"#).starts_with("handler: expected"));
-        assert!(rejection(r#"{"runtime":"python3","handler":"a.b","code":{"dir":"rel/x"}}"#).starts_with("code.dir: expected an absolute path"));
-        assert!(rejection(r#"{"runtime":"python3","handler":"a.b","code":{"dir":"/x","package":"p"}}"#).starts_with("code: give either"));
-        assert!(rejection(r#"{"runtime":"python3","handler":"a.b","code":{"dir":"/x"},"pool":{"min":3,"max":2}}"#).starts_with("pool: min (3)"));
-        assert!(rejection(r#"{"runtime":"python3","handler":"a.b","code":{"dir":"/x"},"timeout_ms":0}"#).contains("from 1 to 900000, got 0"));
-        assert!(rejection(r#"{"runtime":"python3","handler":"a.b","code":{"dir":"/x"},"timeout_ms":1.5}"#).contains("got 1.5"));
-        assert!(rejection(r#"{"runtime":"python3","handler":"a.b","code":{"dir":"/x"},"env":{"A":1}}"#).starts_with("env.A: expected a string, got 1"));
+        assert!(rejection(r#"{"runtime":"python3","code":{"dir":"/x"}}"#)
+            .starts_with("handler: required"));
+        assert!(
+            rejection(r#"{"runtime":"python3","handler":"app","code":{"dir":"/x"}}"#)
+                .starts_with("handler: expected")
+        );
+        assert!(
+            rejection(r#"{"runtime":"python3","handler":"a.b","code":{"dir":"rel/x"}}"#)
+                .starts_with("code.dir: expected an absolute path")
+        );
+        assert!(rejection(
+            r#"{"runtime":"python3","handler":"a.b","code":{"dir":"/x","package":"p"}}"#
+        )
+        .starts_with("code: give either"));
+        assert!(rejection(
+            r#"{"runtime":"python3","handler":"a.b","code":{"dir":"/x"},"pool":{"min":3,"max":2}}"#
+        )
+        .starts_with("pool: min (3)"));
+        assert!(rejection(
+            r#"{"runtime":"python3","handler":"a.b","code":{"dir":"/x"},"timeout_ms":0}"#
+        )
+        .contains("from 1 to 900000, got 0"));
+        assert!(rejection(
+            r#"{"runtime":"python3","handler":"a.b","code":{"dir":"/x"},"timeout_ms":1.5}"#
+        )
+        .contains("got 1.5"));
+        assert!(rejection(
+            r#"{"runtime":"python3","handler":"a.b","code":{"dir":"/x"},"env":{"A":1}}"#
+        )
+        .starts_with("env.A: expected a string, got 1"));
         assert!(rejection(r#"{"runtime":"python3","handler":"a.b","code":{"dir":"/x"},"env":{"AWS_LAMBDA_FUNCTION_NAME":"x"}}"#).contains("reserved"));
-        assert!(rejection(r#"{"runtime":"python3","handler":"a.b","code":{"dir":"/x"},"env":{"1A":"x"}}"#).starts_with("env.1A:"));
+        assert!(rejection(
+            r#"{"runtime":"python3","handler":"a.b","code":{"dir":"/x"},"env":{"1A":"x"}}"#
+        )
+        .starts_with("env.1A:"));
         assert!(rejection("not json").starts_with("the binding is not valid JSON"));
         assert!(rejection("[1]").contains("must be a JSON object, got an array"));
     }
@@ -500,7 +557,19 @@ mod tests {
         };
         assert!(with(r#""orders.>""#).is_ok());
         assert!(with(r#""a.*.c""#).is_ok());
-        for bad in [r#""""#, r#""a..b""#, r#""a b""#, r#""a.>.b""#, r#""a.b*""#, r#"">""#, r#""*.x""#, r#""natsfn.logs.x""#, r#""$JS.API.x""#, r#""_INBOX.x""#, "1"] {
+        for bad in [
+            r#""""#,
+            r#""a..b""#,
+            r#""a b""#,
+            r#""a.>.b""#,
+            r#""a.b*""#,
+            r#"">""#,
+            r#""*.x""#,
+            r#""natsfn.logs.x""#,
+            r#""$JS.API.x""#,
+            r#""_INBOX.x""#,
+            "1",
+        ] {
             let err = with(bad).expect_err(bad);
             assert_eq!(err.field, "subjects[0]", "{bad}: {err}");
         }

@@ -74,7 +74,10 @@ async fn subjects_can_move_without_losing_the_canonical_one() {
         }
     })
     .await;
-    assert_eq!(json(&env.invoke("mover", "{}").await), json!({"greeting": "hey, world"}));
+    assert_eq!(
+        json(&env.invoke("mover", "{}").await),
+        json!({"greeting": "hey, world"})
+    );
 }
 
 #[tokio::test]
@@ -84,20 +87,38 @@ async fn malformed_bindings_get_a_status_and_disturb_nothing() {
     let dir = dir_str(code.path());
     env.bind_ready("good", greeter_spec(&dir, "still")).await;
 
-    env.bindings.put("broken", "{not json".into()).await.expect("put");
-    let s = env.wait_status("broken", |s| s.state == FunctionState::Error).await;
-    assert!(s.reason.as_deref().unwrap_or("").contains("not valid JSON"), "{s:?}");
+    env.bindings
+        .put("broken", "{not json".into())
+        .await
+        .expect("put");
+    let s = env
+        .wait_status("broken", |s| s.state == FunctionState::Error)
+        .await;
+    assert!(
+        s.reason.as_deref().unwrap_or("").contains("not valid JSON"),
+        "{s:?}"
+    );
 
     let mut unknown = greeter_spec(&dir, "x");
     unknown["colour"] = json!("red");
     env.put_binding("unknown", unknown).await;
-    let s = env.wait_status("unknown", |s| s.state == FunctionState::Error).await;
-    assert!(s.reason.as_deref().unwrap_or("").contains("colour: unknown field"), "{s:?}");
+    let s = env
+        .wait_status("unknown", |s| s.state == FunctionState::Error)
+        .await;
+    assert!(
+        s.reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("colour: unknown field"),
+        "{s:?}"
+    );
 
     let mut bad_type = greeter_spec(&dir, "x");
     bad_type["timeout_ms"] = json!("soon");
     env.put_binding("badtype", bad_type).await;
-    let s = env.wait_status("badtype", |s| s.state == FunctionState::Error).await;
+    let s = env
+        .wait_status("badtype", |s| s.state == FunctionState::Error)
+        .await;
     assert_eq!(
         s.reason.as_deref(),
         Some(r#"invalid binding: timeout_ms: expected an integer of milliseconds, got "soon""#)
@@ -105,8 +126,13 @@ async fn malformed_bindings_get_a_status_and_disturb_nothing() {
 
     // A key that is valid for KV but not as a function name.
     env.put_binding("bad.name", greeter_spec(&dir, "x")).await;
-    let s = env.wait_status("bad.name", |s| s.state == FunctionState::Error).await;
-    assert!(s.reason.as_deref().unwrap_or("").contains("function name"), "{s:?}");
+    let s = env
+        .wait_status("bad.name", |s| s.state == FunctionState::Error)
+        .await;
+    assert!(
+        s.reason.as_deref().unwrap_or("").contains("function name"),
+        "{s:?}"
+    );
 
     // Nothing of that reached the other function or the node.
     let reply = env.request("myfunction.lambda", r#"{"name":"you"}"#).await;
@@ -126,11 +152,19 @@ async fn an_invalid_update_keeps_the_last_good_version_serving() {
     bad["pool"] = json!({"min": 5, "max": 1});
     let bad_revision = env.put_binding("keeper", bad).await;
     let s = env
-        .wait_status("keeper", |s| s.revision == bad_revision && s.state == FunctionState::Error)
+        .wait_status("keeper", |s| {
+            s.revision == bad_revision && s.state == FunctionState::Error
+        })
         .await;
     let reason = s.reason.unwrap_or_default();
-    assert!(reason.contains("pool: min (5) may not be larger than max (1)"), "{reason}");
-    assert!(reason.contains(&format!("still serving revision {good}")), "{reason}");
+    assert!(
+        reason.contains("pool: min (5) may not be larger than max (1)"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains(&format!("still serving revision {good}")),
+        "{reason}"
+    );
     let reply = env.request("myfunction.lambda", "{}").await;
     assert_eq!(json(&reply), json!({"greeting": "kept, world"}));
 }
@@ -143,10 +177,19 @@ async fn a_binding_put_before_the_node_starts_is_served() {
     let bindings = natsfn_actors::buckets::bindings(&js).await.expect("bucket");
     let code = code_dir(&[("app.py", GREETER)]);
     bindings
-        .put("early", serde_json::to_vec(&greeter_spec(&dir_str(code.path()), "early")).unwrap().into())
+        .put(
+            "early",
+            serde_json::to_vec(&greeter_spec(&dir_str(code.path()), "early"))
+                .unwrap()
+                .into(),
+        )
         .await
         .expect("put");
     let env = Env::on(server).await;
-    env.wait_status("early", |s| s.state == FunctionState::Ready).await;
-    assert_eq!(json(&env.invoke("early", "{}").await), json!({"greeting": "early, world"}));
+    env.wait_status("early", |s| s.state == FunctionState::Ready)
+        .await;
+    assert_eq!(
+        json(&env.invoke("early", "{}").await),
+        json!({"greeting": "early, world"})
+    );
 }

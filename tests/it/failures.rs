@@ -43,11 +43,21 @@ async fn a_handler_past_its_timeout_gets_504_and_the_pool_recovers() {
     assert_eq!(error_code(&reply), Some(504));
     let body = json(&reply);
     assert_eq!(body["errorType"], "Sandbox.Timedout");
-    assert!(body["errorMessage"].as_str().unwrap_or("").contains("0.50 seconds"), "{body}");
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .unwrap_or("")
+            .contains("0.50 seconds"),
+        "{body}"
+    );
 
     let after = env.invoke("slow", "{}").await;
     assert_eq!(error_code(&after), None, "{:?}", after);
-    assert_ne!(json(&after)["pid"], before, "a timed-out worker is replaced");
+    assert_ne!(
+        json(&after)["pid"],
+        before,
+        "a timed-out worker is replaced"
+    );
 }
 
 #[tokio::test]
@@ -55,9 +65,15 @@ async fn a_timeout_kills_the_whole_process_group() {
     let env = Env::start().await;
     let code = code_dir(&[("app.py", SLOW_OR_FAST)]);
     env.bind_ready("family", spec(&dir_str(code.path()))).await;
-    let mut logs = env.client.subscribe("natsfn.logs.family").await.expect("subscribe");
+    let mut logs = env
+        .client
+        .subscribe("natsfn.logs.family")
+        .await
+        .expect("subscribe");
 
-    let reply = env.invoke("family", r#"{"children": true, "sleep": 30}"#).await;
+    let reply = env
+        .invoke("family", r#"{"children": true, "sleep": 30}"#)
+        .await;
     assert_eq!(error_code(&reply), Some(504));
     let pgid: i32 = loop {
         let msg = tokio::time::timeout(DEADLINE, logs.next())
@@ -134,7 +150,10 @@ async fn a_nodejs_worker_that_exits_gets_502_and_the_next_succeeds() {
     let reply = env.invoke("nodecrash", r#"{"exit": true}"#).await;
     assert_eq!(error_code(&reply), Some(502));
     assert!(started.elapsed() < Duration::from_secs(1));
-    assert_eq!(json(&env.invoke("nodecrash", "{}").await), json!({"ok": true}));
+    assert_eq!(
+        json(&env.invoke("nodecrash", "{}").await),
+        json!({"ok": true})
+    );
 }
 
 #[tokio::test]
@@ -152,7 +171,11 @@ async fn code_that_cannot_start_answers_503_and_backs_off_instead_of_spinning() 
         .wait_status("broken", |s| s.revision == revision && s.reason.is_some())
         .await;
     assert!(
-        status.reason.as_deref().unwrap_or("").contains("Runtime.ImportModuleError"),
+        status
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("Runtime.ImportModuleError"),
         "{status:?}"
     );
     let reply = env.invoke("broken", "{}").await;
@@ -160,9 +183,17 @@ async fn code_that_cannot_start_answers_503_and_backs_off_instead_of_spinning() 
     assert_eq!(json(&reply)["errorType"], "Runtime.ImportModuleError");
     // Repeated failures become a crashloop, with growing pauses between attempts.
     let status = env
-        .wait_status("broken", |s| s.state == natsfn_protocol::FunctionState::Crashloop)
+        .wait_status("broken", |s| {
+            s.state == natsfn_protocol::FunctionState::Crashloop
+        })
         .await;
-    assert!(status.reason.unwrap_or_default().contains("No module named"));
+    assert!(status
+        .reason
+        .unwrap_or_default()
+        .contains("No module named"));
     let starts = env.node.log().matches("worker process started").count();
-    assert!(starts < 10, "{starts} worker starts in a few seconds: the restart loop spins");
+    assert!(
+        starts < 10,
+        "{starts} worker starts in a few seconds: the restart loop spins"
+    );
 }

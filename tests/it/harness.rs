@@ -92,7 +92,10 @@ fn read_port(child: &mut Child) -> u16 {
             let Ok(line) = line else { break };
             if !sent {
                 if let Some(rest) = line.split(marker).nth(1) {
-                    let port = rest.rsplit(':').next().and_then(|p| p.trim().parse::<u16>().ok());
+                    let port = rest
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| p.trim().parse::<u16>().ok());
                     let _ = tx.send(port);
                     sent = true;
                 }
@@ -126,7 +129,14 @@ impl Node {
         let log = dir.path().join("node.log");
         let log_file = std::fs::File::create(&log).expect("node log");
         let child = Command::new(env!("CARGO_BIN_EXE_natsfn"))
-            .args(["--nats", &server.url, "node", "--node-id", id, "--runtime-dir"])
+            .args([
+                "--nats",
+                &server.url,
+                "node",
+                "--node-id",
+                id,
+                "--runtime-dir",
+            ])
             .arg(dir.path().join("runtimes"))
             .env("NATSFN_LOG", "info,natsfn_actors=debug")
             .stdin(Stdio::null())
@@ -189,8 +199,12 @@ impl Env {
         let node = Node::start(&server, "node-a");
         let client = server.client().await;
         let js = async_nats::jetstream::new(client.clone());
-        let bindings = natsfn_actors::buckets::bindings(&js).await.expect("bindings bucket");
-        let status = natsfn_actors::buckets::status(&js).await.expect("status bucket");
+        let bindings = natsfn_actors::buckets::bindings(&js)
+            .await
+            .expect("bindings bucket");
+        let status = natsfn_actors::buckets::status(&js)
+            .await
+            .expect("status bucket");
         Env {
             node,
             server,
@@ -212,7 +226,9 @@ impl Env {
     pub async fn bind_ready(&self, name: &str, spec: serde_json::Value) -> u64 {
         let revision = self.put_binding(name, spec).await;
         let status = self
-            .wait_status(name, |s| s.revision >= revision && s.state != FunctionState::Starting)
+            .wait_status(name, |s| {
+                s.revision >= revision && s.state != FunctionState::Starting
+            })
             .await;
         assert_eq!(
             status.state,
@@ -237,7 +253,8 @@ impl Env {
     }
 
     pub async fn invoke(&self, function: &str, payload: impl Into<Bytes>) -> Message {
-        self.request(&format!("natsfn.invoke.{function}"), payload).await
+        self.request(&format!("natsfn.invoke.{function}"), payload)
+            .await
     }
 }
 
@@ -269,7 +286,9 @@ pub async fn wait_status(
 }
 
 pub async fn request(client: &async_nats::Client, subject: &str, payload: Bytes) -> Message {
-    let request = async_nats::Request::new().payload(payload).timeout(Some(DEADLINE));
+    let request = async_nats::Request::new()
+        .payload(payload)
+        .timeout(Some(DEADLINE));
     client
         .send_request(subject.to_owned(), request)
         .await
@@ -287,7 +306,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(started.elapsed() < DEADLINE, "timed out waiting for: {what}");
+        assert!(
+            started.elapsed() < DEADLINE,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -28,11 +28,17 @@ async fn printed_lines_reach_the_logs_subject_with_the_request_id_and_leave_repl
                "pool": {"min": 1, "max": 1}}),
     )
     .await;
-    let mut logs = env.client.subscribe("natsfn.logs.noisy").await.expect("subscribe");
+    let mut logs = env
+        .client
+        .subscribe("natsfn.logs.noisy")
+        .await
+        .expect("subscribe");
     env.client.flush().await.expect("flush");
 
     let lines = 500;
-    let reply = env.invoke("noisy", json!({"lines": lines}).to_string()).await;
+    let reply = env
+        .invoke("noisy", json!({"lines": lines}).to_string())
+        .await;
     assert_eq!(error_code(&reply), None);
     assert_eq!(json(&reply), json!({"done": lines}));
     let request_id = header(&reply, "Natsfn-Request-Id").expect("request id");
@@ -42,9 +48,18 @@ async fn printed_lines_reach_the_logs_subject_with_the_request_id_and_leave_repl
     while stdout.len() < lines + 1 || stderr.len() < lines {
         let msg = tokio::time::timeout(DEADLINE, logs.next())
             .await
-            .unwrap_or_else(|_| panic!("only {} stdout / {} stderr lines arrived", stdout.len(), stderr.len()))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "only {} stdout / {} stderr lines arrived",
+                    stdout.len(),
+                    stderr.len()
+                )
+            })
             .expect("log stream");
-        assert_eq!(header(&msg, "Natsfn-Request-Id").as_deref(), Some(request_id.as_str()));
+        assert_eq!(
+            header(&msg, "Natsfn-Request-Id").as_deref(),
+            Some(request_id.as_str())
+        );
         let text = String::from_utf8_lossy(&msg.payload).into_owned();
         match header(&msg, "Natsfn-Log-Stream").as_deref() {
             Some("stdout") => stdout.insert(text),
@@ -77,7 +92,11 @@ async fn a_publish_without_a_reply_subject_still_runs_the_function() {
                "subjects": ["events.fire"]}),
     )
     .await;
-    let mut logs = env.client.subscribe("natsfn.logs.fire").await.expect("subscribe");
+    let mut logs = env
+        .client
+        .subscribe("natsfn.logs.fire")
+        .await
+        .expect("subscribe");
     env.client
         .publish("events.fire", r#"{"marker": "m-42"}"#.into())
         .await

@@ -32,6 +32,10 @@ async fn two_nodes_both_serve_a_function_through_its_queue_group() {
             break;
         }
     }
-    assert_eq!(pids.len(), 2, "replies came from these workers only: {pids:?}");
+    assert_eq!(
+        pids.len(),
+        2,
+        "replies came from these workers only: {pids:?}"
+    );
     drop(second);
 }

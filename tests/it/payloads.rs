@@ -24,12 +24,17 @@ async fn a_payload_just_under_max_payload_round_trips_intact() {
     let (env, _code) = env_with("echo", ECHO).await;
     let max = env.client.server_info().max_payload;
     // A JSON string event, echoed byte for byte; room left for the reply's headers.
-    let body: String = (0..max - 1024).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    let body: String = (0..max - 1024)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
     let event = format!("\"{}\"", &body[2..]);
     let reply = env.invoke("echo", event.clone()).await;
     assert_eq!(error_code(&reply), None);
     assert_eq!(reply.payload.len(), event.len());
-    assert!(reply.payload == event.as_bytes(), "the echoed payload differs");
+    assert!(
+        reply.payload == event.as_bytes(),
+        "the echoed payload differs"
+    );
 }
 
 #[tokio::test]
@@ -55,12 +60,18 @@ async fn a_payload_over_max_payload_is_refused_clearly_not_hung() {
         .spawn()
         .expect("run natsfn invoke");
     let mut stdin = cli.stdin.take().expect("stdin");
-    stdin.write_all("z".repeat(max + 1).as_bytes()).await.expect("write event");
+    stdin
+        .write_all("z".repeat(max + 1).as_bytes())
+        .await
+        .expect("write event");
     drop(stdin);
     let out = cli.wait_with_output().await.expect("natsfn invoke output");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("accepts at most {max}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("accepts at most {max}")),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
