@@ -355,24 +355,27 @@ _FUNCTION_NAME = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
 _FUNCTION_VERSION = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION")
 _LOG_GROUP = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME")
 _LOG_STREAM = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
-try:
-    _MEMORY_MB = int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", ""))
-except ValueError:
-    _MEMORY_MB = None
+_MEMORY_MB = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
 
 _request_id = None  # of the invocation in progress (or the last one), for log lines
 
 
-class LambdaContext:
-    __slots__ = ("aws_request_id", "invoked_function_arn", "_deadline_ms")
+class CognitoIdentity:
+    """As awslambdaric: present, with empty fields, when the caller sent no identity."""
 
-    # Per-function values are class attributes: set once, not per invocation.
+    cognito_identity_id = None
+    cognito_identity_pool_id = None
+
+
+class LambdaContext:
+    # Per-function values are class attributes: set once, not per invocation. An
+    # ordinary object otherwise, as in awslambdaric: handlers may set attributes on it.
     function_name = _FUNCTION_NAME
     function_version = _FUNCTION_VERSION
     memory_limit_in_mb = _MEMORY_MB
     log_group_name = _LOG_GROUP
     log_stream_name = _LOG_STREAM
-    identity = None
+    identity = CognitoIdentity()
     client_context = None
     tenant_id = None
 

@@ -3,4 +3,10 @@
 mod harness;
 
 mod bindings;
+mod cli;
 mod failures;
+mod logs;
+mod nodejs;
+mod nodes;
+mod payloads;
+mod python;
