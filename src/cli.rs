@@ -54,6 +54,10 @@ pub struct NodeArgs {
     /// Where to write the runtime bootstraps (default: a directory under the system temp dir).
     #[arg(long)]
     pub runtime_dir: Option<PathBuf>,
+    /// Dispatcher threads. One keeps every hop of an invocation on one thread, which is
+    /// cheapest; more only pay off when a node's own CPU is the bottleneck.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
 }
 
 #[derive(Args)]

@@ -54,22 +54,18 @@ async fn one(client: &async_nats::Client, subject: &str, payload: Bytes) -> Dura
     took
 }
 
-/// One request at a time.
-pub async fn latency(
+/// One request at a time, `count` of them, each timed.
+pub async fn timed(
     client: &async_nats::Client,
     subject: &str,
     payload: &Bytes,
-    warmup: usize,
     count: usize,
-) -> Latency {
-    for _ in 0..warmup {
-        one(client, subject, payload.clone()).await;
-    }
+) -> Vec<Duration> {
     let mut samples = Vec::with_capacity(count);
     for _ in 0..count {
         samples.push(one(client, subject, payload.clone()).await);
     }
-    Latency::from_samples(samples)
+    samples
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -78,6 +74,28 @@ pub struct Throughput {
     pub connections: usize,
     pub requests: usize,
     pub per_second: f64,
+    /// Each round's rate, when the figure is the median of several rounds.
+    pub rounds: Vec<f64>,
+}
+
+impl Throughput {
+    pub fn median_of(
+        in_flight: usize,
+        connections: usize,
+        mut rounds: Vec<f64>,
+        requests: usize,
+    ) -> Throughput {
+        let mut sorted = rounds.clone();
+        sorted.sort_by(f64::total_cmp);
+        let per_second = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
+        Throughput {
+            in_flight,
+            connections,
+            requests,
+            per_second,
+            rounds,
+        }
+    }
 }
 
 /// `in_flight` concurrent request loops over `clients` connections, `requests` in all.
@@ -116,5 +134,6 @@ pub async fn throughput(
         connections: clients.len(),
         requests,
         per_second: requests as f64 / elapsed,
+        rounds: Vec::new(),
     }
 }

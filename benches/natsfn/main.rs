@@ -19,10 +19,11 @@ use serde_json::json;
 
 use crate::harness::{code_dir, dir_str, Env, NatsServer};
 use crate::load::Latency;
-use crate::report::{ColdStart, Report, Target};
+use crate::report::{ColdStart, DispatcherCpu, Report, Target};
 
 const ECHO_PY: &str = "def handler(event, context):\n    return event\n";
 const ECHO_JS: &str = "exports.handler = async (event) => event;\n";
+const IN_FLIGHT: [usize; 2] = [16, 64];
 const EVENT: &str = r#"{"name":"bench","n":1,"items":[1,2,3],"nested":{"ok":true}}"#;
 
 struct Plan {
@@ -39,6 +40,10 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--bare-responder") {
         return bare_responder(&args[i + 1]);
+    }
+    if let Some(i) = args.iter().position(|a| a == "--load") {
+        // Profiling aid: `--load URL SUBJECT IN_FLIGHT REQUESTS` against a running node.
+        return load_only(&args[i + 1..]);
     }
     let quick = args.iter().any(|a| a == "--quick");
     let plan = if quick {
@@ -80,101 +85,144 @@ fn main() {
     );
 }
 
+/// A measured target: a subject and the connections that load it.
+struct Subject {
+    name: &'static str,
+    subject: &'static str,
+    clients: Vec<async_nats::Client>,
+}
+
+async fn clients(server: &NatsServer, n: usize) -> Vec<async_nats::Client> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(server.client().await);
+    }
+    out
+}
+
+async fn bind_echo(env: &Env, name: &str, runtime: &str, dir: &tempfile::TempDir) {
+    env.bind_ready(
+        name,
+        json!({"runtime": runtime, "handler": "app.handler", "code": {"dir": dir_str(dir.path())},
+               "pool": {"min": 2, "max": 2}}),
+    )
+    .await;
+}
+
 async fn run(plan: &Plan, quick: bool) -> Report {
     let env = Env::start().await;
+    // The same node as it was before it ran on one thread: its own server, since nodes
+    // on one server share every binding.
+    let before = Env::with_node_args(NatsServer::start(), &["--threads", "2"]).await;
     let py = code_dir(&[("app.py", ECHO_PY)]);
     let js = code_dir(&[("app.js", ECHO_JS)]);
-    for (name, runtime, dir) in [
-        ("echo-python", "python3", &py),
-        ("echo-node", "nodejs", &js),
-    ] {
-        env.bind_ready(
-            name,
-            json!({"runtime": runtime, "handler": "app.handler", "code": {"dir": dir_str(dir.path())},
-                   "pool": {"min": 2, "max": 2}}),
-        )
-        .await;
-    }
-    let _bare = Service::start(
+    bind_echo(&env, "echo-python", "python3", &py).await;
+    bind_echo(&env, "echo-node", "nodejs", &js).await;
+    bind_echo(&before, "echo-python", "python3", &py).await;
+    let bare = Service::start(
         Command::new(std::env::current_exe().expect("bench binary"))
             .args(["--bare-responder", &env.server.url]),
     );
-    let _pyservice = Service::start(Command::new("python3").args([
+    let pyservice = Service::start(Command::new("python3").args([
         concat!(env!("CARGO_MANIFEST_DIR"), "/benches/natsfn/py_service.py"),
         &env.server.url,
         "bench.pyservice",
         &dir_str(py.path()),
     ]));
     let subjects = [
-        ("bare async-nats echo (Rust)", "bench.bare"),
-        ("natsfn python3", "natsfn.invoke.echo-python"),
-        ("natsfn nodejs", "natsfn.invoke.echo-node"),
-        ("nats-py service, same handler", "bench.pyservice"),
+        Subject {
+            name: "bare async-nats echo (Rust)",
+            subject: "bench.bare",
+            clients: clients(&env.server, 4).await,
+        },
+        Subject {
+            name: "natsfn python3",
+            subject: "natsfn.invoke.echo-python",
+            clients: clients(&env.server, 1).await,
+        },
+        Subject {
+            name: "natsfn nodejs",
+            subject: "natsfn.invoke.echo-node",
+            clients: clients(&env.server, 1).await,
+        },
+        Subject {
+            name: "nats-py service, same handler",
+            subject: "bench.pyservice",
+            clients: clients(&env.server, 1).await,
+        },
+        Subject {
+            name: "natsfn python3, node --threads 2 (before)",
+            subject: "natsfn.invoke.echo-python",
+            clients: clients(&before.server, 1).await,
+        },
     ];
     let payload = Bytes::from_static(EVENT.as_bytes());
-    let mut clients = Vec::new();
-    for _ in 0..4 {
-        clients.push(env.server.client().await);
-    }
-    let node_cpu_before = cpu_time(env.node.pid());
 
     // Latency in interleaved rounds, so that the machine's drift hits every target alike.
+    for s in &subjects {
+        load::timed(&s.clients[0], s.subject, &payload, plan.warmup).await;
+    }
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); subjects.len()];
-    for (_, subject) in &subjects {
-        load::latency(&clients[0], subject, &payload, plan.warmup, 0).await;
-    }
     for _ in 0..plan.rounds {
-        for (i, (_, subject)) in subjects.iter().enumerate() {
+        for (i, s) in subjects.iter().enumerate() {
             let per_round = plan.latency_requests / plan.rounds;
-            samples[i].extend(timed(&clients[0], subject, &payload, per_round).await);
+            samples[i].extend(load::timed(&s.clients[0], s.subject, &payload, per_round).await);
         }
     }
-    let mut targets: Vec<Target> = Vec::new();
-    for ((name, subject), s) in subjects.iter().zip(samples) {
-        let mut throughput = Vec::new();
-        for in_flight in [16, 64] {
-            throughput.push(
-                load::throughput(
-                    &clients[..1],
-                    subject,
-                    &payload,
-                    in_flight,
-                    plan.throughput_requests,
-                )
-                .await,
-            );
+    // Throughput likewise: interleaved rounds, the median round reported.
+    let mut rates: Vec<[Vec<f64>; 2]> = subjects.iter().map(|_| [Vec::new(), Vec::new()]).collect();
+    for _ in 0..plan.rounds {
+        for (i, s) in subjects.iter().enumerate() {
+            for (j, in_flight) in IN_FLIGHT.into_iter().enumerate() {
+                let requests = plan.throughput_requests / plan.rounds;
+                let t = load::throughput(&s.clients[..1], s.subject, &payload, in_flight, requests)
+                    .await;
+                rates[i][j].push(t.per_second);
+            }
         }
-        targets.push(Target {
-            name: name.to_string(),
-            subject: subject.to_string(),
-            latency: Latency::from_samples(s),
-            throughput,
-        });
     }
+    let targets: Vec<Target> = subjects
+        .iter()
+        .zip(samples)
+        .zip(rates)
+        .map(|((s, samples), rates)| Target {
+            name: s.name.to_string(),
+            subject: s.subject.to_string(),
+            latency: Latency::from_samples(samples),
+            throughput: IN_FLIGHT
+                .into_iter()
+                .zip(rates)
+                .map(|(in_flight, rounds)| {
+                    load::Throughput::median_of(in_flight, 1, rounds, plan.throughput_requests)
+                })
+                .collect(),
+        })
+        .collect();
     let generator_check = load::throughput(
-        &clients,
+        &subjects[0].clients,
         "bench.bare",
         &payload,
         64,
         plan.throughput_requests,
     )
     .await;
-    // Everything the node did for the natsfn targets, per natsfn invocation.
-    let natsfn_invocations =
-        2 * (plan.warmup + plan.latency_requests + 2 * plan.throughput_requests);
-    let node_cpu_us_per_invocation = (cpu_time(env.node.pid()) - node_cpu_before).as_secs_f64()
-        * 1e6
-        / natsfn_invocations as f64;
+    let dispatcher_cpu = vec![
+        dispatcher_cpu(&env, &subjects[1], &payload, plan).await,
+        dispatcher_cpu(&before, &subjects[4], &payload, plan).await,
+    ];
+    drop((bare, pyservice, before));
 
     let cold_python = cold_starts(&env, "python3", &py, plan.cold_starts).await;
     let cold_node = cold_starts(&env, "nodejs", &js, plan.cold_starts).await;
     let import_python = import_times(
-        Command::new("python3").args(["-c", "import app"]),
+        Command::new(interpreter("python3", "import sys; print(sys.executable)"))
+            .args(["-c", "import app"]),
         py.path(),
         plan.cold_starts,
     );
     let import_node = import_times(
-        Command::new("node").args(["-e", "require('./app')"]),
+        Command::new(interpreter("node", "console.log(process.execPath)"))
+            .args(["-e", "require('./app')"]),
         js.path(),
         plan.cold_starts,
     );
@@ -199,37 +247,41 @@ async fn run(plan: &Plan, quick: bool) -> Report {
             },
         ],
         propagation,
-        node_cpu_us_per_invocation,
+        dispatcher_cpu,
         plan.idle_functions,
         rss_empty_kb,
         rss_idle_kb,
     )
 }
 
-async fn timed(
-    client: &async_nats::Client,
-    subject: &str,
-    payload: &Bytes,
-    count: usize,
-) -> Vec<Duration> {
-    let mut out = Vec::with_capacity(count);
-    for _ in 0..count {
-        let started = Instant::now();
-        let reply = client
-            .request(subject.to_owned(), payload.clone())
-            .await
-            .expect("request");
-        out.push(started.elapsed());
-        assert!(
-            reply
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("Nats-Service-Error-Code"))
-                .is_none(),
-            "error reply on {subject}"
-        );
+/// The node's own CPU time per python3 invocation, at 1 and at 16 in flight.
+async fn dispatcher_cpu(env: &Env, s: &Subject, payload: &Bytes, plan: &Plan) -> DispatcherCpu {
+    let pid = env.node.pid();
+    let count = plan.throughput_requests;
+    let start = cpu_time(pid);
+    load::timed(&s.clients[0], s.subject, payload, count).await;
+    let sequential = cpu_time(pid);
+    load::throughput(&s.clients[..1], s.subject, payload, 16, count).await;
+    let concurrent = cpu_time(pid);
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / count as f64;
+    DispatcherCpu {
+        node: s.name.to_string(),
+        us_at_1: per(sequential - start),
+        us_at_16: per(concurrent - sequential),
     }
-    out
+}
+
+/// The interpreter the node would run (not a shim on PATH, such as pyenv's).
+fn interpreter(program: &str, print_path: &str) -> String {
+    let flag = if program == "node" { "-e" } else { "-c" };
+    let out = Command::new(program)
+        .args([flag, print_path])
+        .output()
+        .expect("interpreter");
+    String::from_utf8(out.stdout)
+        .expect("path")
+        .trim()
+        .to_owned()
 }
 
 /// First invocation of a function with pool.min 0: the worker starts for it.
@@ -371,6 +423,39 @@ impl Drop for Service {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+fn load_only(args: &[String]) {
+    let [url, subject, in_flight, requests, ..] = args else {
+        panic!("--load URL SUBJECT IN_FLIGHT REQUESTS");
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(async {
+        let client = async_nats::connect(url.as_str()).await.expect("connect");
+        let payload = Bytes::from_static(EVENT.as_bytes());
+        let n: usize = requests.parse().expect("requests");
+        let started = Instant::now();
+        let samples = load::timed(&client, subject, &payload, n / 4).await;
+        let sequential = started.elapsed();
+        let t = load::throughput(
+            &[client],
+            subject,
+            &payload,
+            in_flight.parse().expect("in flight"),
+            n,
+        )
+        .await;
+        let l = Latency::from_samples(samples);
+        println!(
+            "p50 {:.0} µs  p99 {:.0} µs  ({:?} for {} sequential)  {:.0} req/s at {}",
+            l.p50_us,
+            l.p99_us,
+            sequential,
+            n / 4,
+            t.per_second,
+            t.in_flight
+        );
+    });
 }
 
 /// The physical limit: the smallest useful async-nats responder, in its own process.

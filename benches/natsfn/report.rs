@@ -21,6 +21,13 @@ pub struct ColdStart {
 }
 
 #[derive(Serialize)]
+pub struct DispatcherCpu {
+    pub node: String,
+    pub us_at_1: f64,
+    pub us_at_16: f64,
+}
+
+#[derive(Serialize)]
 pub struct Report {
     pub machine: String,
     pub date: String,
@@ -30,7 +37,7 @@ pub struct Report {
     pub generator_check: Throughput,
     pub cold_starts: Vec<ColdStart>,
     pub propagation: Latency,
-    pub node_cpu_us_per_invocation: f64,
+    pub dispatcher_cpu: Vec<DispatcherCpu>,
     pub idle_functions: usize,
     pub node_rss_empty_kb: u64,
     pub node_rss_idle_kb: u64,
@@ -44,7 +51,7 @@ impl Report {
         generator_check: Throughput,
         cold_starts: Vec<ColdStart>,
         propagation: Latency,
-        node_cpu_us_per_invocation: f64,
+        dispatcher_cpu: Vec<DispatcherCpu>,
         idle_functions: usize,
         node_rss_empty_kb: u64,
         node_rss_idle_kb: u64,
@@ -57,7 +64,7 @@ impl Report {
             generator_check,
             cold_starts,
             propagation,
-            node_cpu_us_per_invocation,
+            dispatcher_cpu,
             idle_functions,
             node_rss_empty_kb,
             node_rss_idle_kb,
@@ -76,7 +83,7 @@ impl Report {
         let bare = &self.targets[0];
         let mut md = format!(
             "Measured {} on {}{}. Latency: one request in flight, {} samples each, taken in interleaved rounds. \
-             Throughput: one async-nats connection; the bare echo reaches {:.0} req/s at 64 in flight over {} connections.\n\n",
+             Throughput: one async-nats connection, the median of interleaved rounds; the bare echo reaches {:.0} req/s at 64 in flight over {} connections.\n\n",
             self.date,
             self.machine,
             if self.quick { " (quick run)" } else { "" },
@@ -117,10 +124,12 @@ impl Report {
             self.propagation.p50_us / 1e3,
             self.propagation.p99_us / 1e3
         ));
-        md.push_str(&format!(
-            "| node CPU time per natsfn invocation (dispatcher only) | {:.1} µs |\n",
-            self.node_cpu_us_per_invocation
-        ));
+        for cpu in &self.dispatcher_cpu {
+            md.push_str(&format!(
+                "| node CPU per invocation ({}), 1 / 16 in flight | {:.1} / {:.1} µs |\n",
+                cpu.node, cpu.us_at_1, cpu.us_at_16
+            ));
+        }
         md.push_str(&format!(
             "| node RSS: no functions / {} idle functions (pool.min 0) | {:.1} / {:.1} MB |\n",
             self.idle_functions,

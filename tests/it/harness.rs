@@ -125,6 +125,11 @@ pub struct Node {
 
 impl Node {
     pub fn start(server: &NatsServer, id: &str) -> Node {
+        Self::start_with(server, id, &[])
+    }
+
+    /// A node with extra `natsfn node` arguments (e.g. `--threads 2`).
+    pub fn start_with(server: &NatsServer, id: &str, args: &[&str]) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("node.log");
         let log_file = std::fs::File::create(&log).expect("node log");
@@ -138,6 +143,7 @@ impl Node {
                 "--runtime-dir",
             ])
             .arg(dir.path().join("runtimes"))
+            .args(args)
             .env("NATSFN_LOG", "info,natsfn_actors=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -200,7 +206,11 @@ impl Env {
     }
 
     pub async fn on(server: NatsServer) -> Env {
-        let node = Node::start(&server, "node-a");
+        Self::with_node_args(server, &[]).await
+    }
+
+    pub async fn with_node_args(server: NatsServer, args: &[&str]) -> Env {
+        let node = Node::start_with(&server, "node-a", args);
         let client = server.client().await;
         let js = async_nats::jetstream::new(client.clone());
         let bindings = natsfn_actors::buckets::bindings(&js)
