@@ -82,7 +82,7 @@ impl Throughput {
     pub fn median_of(
         in_flight: usize,
         connections: usize,
-        mut rounds: Vec<f64>,
+        rounds: Vec<f64>,
         requests: usize,
     ) -> Throughput {
         let mut sorted = rounds.clone();
