@@ -366,3 +366,30 @@ pub fn json(msg: &Message) -> serde_json::Value {
         )
     })
 }
+
+/// Binds `spec`, whose code cannot load, and checks both places that must say so: the
+/// status (`error` or `crashloop`, the reason naming `error_type`) and an invocation's
+/// 503 reply (that `errorType`, an `errorMessage` starting with `message`).
+pub async fn assert_init_error(spec: serde_json::Value, error_type: &str, message: &str) {
+    let env = Env::start().await;
+    let name = "broken";
+    let revision = env.put_binding(name, spec).await;
+    let status = env
+        .wait_status(name, |s| {
+            s.revision >= revision
+                && matches!(s.state, FunctionState::Error | FunctionState::Crashloop)
+        })
+        .await;
+    let reason = status.reason.unwrap_or_default();
+    assert!(
+        reason.contains(error_type),
+        "reason {reason:?} does not name {error_type}"
+    );
+    let reply = env.invoke(name, "{}").await;
+    assert_eq!(error_code(&reply), Some(503), "{reply:?}");
+    assert!(header(&reply, "Natsfn-Request-Id").is_some(), "{reply:?}");
+    let body = json(&reply);
+    assert_eq!(body["errorType"], error_type, "{body}");
+    let text = body["errorMessage"].as_str().unwrap_or_default();
+    assert!(text.starts_with(message), "{body}");
+}

@@ -2,7 +2,6 @@
 //! results and errors come back in Lambda's shapes, and load failures are 503s with a
 //! status that says why.
 
-use natsfn_protocol::FunctionState;
 use serde_json::{json, Value};
 
 use crate::harness::*;
@@ -208,8 +207,7 @@ def handler(event, context):
 async fn a_missing_module_is_an_import_module_error() {
     let code = code_dir(&[("app.py", "def handler(event, context):\n    return 1\n")]);
     assert_init_error(
-        "missing.handler",
-        code,
+        spec(&dir_str(code.path()), "missing.handler"),
         "Runtime.ImportModuleError",
         "Unable to import module 'missing': No module named 'missing'",
     )
@@ -220,8 +218,7 @@ async fn a_missing_module_is_an_import_module_error() {
 async fn a_syntax_error_is_a_user_code_syntax_error() {
     let code = code_dir(&[("app.py", "def handler(event, context:\n    return 1\n")]);
     assert_init_error(
-        "app.handler",
-        code,
+        spec(&dir_str(code.path()), "app.handler"),
         "Runtime.UserCodeSyntaxError",
         "Syntax error in module 'app': ",
     )
@@ -232,8 +229,7 @@ async fn a_syntax_error_is_a_user_code_syntax_error() {
 async fn a_missing_handler_function_is_handler_not_found() {
     let code = code_dir(&[("app.py", "def other(event, context):\n    return 1\n")]);
     assert_init_error(
-        "app.handler",
-        code,
+        spec(&dir_str(code.path()), "app.handler"),
         "Runtime.HandlerNotFound",
         "Handler 'handler' missing on module 'app'",
     )
@@ -277,39 +273,4 @@ async fn a_result_that_is_not_json_is_a_500_marshal_error() {
             .is_some_and(|m| m.starts_with("Unable to marshal response")),
         "{body}"
     );
-}
-
-/// Binds `handler` over `code`, which cannot load: the status says `error` or
-/// `crashloop` with a reason naming `error_type`, and an invocation gets a 503 whose
-/// body has that `errorType` and an `errorMessage` starting with `message`.
-async fn assert_init_error(
-    handler: &str,
-    code: tempfile::TempDir,
-    error_type: &str,
-    message: &str,
-) {
-    let env = Env::start().await;
-    let name = "brokenpy";
-    let revision = env
-        .put_binding(name, spec(&dir_str(code.path()), handler))
-        .await;
-    let status = env
-        .wait_status(name, |s| {
-            s.revision >= revision
-                && matches!(s.state, FunctionState::Error | FunctionState::Crashloop)
-        })
-        .await;
-    let reason = status.reason.unwrap_or_default();
-    assert!(
-        reason.contains(error_type),
-        "reason {reason:?} does not name {error_type}"
-    );
-
-    let reply = env.invoke(name, "{}").await;
-    assert_eq!(error_code(&reply), Some(503), "{reply:?}");
-    assert!(header(&reply, "Natsfn-Request-Id").is_some(), "{reply:?}");
-    let body = json(&reply);
-    assert_eq!(body["errorType"], error_type, "{body}");
-    let text = body["errorMessage"].as_str().unwrap_or_default();
-    assert!(text.starts_with(message), "{body}");
 }
