@@ -14,6 +14,7 @@ mod node_actor;
 mod process;
 mod status;
 mod subscription;
+mod watchdog;
 mod worker_actor;
 
 pub use context::{Interpreters, NodeContext};

@@ -20,6 +20,7 @@ use crate::function_actor::FunctionMsg;
 use crate::invocation::{now_ms, Caller, Invocation};
 use crate::launch::LaunchPlan;
 use crate::process::{self, ProcessGroup};
+use crate::watchdog::Watchdog;
 
 /// Lambda's init phase limit.
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,6 +74,7 @@ pub struct WorkerState {
     log_request_id: Option<String>,
     invocations: u64,
     init_timer: Option<AbortHandle>,
+    watchdog: Watchdog,
     exit: ExitNews,
 }
 
@@ -88,7 +90,6 @@ struct InFlight {
     caller: Caller,
     cold: bool,
     seq: u64,
-    timer: AbortHandle,
 }
 
 #[derive(Default)]
@@ -145,6 +146,7 @@ impl Actor for WorkerActor {
             log_request_id: None,
             invocations: 0,
             init_timer: Some(init_timer),
+            watchdog: Watchdog::spawn(myself.clone()),
             exit: ExitNews::default(),
         })
     }
@@ -201,7 +203,6 @@ impl Actor for WorkerActor {
     ) -> Result<(), ActorProcessingErr> {
         // Stopped mid-invocation only when the node shuts down: say so, do not go silent.
         if let Some(call) = state.current.take() {
-            call.timer.abort();
             let error = LambdaError::new("ServiceException", "the node stopped this worker");
             call.caller
                 .fail(&state.args.ctx, ErrorCode::Unavailable, &error)
@@ -243,15 +244,13 @@ impl WorkerState {
             self.report_finished(false);
             return;
         }
-        let timer = myself
-            .send_after(self.args.timeout, move || WorkerMsg::TimedOut(seq))
-            .abort_handle();
+        self.watchdog
+            .arm(seq, tokio::time::Instant::now() + self.args.timeout);
         self.log_request_id = Some(invocation.caller.request_id.clone());
         self.current = Some(InFlight {
             caller: invocation.caller,
             cold,
             seq,
-            timer,
         });
         if let Err(e) = self.writer.write_all(&self.frame_buf).await {
             self.fail(
@@ -324,9 +323,7 @@ impl WorkerState {
         if self.current.as_ref()?.caller.request_id != id {
             return None;
         }
-        let call = self.current.take()?;
-        call.timer.abort();
-        Some(call)
+        self.current.take()
     }
 
     async fn on_output(&self, stream: OutputStream, line: String) {
@@ -375,7 +372,6 @@ impl WorkerState {
         }
         self.kill();
         if let Some(call) = self.current.take() {
-            call.timer.abort();
             let error = LambdaError::new(error_type, why.clone());
             call.caller
                 .fail(&self.args.ctx, ErrorCode::WorkerFailed, &error)
@@ -415,7 +411,6 @@ impl WorkerState {
             .unwrap_or_else(|| "its channel closed".into());
         let why = format!("Runtime exited with error: {status}");
         if let Some(call) = self.current.take() {
-            call.timer.abort();
             let error = LambdaError::new(
                 "Runtime.ExitError",
                 format!("RequestId: {} Error: {why}", call.caller.request_id),

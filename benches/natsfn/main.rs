@@ -17,7 +17,7 @@ use futures::StreamExt;
 use natsfn_protocol::FunctionState;
 use serde_json::json;
 
-use crate::harness::{code_dir, dir_str, Env, NatsServer};
+use crate::harness::{code_dir, dir_str, Env, NatsServer, Node};
 use crate::load::Latency;
 use crate::report::{ColdStart, DispatcherCpu, Report, Target};
 
@@ -87,7 +87,7 @@ fn main() {
 
 /// A measured target: a subject and the connections that load it.
 struct Subject {
-    name: &'static str,
+    name: String,
     subject: &'static str,
     clients: Vec<async_nats::Client>,
 }
@@ -111,9 +111,24 @@ async fn bind_echo(env: &Env, name: &str, runtime: &str, dir: &tempfile::TempDir
 
 async fn run(plan: &Plan, quick: bool) -> Report {
     let env = Env::start().await;
-    // The same node as it was before it ran on one thread: its own server, since nodes
-    // on one server share every binding.
-    let before = Env::with_node_args(NatsServer::start(), &["--threads", "2"]).await;
+    // The node to compare with, on its own server (nodes on one server share every
+    // binding): an older build when scripts/bench was given `--before REV`, else this
+    // build on several threads.
+    let before_server = NatsServer::start();
+    let (before_node, before_name) = match std::env::var_os("NATSFN_BENCH_BEFORE") {
+        Some(binary) => (
+            Node::start_binary(Path::new(&binary), &before_server, "before", &[]),
+            format!(
+                "natsfn python3, {} (before)",
+                std::env::var("NATSFN_BENCH_BEFORE_REV").unwrap_or_default()
+            ),
+        ),
+        None => (
+            Node::start_with(&before_server, "before", &["--threads", "2"]),
+            "natsfn python3, node --threads 2".to_owned(),
+        ),
+    };
+    let before = Env::with(before_server, before_node).await;
     let py = code_dir(&[("app.py", ECHO_PY)]);
     let js = code_dir(&[("app.js", ECHO_JS)]);
     bind_echo(&env, "echo-python", "python3", &py).await;
@@ -131,27 +146,27 @@ async fn run(plan: &Plan, quick: bool) -> Report {
     ]));
     let subjects = [
         Subject {
-            name: "bare async-nats echo (Rust)",
+            name: "bare async-nats echo (Rust)".into(),
             subject: "bench.bare",
             clients: clients(&env.server, 4).await,
         },
         Subject {
-            name: "natsfn python3",
+            name: "natsfn python3".into(),
             subject: "natsfn.invoke.echo-python",
             clients: clients(&env.server, 1).await,
         },
         Subject {
-            name: "natsfn nodejs",
+            name: "natsfn nodejs".into(),
             subject: "natsfn.invoke.echo-node",
             clients: clients(&env.server, 1).await,
         },
         Subject {
-            name: "nats-py service, same handler",
+            name: "nats-py service, same handler".into(),
             subject: "bench.pyservice",
             clients: clients(&env.server, 1).await,
         },
         Subject {
-            name: "natsfn python3, node --threads 2 (before)",
+            name: "natsfn python3, node --threads 2 (before)".into(),
             subject: "natsfn.invoke.echo-python",
             clients: clients(&before.server, 1).await,
         },
@@ -186,7 +201,7 @@ async fn run(plan: &Plan, quick: bool) -> Report {
         .zip(samples)
         .zip(rates)
         .map(|((s, samples), rates)| Target {
-            name: s.name.to_string(),
+            name: s.name.clone(),
             subject: s.subject.to_string(),
             latency: Latency::from_samples(samples),
             throughput: IN_FLIGHT

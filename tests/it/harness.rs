@@ -130,10 +130,15 @@ impl Node {
 
     /// A node with extra `natsfn node` arguments (e.g. `--threads 2`).
     pub fn start_with(server: &NatsServer, id: &str, args: &[&str]) -> Node {
+        Self::start_binary(Path::new(env!("CARGO_BIN_EXE_natsfn")), server, id, args)
+    }
+
+    /// A node run by another natsfn binary (the benchmark's "before").
+    pub fn start_binary(binary: &Path, server: &NatsServer, id: &str, args: &[&str]) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("node.log");
         let log_file = std::fs::File::create(&log).expect("node log");
-        let child = Command::new(env!("CARGO_BIN_EXE_natsfn"))
+        let child = Command::new(binary)
             .args([
                 "--nats",
                 &server.url,
@@ -206,11 +211,12 @@ impl Env {
     }
 
     pub async fn on(server: NatsServer) -> Env {
-        Self::with_node_args(server, &[]).await
+        let node = Node::start(&server, "node-a");
+        Self::with(server, node).await
     }
 
-    pub async fn with_node_args(server: NatsServer, args: &[&str]) -> Env {
-        let node = Node::start_with(&server, "node-a", args);
+    /// A server and a node of the caller's making.
+    pub async fn with(server: NatsServer, node: Node) -> Env {
         let client = server.client().await;
         let js = async_nats::jetstream::new(client.clone());
         let bindings = natsfn_actors::buckets::bindings(&js)
