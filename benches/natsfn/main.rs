@@ -166,7 +166,7 @@ async fn run(plan: &Plan, quick: bool) -> Report {
             clients: clients(&env.server, 1).await,
         },
         Subject {
-            name: "natsfn python3, node --threads 2 (before)".into(),
+            name: before_name,
             subject: "natsfn.invoke.echo-python",
             clients: clients(&before.server, 1).await,
         },

@@ -8,19 +8,21 @@ socket whose fd is in NATSFN_CHANNEL_FD. Standard library only.
 Handler loading, the context object, error shapes and logging follow AWS
 Lambda's Python runtime interface client (awslambdaric) closely, so that code
 written for Lambda behaves the same here.
+
+Start-up time counts (it is most of a cold start), so modules the bootstrap
+needs only sometimes are imported when first needed: decimal and traceback on
+the paths that use them, and logging when the user's code imports it (see
+_LoggingHook). The channel is read and written through its raw descriptor,
+without the socket module.
 """
 
 import codecs
-import decimal
 import importlib
 import json
-import logging
 import os
-import socket
 import struct
 import sys
 import time
-import traceback
 
 MAX_FRAME = 67_174_400  # 64 MiB + 64 KiB, from the contract
 THIS_FILE = os.path.abspath(__file__)
@@ -257,19 +259,20 @@ class ProtocolError(Exception):
 
 
 def _open_channel():
+    """(fd, buffered reader) of the channel. The fd is written with os.write."""
     fd = int(os.environ.pop("NATSFN_CHANNEL_FD"))
     # Keep the channel out of processes the handler spawns: a leaked copy would
     # hide this worker's exit (EOF) from the dispatcher.
     os.set_inheritable(fd, False)
-    sock = socket.socket(fileno=fd)
-    return sock, sock.makefile("rb", buffering=65536)
+    # Like socket.makefile("rb"): read(n) returns n bytes, or fewer only at EOF.
+    return fd, open(fd, "rb", buffering=65536, closefd=False)
 
 
 class FrameTooLarge(ProtocolError):
     pass
 
 
-def _write(sock, parts):
+def _write(fd, parts):
     """Send a frame whose body is parts[1:]; parts[0] is the length prefix's
     slot. stdout/stderr are flushed first: the contract wants an invocation's
     output to reach the dispatcher before its result."""
@@ -282,35 +285,40 @@ def _write(sock, parts):
     if size > MAX_FRAME:
         raise FrameTooLarge("frame of %d bytes exceeds the channel limit" % size)
     parts[0] = _hdr(size)
-    sock.sendall(b"".join(parts))
+    data = b"".join(parts)
+    n = os.write(fd, data)
+    if n < len(data):  # a partial write (e.g. a big frame interrupted by a signal)
+        view = memoryview(data)
+        while n < len(data):
+            n += os.write(fd, view[n:])
 
 
-def _send(sock, kind, fields):
+def _send(fd, kind, fields):
     parts = [b""]
     _pack({kind: fields}, parts)
-    _write(sock, parts)
+    _write(fd, parts)
 
 
 _TRUNCATE = 256 * 1024
 
 
-def _send_error(sock, kind, fields):
+def _send_error(fd, kind, fields):
     """_send for InitError/Error frames: one too big for the channel (a huge
     message, say) is sent again with its text cut down, instead of failing."""
     try:
-        _send(sock, kind, fields)
+        _send(fd, kind, fields)
     except FrameTooLarge:
         fields["error_message"] = fields["error_message"][:_TRUNCATE] + " [truncated]"
         fields["stack_trace"] = [t[:_TRUNCATE] for t in fields["stack_trace"][:100]]
-        _send(sock, kind, fields)
+        _send(fd, kind, fields)
 
 
 _RESPONSE_HEAD = b"\x81\xa8Response\x82\xa2id"  # {"Response": {"id": ...
 _PAYLOAD_KEY = b"\xa7payload"
 
 
-def _send_response(sock, rid, out):
-    """_send(sock, "Response", {"id": rid, "payload": out}) without the generic
+def _send_response(fd, rid, out):
+    """_send(fd, "Response", {"id": rid, "payload": out}) without the generic
     encoder: this is the one frame on the hot path."""
     n = len(out)
     if n < 0x100:
@@ -323,7 +331,7 @@ def _send_response(sock, rid, out):
     _pack(rid, parts)
     parts.append(_PAYLOAD_KEY + bin_head)
     parts.append(out)
-    _write(sock, parts)
+    _write(fd, parts)
 
 
 def _read_frame(rf):
@@ -408,24 +416,28 @@ class LambdaContext:
         )
 
 
-class _LambdaLogHandler(logging.Handler):
-    """Root-logger handler writing Lambda's text log lines to (the current) stdout."""
-
-    def emit(self, record):
-        try:
-            record.aws_request_id = _request_id or ""
-            msg = self.format(record)
-            if not msg.endswith("\n"):  # e.g. after exc_info text
-                msg += "\n"
-            sys.stdout.write(msg)
-        except Exception:
-            self.handleError(record)
+# Read before the user's code runs (which may change os.environ), as Lambda does.
+_LOG_LEVEL = os.environ.get("AWS_LAMBDA_LOG_LEVEL", "").upper()
 
 
-def _setup_logging():
+def _setup_logging(logging):
     # As awslambdaric: UTC timestamps, "[LEVEL]\t<time>Z\t<request id>\t<msg>", and
     # the root level left at Python's default (WARNING) unless AWS_LAMBDA_LOG_LEVEL
     # says otherwise (TRACE maps to DEBUG).
+
+    class _LambdaLogHandler(logging.Handler):
+        """Root-logger handler writing Lambda's text log lines to (the current) stdout."""
+
+        def emit(self, record):
+            try:
+                record.aws_request_id = _request_id or ""
+                msg = self.format(record)
+                if not msg.endswith("\n"):  # e.g. after exc_info text
+                    msg += "\n"
+                sys.stdout.write(msg)
+            except Exception:
+                self.handleError(record)
+
     logging.Formatter.converter = time.gmtime
     handler = _LambdaLogHandler()
     handler.setFormatter(
@@ -435,11 +447,63 @@ def _setup_logging():
         )
     )
     root = logging.getLogger()
-    level = os.environ.get("AWS_LAMBDA_LOG_LEVEL", "").upper()
-    level = "DEBUG" if level == "TRACE" else level
+    level = "DEBUG" if _LOG_LEVEL == "TRACE" else _LOG_LEVEL
     if level in logging._nameToLevel:
         root.setLevel(level)
     root.addHandler(handler)
+
+
+class _LoggingHook:
+    """Lambda configures the root logger before the user's code runs. Importing
+    logging costs several ms of every cold start, though, and many handlers never
+    log: so this sys.meta_path entry (first in the list) waits for the first
+    `import logging`, lets the other finders find the module as usual, and has it
+    configured right after it has executed, before the importer gets it. Then it
+    takes itself off sys.meta_path."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "logging":
+            return None
+        for finder in sys.meta_path:
+            find_spec = getattr(finder, "find_spec", None)
+            if finder is not self and find_spec is not None:
+                spec = find_spec(name, path, target)
+                if spec is not None:
+                    break
+        else:
+            return None
+        if hasattr(spec.loader, "exec_module"):
+            spec.loader = _ConfigureAfterExec(self, spec)
+        return spec
+
+
+class _ConfigureAfterExec:
+    """Stands in for the loader of logging just while the module is created and
+    executed (then puts the real one back), and configures it after."""
+
+    def __init__(self, hook, spec):
+        self.hook = hook
+        self.spec = spec
+        self.loader = spec.loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        self.spec.loader = module.__loader__ = self.loader
+        self.loader.exec_module(module)
+        try:
+            sys.meta_path.remove(self.hook)
+        except ValueError:
+            return  # configured already (by an earlier import in another thread)
+        _setup_logging(module)
+
+
+def _prepare_logging():
+    if "logging" in sys.modules:  # imported already (by a sitecustomize, say)
+        _setup_logging(sys.modules["logging"])
+    else:
+        sys.meta_path.insert(0, _LoggingHook())
 
 
 class FaultException(Exception):
@@ -458,6 +522,8 @@ _IMPORTLIB_FILE = importlib.__file__
 def _user_trace(tb):
     """Lambda-style stack trace: formatted frames, minus the leading frames of
     the bootstrap itself (and of importlib, for errors raised while importing)."""
+    import traceback  # only now: most workers never format an error
+
     frames = traceback.extract_tb(tb)
     i = 0
     while i < len(frames):
@@ -490,7 +556,12 @@ def _log_error(error_type, message, trace):
 
 def _json_default(o):
     # Lambda's encoder also serialises decimal.Decimal (e.g. DynamoDB numbers).
-    if isinstance(o, decimal.Decimal):
+    # The bootstrap does not import decimal: a Decimal exists only once some code
+    # has (directly, or through _decimal/_pydecimal, which decimal re-exports).
+    decimal = sys.modules.get("decimal")
+    if decimal is None and ("_decimal" in sys.modules or "_pydecimal" in sys.modules):
+        import decimal
+    if decimal is not None and isinstance(o, decimal.Decimal):
         if o.is_nan():
             return float("nan")
         if o.is_finite() and o == o.to_integral_value():
@@ -554,7 +625,7 @@ def _get_handler(handler):
 # --------------------------------------------------------------------------
 
 
-def _serve(sock, rf, handler):
+def _serve(fd, rf, handler):
     global _request_id
     loads = _json_loads
     encode = _json_encode
@@ -573,7 +644,7 @@ def _serve(sock, rf, handler):
             event = loads(payload) if payload else {}
         except Exception as e:
             _send(
-                sock,
+                fd,
                 "RequestError",
                 {
                     "id": rid,
@@ -601,25 +672,25 @@ def _serve(sock, rf, handler):
             etype, emsg, trace = _error_fields(e)
             _log_error(etype, emsg, trace)
             _send_error(
-                sock,
+                fd,
                 "Error",
                 {"id": rid, "error_type": etype, "error_message": emsg, "stack_trace": trace},
             )
             continue
         try:
-            _send_response(sock, rid, out)
+            _send_response(fd, rid, out)
         except FrameTooLarge:
             # Answer with an error (named as Lambda's service names it) rather
             # than break the channel.
             etype = "Function.ResponseSizeTooLarge"
             emsg = "Response payload size (%d bytes) exceeded maximum allowed payload size" % len(out)
             _log_error(etype, emsg, [])
-            _send(sock, "Error", {"id": rid, "error_type": etype, "error_message": emsg, "stack_trace": []})
+            _send(fd, "Error", {"id": rid, "error_type": etype, "error_message": emsg, "stack_trace": []})
 
 
 def main():
-    sock, rf = _open_channel()
-    _setup_logging()
+    fd, rf = _open_channel()
+    _prepare_logging()
 
     task_root = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
     # The user's code comes first on sys.path, and our own directory (which
@@ -636,16 +707,16 @@ def main():
         _log_error(etype, emsg, trace)
         try:
             _send_error(
-                sock,
+                fd,
                 "InitError",
                 {"error_type": etype, "error_message": emsg, "stack_trace": trace},
             )
         finally:
             sys.exit(1)
-    _send(sock, "Ready", {})
+    _send(fd, "Ready", {})
 
     try:
-        _serve(sock, rf, handler)
+        _serve(fd, rf, handler)
     except ProtocolError as e:
         sys.stderr.write("natsfn bootstrap: protocol error: %s\n" % e)
         sys.exit(1)
