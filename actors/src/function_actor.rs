@@ -21,6 +21,12 @@ use crate::worker_actor::{WorkerActor, WorkerArgs, WorkerMsg};
 const QUEUE_PER_WORKER: usize = 64;
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Invocations a worker may hold at once when pipelining: the one it runs, and the
+/// next, already in its channel so that it starts without a round trip.
+const PIPELINE_DEPTH: usize = 2;
+/// Pipelining only pays, and only stays fair, for invocations this quick: a queued
+/// request never waits behind a slow one on one worker while another frees up.
+const PIPELINE_BELOW: Duration = Duration::from_millis(2);
 /// Consecutive failures after which the status says `crashloop`.
 const CRASHLOOP_AFTER: u32 = 3;
 const STOP_WORKERS_WITHIN: Duration = Duration::from_secs(2);
@@ -37,8 +43,9 @@ pub struct FunctionArgs {
 pub enum FunctionMsg {
     /// A request arrived on one of the function's subjects.
     Invoke(Invocation),
-    /// A worker could not take an invocation after all; it goes back to the front.
-    Requeue(Invocation),
+    /// Invocations a worker took but never started (it failed first), oldest first:
+    /// they go back to the front of the queue.
+    Requeue(Vec<Invocation>),
     /// The binding changed: new invocations go to workers of the new revision.
     Reconfigure {
         spec: BindingSpec,
@@ -50,6 +57,7 @@ pub enum FunctionMsg {
     InvocationFinished {
         worker: ActorId,
         completed: bool,
+        took: Duration,
     },
     WorkerInitFailed {
         worker: ActorId,
@@ -67,16 +75,12 @@ pub enum FunctionMsg {
 struct Worker {
     actor: ActorRef<WorkerMsg>,
     revision: u64,
-    status: WorkerStatus,
+    /// When it became ready; `None` while it starts.
     ready_at: Option<Instant>,
     served: u64,
-}
-
-enum WorkerStatus {
-    Starting,
-    Idle,
-    /// The caller is kept so that a worker actor that panics still gets its caller a 502.
-    Busy(Caller),
+    /// Invocations handed to it, the running one first. The callers are kept so that a
+    /// worker actor that panics still gets them a 502.
+    assigned: VecDeque<Caller>,
 }
 
 pub struct FunctionState {
@@ -101,6 +105,8 @@ pub struct FunctionState {
     init_error: Option<LambdaError>,
     last_status: Option<(State, Option<String>, u64)>,
     retiring: bool,
+    /// Moving average of how long invocations take, once one has finished.
+    typical: Option<Duration>,
 }
 
 impl Actor for FunctionActor {
@@ -138,6 +144,7 @@ impl Actor for FunctionActor {
             init_error: None,
             last_status: None,
             retiring: false,
+            typical: None,
         };
         state.subscribe(&myself).await?;
         state.report_configured();
@@ -161,8 +168,10 @@ impl Actor for FunctionActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             FunctionMsg::Invoke(invocation) => state.invoke(&myself, invocation).await,
-            FunctionMsg::Requeue(invocation) => {
-                state.queue.push_front(invocation);
+            FunctionMsg::Requeue(invocations) => {
+                for invocation in invocations.into_iter().rev() {
+                    state.queue.push_front(invocation);
+                }
                 state.pump(&myself).await;
             }
             FunctionMsg::Reconfigure { spec, revision } => {
@@ -170,8 +179,14 @@ impl Actor for FunctionActor {
             }
             FunctionMsg::Retire => state.retire(&myself).await,
             FunctionMsg::WorkerReady(id) => state.worker_ready(&myself, id).await,
-            FunctionMsg::InvocationFinished { worker, completed } => {
-                state.invocation_finished(&myself, worker, completed).await
+            FunctionMsg::InvocationFinished {
+                worker,
+                completed,
+                took,
+            } => {
+                state
+                    .invocation_finished(&myself, worker, completed, took)
+                    .await
             }
             FunctionMsg::WorkerInitFailed { worker, error } => {
                 state.remove_worker(worker);
@@ -212,9 +227,9 @@ impl Actor for FunctionActor {
             // A worker actor that panicked reported nothing: answer for it.
             SupervisionEvent::ActorFailed(cell, err) => {
                 if let Some(worker) = state.remove_worker(cell.get_id()) {
-                    if let WorkerStatus::Busy(caller) = worker.status {
-                        let error =
-                            LambdaError::new("Runtime.ExitError", format!("worker failed: {err}"));
+                    let error =
+                        LambdaError::new("Runtime.ExitError", format!("worker failed: {err}"));
+                    for caller in worker.assigned {
                         caller
                             .fail(&state.ctx, ErrorCode::WorkerFailed, &error)
                             .await;
@@ -305,10 +320,18 @@ impl FunctionState {
                 }
                 continue;
             }
+            // An idle worker first; with quick invocations, a busy one's next slot.
+            let depth = match self.typical {
+                Some(typical) if typical < PIPELINE_BELOW => PIPELINE_DEPTH,
+                _ => 1,
+            };
+            let revision = self.revision;
             let Some(worker) = self
                 .workers
                 .iter_mut()
-                .find(|w| w.revision == self.revision && matches!(w.status, WorkerStatus::Idle))
+                .filter(|w| w.revision == revision && w.ready_at.is_some())
+                .filter(|w| w.assigned.len() < depth)
+                .min_by_key(|w| w.assigned.len())
             else {
                 break;
             };
@@ -318,7 +341,7 @@ impl FunctionState {
             let cold =
                 worker.served == 0 && worker.ready_at.is_some_and(|t| invocation.received < t);
             worker.served += 1;
-            worker.status = WorkerStatus::Busy(invocation.caller.clone());
+            worker.assigned.push_back(invocation.caller.clone());
             let _ = worker.actor.cast(WorkerMsg::Invoke { invocation, cold });
         }
         if let Some(error) = self.unstartable().cloned() {
@@ -330,13 +353,10 @@ impl FunctionState {
     async fn start_workers(&mut self, myself: &ActorRef<FunctionMsg>) {
         let Ok(plan) = &self.plan else { return };
         let current = self.workers.iter().filter(|w| w.revision == self.revision);
-        let (live, busy) = current.fold((0, 0), |(live, busy), w| {
-            (
-                live + 1,
-                busy + usize::from(matches!(w.status, WorkerStatus::Busy(_))),
-            )
+        let (live, assigned) = current.fold((0, 0), |(live, assigned), w| {
+            (live + 1, assigned + w.assigned.len())
         });
-        let demand = busy + self.queue.len();
+        let demand = assigned + self.queue.len();
         let floor = if self.retiring {
             0
         } else {
@@ -367,9 +387,9 @@ impl FunctionState {
                 Ok((actor, _)) => self.workers.push(Worker {
                     actor,
                     revision: self.revision,
-                    status: WorkerStatus::Starting,
                     ready_at: None,
                     served: 0,
+                    assigned: VecDeque::new(),
                 }),
                 Err(e) => {
                     let error = LambdaError::new(
@@ -400,7 +420,6 @@ impl FunctionState {
             worker.actor.stop(None);
             return;
         }
-        worker.status = WorkerStatus::Idle;
         worker.ready_at = Some(Instant::now());
         self.init_error = None;
         self.report(State::Ready, None);
@@ -412,16 +431,22 @@ impl FunctionState {
         myself: &ActorRef<FunctionMsg>,
         id: ActorId,
         completed: bool,
+        took: Duration,
     ) {
         if completed {
             self.failures = 0;
             self.retry_at = None;
+            self.typical = Some(match self.typical {
+                Some(typical) => (typical * 7 + took) / 8,
+                None => took,
+            });
         }
         let current = self.revision;
         let retiring = self.retiring;
         if let Some(worker) = self.workers.iter_mut().find(|w| w.actor.get_id() == id) {
-            worker.status = WorkerStatus::Idle;
-            if worker.revision != current || retiring && self.queue.is_empty() {
+            worker.assigned.pop_front();
+            let done = worker.assigned.is_empty();
+            if done && (worker.revision != current || retiring && self.queue.is_empty()) {
                 worker.actor.stop(None);
             }
         }
@@ -458,7 +483,7 @@ impl FunctionState {
         self.init_error = None;
         // Workers of the old revision finish what they run, then stop; idle ones now.
         for worker in &self.workers {
-            if !matches!(worker.status, WorkerStatus::Busy(_)) {
+            if worker.assigned.is_empty() {
                 worker.actor.stop(None);
             }
         }
@@ -480,7 +505,7 @@ impl FunctionState {
             self.draining.insert(subject, sub);
         }
         for worker in &self.workers {
-            if !matches!(worker.status, WorkerStatus::Busy(_)) && self.queue.is_empty() {
+            if worker.assigned.is_empty() && self.queue.is_empty() {
                 worker.actor.stop(None);
             }
         }
@@ -488,10 +513,7 @@ impl FunctionState {
     }
 
     fn stop_if_retired(&self, myself: &ActorRef<FunctionMsg>) {
-        let busy = self
-            .workers
-            .iter()
-            .any(|w| matches!(w.status, WorkerStatus::Busy(_)));
+        let busy = self.workers.iter().any(|w| !w.assigned.is_empty());
         if self.retiring
             && !busy
             && self.queue.is_empty()

@@ -9,7 +9,6 @@ use std::time::Duration;
 use ractor::ActorRef;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
-use tokio::time::Instant;
 
 use crate::worker_actor::WorkerMsg;
 
@@ -17,7 +16,7 @@ use crate::worker_actor::WorkerMsg;
 const IDLE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 pub(crate) struct Watchdog {
-    arm: mpsc::UnboundedSender<(u64, Instant)>,
+    arm: mpsc::UnboundedSender<(u64, tokio::time::Instant)>,
     task: AbortHandle,
 }
 
@@ -25,11 +24,11 @@ impl Watchdog {
     /// `worker` gets `TimedOut(seq)` when invocation `seq` is past its deadline; the
     /// worker ignores it if that invocation has finished meanwhile.
     pub(crate) fn spawn(worker: ActorRef<WorkerMsg>) -> Watchdog {
-        let (arm, mut armed) = mpsc::unbounded_channel::<(u64, Instant)>();
+        let (arm, mut armed) = mpsc::unbounded_channel::<(u64, tokio::time::Instant)>();
         let task = tokio::spawn(async move {
             let timer = tokio::time::sleep(IDLE);
             tokio::pin!(timer);
-            let mut latest: Option<(u64, Instant)> = None;
+            let mut latest: Option<(u64, tokio::time::Instant)> = None;
             loop {
                 tokio::select! {
                     next = armed.recv() => {
@@ -41,7 +40,7 @@ impl Watchdog {
                     }
                     () = &mut timer, if !timer.is_elapsed() => {
                         match latest {
-                            Some((seq, deadline)) if deadline <= Instant::now() => {
+                            Some((seq, deadline)) if deadline <= tokio::time::Instant::now() => {
                                 latest = None;
                                 if worker.cast(WorkerMsg::TimedOut(seq)).is_err() {
                                     return;
@@ -61,8 +60,8 @@ impl Watchdog {
     }
 
     /// Invocation `seq` must finish by `deadline`.
-    pub(crate) fn arm(&self, seq: u64, deadline: Instant) {
-        let _ = self.arm.send((seq, deadline));
+    pub(crate) fn arm(&self, seq: u64, deadline: std::time::Instant) {
+        let _ = self.arm.send((seq, deadline.into()));
     }
 }
 

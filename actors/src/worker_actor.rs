@@ -1,9 +1,11 @@
-//! WorkerActor: owns one runtime process and the private channel to it. Takes one
-//! invocation at a time from its FunctionActor, enforces `timeout_ms`, answers the
-//! caller, and turns the process's output into log lines of the current invocation.
+//! WorkerActor: owns one runtime process and the private channel to it. Runs the
+//! invocations its FunctionActor hands it one at a time (the next may already wait in
+//! the channel), enforces `timeout_ms`, answers the callers, and turns the process's
+//! output into log lines of the running invocation.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::{HeaderMap, Subject};
 use bytes::{Bytes, BytesMut};
@@ -17,7 +19,7 @@ use tokio::task::AbortHandle;
 use crate::channel::{spawn_reader, OutputStream};
 use crate::context::NodeContext;
 use crate::function_actor::FunctionMsg;
-use crate::invocation::{now_ms, Caller, Invocation};
+use crate::invocation::{now_ms, Invocation};
 use crate::launch::LaunchPlan;
 use crate::process::{self, ProcessGroup};
 use crate::watchdog::Watchdog;
@@ -41,7 +43,7 @@ pub struct WorkerArgs {
 }
 
 pub enum WorkerMsg {
-    /// Run this invocation (the FunctionActor only sends one to an idle worker).
+    /// Run this invocation after those already handed over.
     Invoke { invocation: Invocation, cold: bool },
     /// A frame arrived on the channel.
     Frame(FromWorker),
@@ -68,8 +70,10 @@ pub struct WorkerState {
     writer: OwnedWriteHalf,
     frame_buf: BytesMut,
     phase: Phase,
-    current: Option<InFlight>,
-    /// Request id that output lines are attributed to: the current invocation's, or
+    /// Invocations written to the channel, the running one first; the others wait in
+    /// the channel and start the moment the one before them answers.
+    in_flight: VecDeque<InFlight>,
+    /// Request id that output lines are attributed to: the running invocation's, or
     /// the last one's for lines that trail its result.
     log_request_id: Option<String>,
     invocations: u64,
@@ -87,9 +91,11 @@ enum Phase {
 }
 
 struct InFlight {
-    caller: Caller,
+    /// Kept whole until it finishes: one that never started goes back to the queue.
+    invocation: Invocation,
     cold: bool,
     seq: u64,
+    started: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -142,7 +148,7 @@ impl Actor for WorkerActor {
             writer,
             frame_buf: BytesMut::with_capacity(4096),
             phase: Phase::Starting,
-            current: None,
+            in_flight: VecDeque::new(),
             log_request_id: None,
             invocations: 0,
             init_timer: Some(init_timer),
@@ -162,13 +168,8 @@ impl Actor for WorkerActor {
             WorkerMsg::Frame(frame) => state.on_frame(&myself, frame).await,
             WorkerMsg::Output { stream, line } => state.on_output(stream, line).await,
             WorkerMsg::ProtocolViolation(why) => {
-                state
-                    .fail(
-                        &myself,
-                        format!("the worker answered garbage: {why}"),
-                        "Runtime.InvalidResponse",
-                    )
-                    .await
+                let why = format!("the worker answered garbage: {why}");
+                state.fail(&myself, why, "Runtime.InvalidResponse").await
             }
             WorkerMsg::ChannelClosed => {
                 state.exit.channel_closed = true;
@@ -201,10 +202,12 @@ impl Actor for WorkerActor {
         _myself: ActorRef<WorkerMsg>,
         state: &mut WorkerState,
     ) -> Result<(), ActorProcessingErr> {
-        // Stopped mid-invocation only when the node shuts down: say so, do not go silent.
-        if let Some(call) = state.current.take() {
-            let error = LambdaError::new("ServiceException", "the node stopped this worker");
-            call.caller
+        // Stopped with invocations in hand only when the node shuts down: say so, do
+        // not go silent.
+        let error = LambdaError::new("ServiceException", "the node stopped this worker");
+        for call in state.in_flight.drain(..) {
+            call.invocation
+                .caller
                 .fail(&state.args.ctx, ErrorCode::Unavailable, &error)
                 .await;
         }
@@ -219,18 +222,21 @@ impl Actor for WorkerActor {
 
 impl WorkerState {
     async fn invoke(&mut self, myself: &ActorRef<WorkerMsg>, invocation: Invocation, cold: bool) {
-        if self.phase != Phase::Ready || self.current.is_some() {
+        if self.phase != Phase::Ready {
             // The FunctionActor's view was stale (this worker just failed): hand the
             // invocation back rather than lose it.
-            let _ = self.args.parent.cast(FunctionMsg::Requeue(invocation));
+            let _ = self
+                .args
+                .parent
+                .cast(FunctionMsg::Requeue(vec![invocation]));
             return;
         }
         self.invocations += 1;
         let seq = self.invocations;
-        let deadline_ms = now_ms() + self.args.timeout.as_millis() as u64;
         let frame = ToWorker::Invoke(Invoke {
             id: &invocation.caller.request_id,
-            deadline_ms,
+            deadline_ms: now_ms() + self.args.timeout.as_millis() as u64,
+            timeout_ms: self.args.timeout.as_millis() as u64,
             invoked_function_arn: &self.args.arn,
             payload: &invocation.payload,
         });
@@ -241,89 +247,81 @@ impl WorkerState {
                 .caller
                 .fail(&self.args.ctx, ErrorCode::PayloadTooLarge, &error)
                 .await;
-            self.report_finished(false);
+            self.report_finished(false, Duration::ZERO);
             return;
         }
-        self.watchdog
-            .arm(seq, tokio::time::Instant::now() + self.args.timeout);
-        self.log_request_id = Some(invocation.caller.request_id.clone());
-        self.current = Some(InFlight {
-            caller: invocation.caller,
+        self.in_flight.push_back(InFlight {
+            invocation,
             cold,
             seq,
+            started: None,
         });
+        if self.in_flight.len() == 1 {
+            self.start_next();
+        }
         if let Err(e) = self.writer.write_all(&self.frame_buf).await {
-            self.fail(
-                myself,
-                format!("cannot write to the worker: {e}"),
-                "Runtime.ExitError",
-            )
-            .await;
+            let why = format!("cannot write to the worker: {e}");
+            self.fail(myself, why, "Runtime.ExitError").await;
         }
     }
 
+    /// The invocation at the front has the process now: its time starts.
+    fn start_next(&mut self) {
+        let Some(next) = self.in_flight.front_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        next.started = Some(now);
+        self.watchdog.arm(next.seq, now + self.args.timeout);
+        self.log_request_id = Some(next.invocation.caller.request_id.clone());
+    }
+
     async fn on_frame(&mut self, myself: &ActorRef<WorkerMsg>, frame: FromWorker) {
-        match (self.phase, frame) {
+        let (id, outcome) = match (self.phase, frame) {
             (Phase::Starting, FromWorker::Ready {}) => {
                 if let Some(t) = self.init_timer.take() {
                     t.abort();
                 }
                 self.phase = Phase::Ready;
-                let _ = self
-                    .args
-                    .parent
-                    .cast(FunctionMsg::WorkerReady(myself.get_id()));
+                let _ = self.args.parent.cast(FunctionMsg::WorkerReady(self.id));
+                return;
             }
-            (Phase::Starting, FromWorker::InitError(e)) => self.init_failed(myself, e.into()),
-            (Phase::Ready, FromWorker::Response { id, payload }) => {
-                if let Some(call) = self.take_current(&id) {
-                    call.caller
-                        .succeed(&self.args.ctx, Bytes::from(payload), call.cold)
-                        .await;
-                    self.report_finished(true);
-                } else {
-                    self.fail(
-                        myself,
-                        format!("a response for request {id:?}, which is not in flight"),
-                        "Runtime.InvalidResponse",
-                    )
-                    .await;
-                }
+            (Phase::Starting, FromWorker::InitError(e)) => {
+                return self.init_failed(myself, e.into())
             }
-            (Phase::Ready, FromWorker::Error(e) | FromWorker::RequestError(e))
-                if self
-                    .current
-                    .as_ref()
-                    .is_some_and(|c| c.caller.request_id == e.id) =>
-            {
-                // Both kinds carry the same fields; RequestError means the event itself.
-                let code = if e.error_type == "Runtime.UnmarshalError" {
-                    ErrorCode::BadRequest
-                } else {
-                    ErrorCode::FunctionError
-                };
-                if let Some(call) = self.take_current(&e.id.clone()) {
-                    call.caller.fail(&self.args.ctx, code, &e.into()).await;
-                }
-                self.report_finished(true);
+            (Phase::Ready, FromWorker::Response { id, payload }) => (id, Ok(Bytes::from(payload))),
+            (Phase::Ready, FromWorker::Error(e)) => {
+                (e.id.clone(), Err((ErrorCode::FunctionError, e.into())))
             }
-            (Phase::Done, _) => {}
+            // The event itself was unusable.
+            (Phase::Ready, FromWorker::RequestError(e)) => {
+                (e.id.clone(), Err((ErrorCode::BadRequest, e.into())))
+            }
+            (Phase::Done, _) => return,
             (_, other) => {
-                self.fail(
-                    myself,
-                    format!("unexpected frame {other:?}"),
-                    "Runtime.InvalidResponse",
-                )
-                .await
+                let why = format!("unexpected frame {other:?}");
+                return self.fail(myself, why, "Runtime.InvalidResponse").await;
             }
+        };
+        let running = self
+            .in_flight
+            .front()
+            .map(|c| c.invocation.caller.request_id.as_str());
+        if running != Some(id.as_str()) {
+            let why = format!("an answer for request {id:?}, which is not the one running");
+            return self.fail(myself, why, "Runtime.InvalidResponse").await;
         }
-    }
-
-    fn take_current(&mut self, id: &str) -> Option<InFlight> {
-        if self.current.as_ref()?.caller.request_id != id {
-            return None;
+        let Some(call) = self.in_flight.pop_front() else {
+            return;
+        };
+        let took = call.started.map_or(Duration::ZERO, |t| t.elapsed());
+        self.start_next();
+        let caller = &call.invocation.caller;
+        match outcome {
+            Ok(payload) => caller.succeed(&self.args.ctx, payload, call.cold).await,
+            Err((code, error)) => caller.fail(&self.args.ctx, code, &error).await,
         }
-        self.current.take()
+        self.report_finished(true, took);
     }
 
     async fn on_output(&self, stream: OutputStream, line: String) {
@@ -347,22 +345,14 @@ impl WorkerState {
     }
 
     async fn on_timeout(&mut self, myself: &ActorRef<WorkerMsg>, seq: u64) {
-        let Some(call) = self.current.take_if(|c| c.seq == seq) else {
+        if self.phase == Phase::Done || self.in_flight.front().is_none_or(|c| c.seq != seq) {
             return;
-        };
+        }
         self.kill();
         let secs = self.args.timeout.as_secs_f64();
-        let error = LambdaError::new(
-            "Sandbox.Timedout",
-            format!(
-                "RequestId: {} Error: Task timed out after {secs:.2} seconds",
-                call.caller.request_id
-            ),
-        );
-        call.caller
-            .fail(&self.args.ctx, ErrorCode::TimedOut, &error)
+        let why = format!("Task timed out after {secs:.2} seconds");
+        self.end(myself, ErrorCode::TimedOut, "Sandbox.Timedout", why)
             .await;
-        self.report_exit(myself, format!("timed out after {secs:.2} seconds"));
     }
 
     /// The process said something it should not have: it cannot be trusted further.
@@ -371,16 +361,11 @@ impl WorkerState {
             return;
         }
         self.kill();
-        if let Some(call) = self.current.take() {
-            let error = LambdaError::new(error_type, why.clone());
-            call.caller
-                .fail(&self.args.ctx, ErrorCode::WorkerFailed, &error)
-                .await;
-        }
         if self.phase == Phase::Starting {
             self.init_failed(myself, LambdaError::new(error_type, why));
         } else {
-            self.report_exit(myself, why);
+            self.end(myself, ErrorCode::WorkerFailed, error_type, why)
+                .await;
         }
     }
 
@@ -410,45 +395,57 @@ impl WorkerState {
             .clone()
             .unwrap_or_else(|| "its channel closed".into());
         let why = format!("Runtime exited with error: {status}");
-        if let Some(call) = self.current.take() {
-            let error = LambdaError::new(
-                "Runtime.ExitError",
-                format!("RequestId: {} Error: {why}", call.caller.request_id),
-            );
-            call.caller
-                .fail(&self.args.ctx, ErrorCode::WorkerFailed, &error)
-                .await;
-        }
         if self.phase == Phase::Starting {
             self.init_failed(myself, LambdaError::new("Runtime.ExitError", why));
         } else {
-            self.report_exit(myself, why);
+            self.end(myself, ErrorCode::WorkerFailed, "Runtime.ExitError", why)
+                .await;
         }
+    }
+
+    /// The worker is finished: the running invocation gets `code`, the ones waiting
+    /// behind it go back to the FunctionActor's queue (they never started).
+    async fn end(
+        &mut self,
+        myself: &ActorRef<WorkerMsg>,
+        code: ErrorCode,
+        error_type: &str,
+        why: String,
+    ) {
+        self.phase = Phase::Done;
+        let mut waiting = std::mem::take(&mut self.in_flight).into_iter();
+        if let Some(running) = waiting.next() {
+            let caller = &running.invocation.caller;
+            let message = format!("RequestId: {} Error: {why}", caller.request_id);
+            let error = LambdaError::new(error_type, message);
+            caller.fail(&self.args.ctx, code, &error).await;
+        }
+        let _ = self.args.parent.cast(FunctionMsg::WorkerExited {
+            worker: self.id,
+            reason: why,
+        });
+        let waiting: Vec<Invocation> = waiting.map(|c| c.invocation).collect();
+        if !waiting.is_empty() {
+            let _ = self.args.parent.cast(FunctionMsg::Requeue(waiting));
+        }
+        myself.stop(None);
     }
 
     fn init_failed(&mut self, myself: &ActorRef<WorkerMsg>, error: LambdaError) {
         self.kill();
         self.phase = Phase::Done;
         let _ = self.args.parent.cast(FunctionMsg::WorkerInitFailed {
-            worker: myself.get_id(),
+            worker: self.id,
             error,
         });
         myself.stop(None);
     }
 
-    fn report_exit(&mut self, myself: &ActorRef<WorkerMsg>, reason: String) {
-        self.phase = Phase::Done;
-        let _ = self.args.parent.cast(FunctionMsg::WorkerExited {
-            worker: myself.get_id(),
-            reason,
-        });
-        myself.stop(None);
-    }
-
-    fn report_finished(&self, completed: bool) {
+    fn report_finished(&self, completed: bool, took: Duration) {
         let _ = self.args.parent.cast(FunctionMsg::InvocationFinished {
             worker: self.id,
             completed,
+            took,
         });
     }
 

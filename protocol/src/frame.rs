@@ -23,8 +23,12 @@ pub enum ToWorker<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invoke<'a> {
     pub id: &'a str,
-    /// Unix ms when the invocation times out.
+    /// Unix ms when the invocation times out if it starts at once.
     pub deadline_ms: u64,
+    /// The time the handler has from when it starts: the invocation may wait in the
+    /// channel behind the one running.
+    #[serde(default)]
+    pub timeout_ms: u64,
     pub invoked_function_arn: &'a str,
     #[serde(with = "serde_bytes")]
     pub payload: &'a [u8],
@@ -185,6 +189,7 @@ mod tests {
         let invoke = ToWorker::Invoke(Invoke {
             id: "r",
             deadline_ms: 1,
+            timeout_ms: 3000,
             invoked_function_arn: "a",
             payload: b"{}",
         });
@@ -299,7 +304,7 @@ mod tests {
         #[test]
         fn invoke_round_trips(id in ".{0,40}", arn in ".{0,80}", deadline in any::<u64>(),
                               payload in proptest::collection::vec(any::<u8>(), 0..4096)) {
-            let frame = ToWorker::Invoke(Invoke { id: &id, deadline_ms: deadline, invoked_function_arn: &arn, payload: &payload });
+            let frame = ToWorker::Invoke(Invoke { id: &id, deadline_ms: deadline, timeout_ms: deadline / 2, invoked_function_arn: &arn, payload: &payload });
             let buf = encoded(&frame);
             let back: ToWorker = rmp_serde::from_slice(&buf[4..]).unwrap();
             prop_assert_eq!(back, frame);

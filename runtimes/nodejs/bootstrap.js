@@ -693,7 +693,9 @@ function invoke(f) {
     );
   }
 
-  const deadline = Number(f.deadline_ms) || 0;
+  // timeout_ms counts from now: the frame may have waited behind the one before it.
+  const timeout = Number(f.timeout_ms) || 0;
+  const deadline = timeout > 0 ? Date.now() + timeout : Number(f.deadline_ms) || 0;
   let waitForEmptyEventLoop = true;
   let finished = false; // the first of callback/succeed/fail/done wins, as in Lambda
 

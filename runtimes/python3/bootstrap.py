@@ -654,7 +654,10 @@ def _serve(fd, rf, handler):
                 },
             )
             continue
-        ctx = Context(rid, f.get("deadline_ms") or 0, f.get("invoked_function_arn"))
+        # timeout_ms counts from now: the frame may have waited behind the one before.
+        timeout = f.get("timeout_ms")
+        deadline = int(time.time() * 1000) + timeout if timeout else f.get("deadline_ms") or 0
+        ctx = Context(rid, deadline, f.get("invoked_function_arn"))
         try:
             result = handler(event, ctx)
             if type(result) is bytes:  # Lambda passes bytes through unencoded

@@ -9,4 +9,5 @@ mod logs;
 mod nodejs;
 mod nodes;
 mod payloads;
+mod pipelining;
 mod python;

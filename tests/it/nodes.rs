@@ -2,6 +2,8 @@
 
 use std::collections::HashSet;
 
+use futures::StreamExt;
+use natsfn_protocol::{FunctionState, FunctionStatus};
 use serde_json::json;
 
 use crate::harness::*;
@@ -15,20 +17,34 @@ async fn two_nodes_both_serve_a_function_through_its_queue_group() {
         "app.py",
         "import os\ndef handler(event, context):\n    return os.getpid()\n",
     )]);
-    env.bind_ready(
+    // Watch before binding, so that neither node's first report is missed.
+    let mut reports = env.status.watch("shared").await.expect("watch status");
+    env.put_binding(
         "shared",
         json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(code.path())},
                "pool": {"min": 1, "max": 1}}),
     )
     .await;
+    let mut ready = HashSet::new();
+    while ready.len() < 2 {
+        let entry = tokio::time::timeout(DEADLINE, reports.next())
+            .await
+            .expect("both nodes to report the function ready")
+            .expect("status stream")
+            .expect("status entry");
+        let status: FunctionStatus = serde_json::from_slice(&entry.value).expect("status json");
+        if status.state == FunctionState::Ready {
+            ready.insert(status.node);
+        }
+    }
     // pool.max 1 per node: two worker pids means both nodes answered.
     let mut pids = HashSet::new();
     let started = std::time::Instant::now();
-    for _ in 0..200 {
+    while started.elapsed() < DEADLINE {
         let reply = env.invoke("shared", "{}").await;
         assert_eq!(error_code(&reply), None, "{reply:?}");
         pids.insert(json(&reply).as_u64().expect("pid"));
-        if pids.len() >= 2 || started.elapsed() > DEADLINE {
+        if pids.len() >= 2 {
             break;
         }
     }
