@@ -28,6 +28,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         .arg("-p")
         .arg(args.port.to_string())
         .stdin(Stdio::null())
+        // Its own process group: Ctrl-C reaches the node, which drains and then
+        // stops the server, instead of both at once.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("cannot start {}", server.display()))?;

@@ -4,12 +4,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use natsfn_actors::{Interpreters, NodeActor, NodeArgs};
+use natsfn_actors::{Interpreters, NodeActor, NodeArgs, NodeMsg};
 use ractor::Actor;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli;
 
+/// How long a stopping node finishes the invocations it received.
+const DRAIN_WITHIN: Duration = Duration::from_secs(30);
 const SHUTDOWN_WITHIN: Duration = Duration::from_secs(10);
 
 pub async fn run(nats: &str, args: cli::NodeArgs) -> anyhow::Result<ExitCode> {
@@ -29,7 +31,7 @@ pub async fn serve(client: async_nats::Client, args: cli::NodeArgs) -> anyhow::R
         tracing::warn!("node not found: nodejs functions will not start");
     }
     let mut sigterm = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let (node, handle) = Actor::spawn(
+    let (node, mut handle) = Actor::spawn(
         None,
         NodeActor,
         NodeArgs {
@@ -45,9 +47,19 @@ pub async fn serve(client: async_nats::Client, args: cli::NodeArgs) -> anyhow::R
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = sigterm.recv() => {}
-        _ = handle => anyhow::bail!("the node stopped unexpectedly"),
+        _ = &mut handle => anyhow::bail!("the node stopped unexpectedly"),
     }
-    tracing::info!("stopping");
+    // Finish what was received; a second signal, or the time limit, stops at once.
+    tracing::info!(
+        "draining: no new requests, finishing those received (signal again to stop now)"
+    );
+    let _ = node.cast(NodeMsg::Drain);
+    tokio::select! {
+        _ = &mut handle => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = sigterm.recv() => {}
+        _ = tokio::time::sleep(DRAIN_WITHIN) => tracing::warn!("drain took longer than {DRAIN_WITHIN:?}"),
+    }
     let _ = node.stop_and_wait(None, Some(SHUTDOWN_WITHIN)).await;
     let _ = client.flush().await;
     Ok(())

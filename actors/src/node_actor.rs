@@ -2,7 +2,7 @@
 //! and keeps exactly one FunctionActor per valid key; writes why a key was rejected to
 //! `natsfn-status`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use natsfn_protocol::names::BINDINGS_BUCKET;
 use natsfn_protocol::{BindingSpec, FunctionState};
-use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use crate::buckets;
 use crate::context::{Interpreters, NodeContext};
@@ -52,11 +52,16 @@ pub enum NodeMsg {
         value: Option<Bytes>,
         revision: u64,
     },
+    /// Stop taking requests, finish those already received, then stop.
+    Drain,
 }
 
 pub struct NodeState {
     ctx: NodeContext,
     functions: HashMap<String, Function>,
+    /// Every FunctionActor still running, retired ones (finishing their work) included.
+    live: HashSet<ActorId>,
+    draining: bool,
     watcher: tokio::task::AbortHandle,
 }
 
@@ -97,6 +102,8 @@ impl Actor for NodeActor {
         Ok(NodeState {
             ctx,
             functions: HashMap::new(),
+            live: HashSet::new(),
+            draining: false,
             watcher,
         })
     }
@@ -108,6 +115,7 @@ impl Actor for NodeActor {
         state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
+            NodeMsg::BindingChanged { .. } if state.draining => {}
             NodeMsg::BindingChanged {
                 name,
                 value: Some(value),
@@ -116,6 +124,7 @@ impl Actor for NodeActor {
             NodeMsg::BindingChanged {
                 name, value: None, ..
             } => state.binding_removed(&name),
+            NodeMsg::Drain => state.drain(&myself),
         }
         Ok(())
     }
@@ -131,10 +140,14 @@ impl Actor for NodeActor {
                 state
                     .functions
                     .retain(|_, f| f.actor.get_id() != cell.get_id());
+                state.live.remove(&cell.get_id());
+                state.stop_if_drained(&myself);
             }
             // A FunctionActor that panicked is a bug; its binding still stands, so it
             // gets a fresh actor.
             SupervisionEvent::ActorFailed(cell, err) => {
+                state.live.remove(&cell.get_id());
+                state.stop_if_drained(&myself);
                 let failed = state
                     .functions
                     .iter()
@@ -209,6 +222,23 @@ impl NodeState {
         }
     }
 
+    /// Every function retires as if its binding were deleted: its subscriptions are
+    /// drained, what it received runs to the end, then it stops; the node after them.
+    fn drain(&mut self, myself: &ActorRef<NodeMsg>) {
+        self.draining = true;
+        self.watcher.abort();
+        for (_, f) in self.functions.drain() {
+            let _ = f.actor.cast(FunctionMsg::Retire);
+        }
+        self.stop_if_drained(myself);
+    }
+
+    fn stop_if_drained(&self, myself: &ActorRef<NodeMsg>) {
+        if self.draining && self.live.is_empty() {
+            myself.stop(None);
+        }
+    }
+
     fn binding_removed(&mut self, name: &str) {
         if let Some(f) = self.functions.remove(name) {
             let _ = f.actor.cast(FunctionMsg::Retire);
@@ -231,6 +261,7 @@ impl NodeState {
         };
         match FunctionActor::spawn_linked(None, FunctionActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
+                self.live.insert(actor.get_id());
                 self.functions.insert(
                     name,
                     Function {

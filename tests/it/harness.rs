@@ -168,6 +168,23 @@ impl Node {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Sends SIGTERM (a node then drains) without waiting.
+    pub fn terminate(&self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+
+    /// Waits for the process to exit; its exit status.
+    pub async fn exited(&mut self) -> std::process::ExitStatus {
+        eventually("the node to exit", || {
+            let status = self.child.try_wait().ok().flatten();
+            async move { status }
+        })
+        .await
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -180,10 +197,7 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         // SIGTERM lets the node stop its workers; SIGKILL if it does not within 5 s.
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
+        self.terminate();
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(5) {
             if let Ok(Some(_)) = self.child.try_wait() {

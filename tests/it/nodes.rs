@@ -55,3 +55,44 @@ async fn two_nodes_both_serve_a_function_through_its_queue_group() {
     );
     drop(second);
 }
+
+#[tokio::test]
+async fn a_node_asked_to_stop_finishes_what_it_received_then_exits() {
+    let env = Env::start().await;
+    let code = code_dir(&[(
+        "app.py",
+        "import time\ndef handler(event, context):\n    print('started', flush=True)\n    time.sleep(0.5)\n    return 'finished'\n",
+    )]);
+    env.bind_ready(
+        "slowpoke",
+        json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(code.path())},
+               "pool": {"min": 1, "max": 1}}),
+    )
+    .await;
+    let mut logs = env
+        .client
+        .subscribe("natsfn.logs.slowpoke")
+        .await
+        .expect("subscribe");
+    env.client.flush().await.expect("flush");
+    // Two requests: one running, one waiting in the node's queue.
+    let client = env.client.clone();
+    let requests = tokio::spawn(async move {
+        let one = request(&client, "natsfn.invoke.slowpoke", "{}".into());
+        let two = request(&client, "natsfn.invoke.slowpoke", "{}".into());
+        futures::join!(one, two)
+    });
+    tokio::time::timeout(DEADLINE, logs.next())
+        .await
+        .expect("the first invocation to start")
+        .expect("log stream");
+
+    let mut env = env;
+    env.node.terminate();
+    let (one, two) = requests.await.expect("requests");
+    for reply in [one, two] {
+        assert_eq!(error_code(&reply), None, "{reply:?}");
+        assert_eq!(json(&reply), json!("finished"));
+    }
+    assert!(env.node.exited().await.success());
+}
