@@ -11,3 +11,4 @@ mod nodes;
 mod payloads;
 mod pipelining;
 mod python;
+mod queueing;

@@ -1,0 +1,111 @@
+//! The queue in front of a function's workers: deadlines and limits.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::HeaderMap;
+use futures::StreamExt;
+use serde_json::json;
+
+use crate::harness::*;
+
+const SLOW: &str = "import time\ndef handler(event, context):\n    time.sleep(event.get('sleep', 0))\n    return event.get('n')\n";
+
+async fn one_slow_worker(env: &Env, name: &str) -> tempfile::TempDir {
+    let code = code_dir(&[("app.py", SLOW)]);
+    env.bind_ready(
+        name,
+        json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(code.path())},
+               "pool": {"min": 1, "max": 1}}),
+    )
+    .await;
+    code
+}
+
+#[tokio::test]
+async fn a_queued_invocation_past_its_callers_deadline_is_dropped_not_run() {
+    let env = Env::start().await;
+    let _code = one_slow_worker(&env, "late").await;
+    let subject = "natsfn.invoke.late";
+    // Published in this order on one connection, so they reach the node in this order.
+    let mut inboxes = Vec::new();
+    for (event, deadline_ms) in [
+        // a runs 300 ms; b, queued behind it, is given up on by its caller after 100 ms.
+        (json!({"n": "a", "sleep": 0.3}), None),
+        (json!({"n": "b"}), Some(100)),
+        (json!({"n": "c"}), None),
+    ] {
+        let inbox = env.client.new_inbox();
+        let replies = env
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .expect("subscribe");
+        let mut headers = HeaderMap::new();
+        if let Some(ms) = deadline_ms {
+            let at = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock")
+                + Duration::from_millis(ms);
+            headers.insert("Natsfn-Deadline-Ms", at.as_millis().to_string().as_str());
+        }
+        env.client
+            .publish_with_reply_and_headers(subject, inbox, headers, event.to_string().into())
+            .await
+            .expect("publish");
+        inboxes.push(replies);
+    }
+    let c = tokio::time::timeout(DEADLINE, inboxes[2].next()).await;
+    // One worker, in order: by the time c is answered, a was and b was run or dropped.
+    assert_eq!(json(&c.expect("c answered").expect("reply")), json!("c"));
+    let a = tokio::time::timeout(DEADLINE, inboxes[0].next()).await;
+    assert_eq!(json(&a.expect("a answered").expect("reply")), json!("a"));
+    let b = tokio::time::timeout(Duration::from_millis(1), inboxes[1].next()).await;
+    assert!(b.is_err(), "b was run after its caller's deadline: {b:?}");
+}
+
+#[tokio::test]
+async fn a_bad_deadline_header_is_a_400() {
+    let env = Env::start().await;
+    let _code = one_slow_worker(&env, "baddeadline").await;
+    let mut headers = HeaderMap::new();
+    headers.insert("Natsfn-Deadline-Ms", "tomorrow");
+    let request = async_nats::Request::new()
+        .headers(headers)
+        .payload("{}".into())
+        .timeout(Some(DEADLINE));
+    let reply = env
+        .client
+        .send_request("natsfn.invoke.baddeadline", request)
+        .await
+        .expect("request");
+    assert_eq!(error_code(&reply), Some(400));
+}
+
+#[tokio::test]
+async fn past_the_queue_limit_requests_get_429_and_the_rest_are_served() {
+    let env = Env::start().await;
+    let _code = one_slow_worker(&env, "busy").await;
+    // One running and 64 queued (pool.max 1) fill the function; the rest are refused.
+    let requests = (0..75).map(|n| {
+        let client = env.client.clone();
+        async move {
+            request(
+                &client,
+                "natsfn.invoke.busy",
+                json!({"n": n, "sleep": 0.02}).to_string().into(),
+            )
+            .await
+        }
+    });
+    let replies = futures::future::join_all(requests).await;
+    let refused = replies
+        .iter()
+        .filter(|r| error_code(r) == Some(429))
+        .count();
+    let served = replies.iter().filter(|r| error_code(r).is_none()).count();
+    assert!(refused >= 1, "nothing was refused");
+    assert_eq!(refused + served, 75, "other errors: {replies:?}");
+    let refusal = replies
+        .iter()
+        .find(|r| error_code(r) == Some(429))
+        .expect("a 429");
+    assert_eq!(json(refusal)["errorType"], "TooManyRequestsException");
+}
