@@ -12,21 +12,14 @@ use natsfn_protocol::{BindingSpec, ErrorCode, FunctionState as State, LambdaErro
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use crate::context::NodeContext;
-use crate::invocation::{now_ms, Caller, Invocation};
+use crate::invocation::{now_ms, Invocation};
 use crate::launch::LaunchPlan;
+use crate::pool::{Backoff, WorkerPool};
 use crate::subscription::Subscription;
 use crate::worker_actor::{WorkerActor, WorkerArgs, WorkerMsg};
 
 /// Queued invocations per worker the pool may grow to, before new ones get a 429.
 const QUEUE_PER_WORKER: usize = 64;
-const BACKOFF_FIRST: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// Invocations a worker may hold at once when pipelining: the one it runs, and the
-/// next, already in its channel so that it starts without a round trip.
-const PIPELINE_DEPTH: usize = 2;
-/// Pipelining only pays, and only stays fair, for invocations this quick: a queued
-/// request never waits behind a slow one on one worker while another frees up.
-const PIPELINE_BELOW: Duration = Duration::from_millis(2);
 /// Consecutive failures after which the status says `crashloop`.
 const CRASHLOOP_AFTER: u32 = 3;
 const STOP_WORKERS_WITHIN: Duration = Duration::from_secs(2);
@@ -72,17 +65,6 @@ pub enum FunctionMsg {
     SubscriptionEnded(String),
 }
 
-struct Worker {
-    actor: ActorRef<WorkerMsg>,
-    revision: u64,
-    /// When it became ready; `None` while it starts.
-    ready_at: Option<Instant>,
-    served: u64,
-    /// Invocations handed to it, the running one first. The callers are kept so that a
-    /// worker actor that panics still gets them a 502.
-    assigned: VecDeque<Caller>,
-}
-
 pub struct FunctionState {
     ctx: NodeContext,
     name: Arc<str>,
@@ -96,17 +78,14 @@ pub struct FunctionState {
     /// Left subjects whose last messages are still being forwarded.
     draining: HashMap<String, Subscription>,
     queue: VecDeque<Invocation>,
-    workers: Vec<Worker>,
-    /// Consecutive worker failures; reset by a completed invocation or a new binding.
-    failures: u32,
-    retry_at: Option<Instant>,
+    pool: WorkerPool,
+    /// Reset by a completed invocation or a new binding.
+    backoff: Backoff,
     retry_scheduled: bool,
     /// The last init error, answered at once while no worker can start.
     init_error: Option<LambdaError>,
     last_status: Option<(State, Option<String>, u64)>,
     retiring: bool,
-    /// Moving average of how long invocations take, once one has finished.
-    typical: Option<Duration>,
 }
 
 impl Actor for FunctionActor {
@@ -137,14 +116,12 @@ impl Actor for FunctionActor {
             subscriptions: HashMap::new(),
             draining: HashMap::new(),
             queue: VecDeque::new(),
-            workers: Vec::new(),
-            failures: 0,
-            retry_at: None,
+            pool: WorkerPool::default(),
+            backoff: Backoff::default(),
             retry_scheduled: false,
             init_error: None,
             last_status: None,
             retiring: false,
-            typical: None,
         };
         state.subscribe(&myself).await?;
         state.report_configured();
@@ -189,11 +166,11 @@ impl Actor for FunctionActor {
                     .await
             }
             FunctionMsg::WorkerInitFailed { worker, error } => {
-                state.remove_worker(worker);
+                state.pool.remove(worker);
                 state.init_failed(&myself, error).await;
             }
             FunctionMsg::WorkerExited { worker, reason } => {
-                state.remove_worker(worker);
+                state.pool.remove(worker);
                 state.record_failure(format!("a worker exited: {reason}"), false);
                 state.pump(&myself).await;
             }
@@ -221,12 +198,12 @@ impl Actor for FunctionActor {
             // A worker that stops by itself has answered its caller and reported why
             // in a message of its own; here it only leaves the pool.
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                state.remove_worker(cell.get_id());
+                state.pool.remove(cell.get_id());
                 state.stop_if_retired(&myself);
             }
             // A worker actor that panicked reported nothing: answer for it.
             SupervisionEvent::ActorFailed(cell, err) => {
-                if let Some(worker) = state.remove_worker(cell.get_id()) {
+                if let Some(worker) = state.pool.remove(cell.get_id()) {
                     let error =
                         LambdaError::new("Runtime.ExitError", format!("worker failed: {err}"));
                     for caller in worker.assigned {
@@ -320,19 +297,7 @@ impl FunctionState {
                 }
                 continue;
             }
-            // An idle worker first; with quick invocations, a busy one's next slot.
-            let depth = match self.typical {
-                Some(typical) if typical < PIPELINE_BELOW => PIPELINE_DEPTH,
-                _ => 1,
-            };
-            let revision = self.revision;
-            let Some(worker) = self
-                .workers
-                .iter_mut()
-                .filter(|w| w.revision == revision && w.ready_at.is_some())
-                .filter(|w| w.assigned.len() < depth)
-                .min_by_key(|w| w.assigned.len())
-            else {
+            let Some(worker) = self.pool.next_for(self.revision) else {
                 break;
             };
             let Some(invocation) = self.queue.pop_front() else {
@@ -352,11 +317,8 @@ impl FunctionState {
 
     async fn start_workers(&mut self, myself: &ActorRef<FunctionMsg>) {
         let Ok(plan) = &self.plan else { return };
-        let current = self.workers.iter().filter(|w| w.revision == self.revision);
-        let (live, assigned) = current.fold((0, 0), |(live, assigned), w| {
-            (live + 1, assigned + w.assigned.len())
-        });
-        let demand = assigned + self.queue.len();
+        let (live, held) = self.pool.load(self.revision);
+        let demand = held + self.queue.len();
         let floor = if self.retiring {
             0
         } else {
@@ -366,7 +328,7 @@ impl FunctionState {
         if live >= wanted {
             return;
         }
-        if let Some(at) = self.retry_at.filter(|at| *at > Instant::now()) {
+        if let Some(at) = self.backoff.pending() {
             if !self.retry_scheduled {
                 self.retry_scheduled = true;
                 myself.send_after(at - Instant::now(), || FunctionMsg::RetryStart);
@@ -384,13 +346,7 @@ impl FunctionState {
                 parent: myself.clone(),
             };
             match WorkerActor::spawn_linked(None, WorkerActor, args, myself.get_cell()).await {
-                Ok((actor, _)) => self.workers.push(Worker {
-                    actor,
-                    revision: self.revision,
-                    ready_at: None,
-                    served: 0,
-                    assigned: VecDeque::new(),
-                }),
+                Ok((actor, _)) => self.pool.started(actor, self.revision),
                 Err(e) => {
                     let error = LambdaError::new(
                         "Runtime.InvalidEntrypoint",
@@ -401,7 +357,7 @@ impl FunctionState {
                         true,
                     );
                     self.init_error = Some(error.clone());
-                    if !self.has_live_workers() {
+                    if !self.pool.has_live(self.revision) {
                         self.fail_queue(ErrorCode::Unavailable, &error).await;
                     }
                     // The next attempt waits for the backoff timer.
@@ -413,10 +369,11 @@ impl FunctionState {
 
     async fn worker_ready(&mut self, myself: &ActorRef<FunctionMsg>, id: ActorId) {
         let current = self.revision;
-        let Some(worker) = self.workers.iter_mut().find(|w| w.actor.get_id() == id) else {
+        let retire = self.retiring && self.queue.is_empty();
+        let Some(worker) = self.pool.get_mut(id) else {
             return;
         };
-        if worker.revision != current || self.retiring && self.queue.is_empty() {
+        if worker.revision != current || retire {
             worker.actor.stop(None);
             return;
         }
@@ -434,19 +391,12 @@ impl FunctionState {
         took: Duration,
     ) {
         if completed {
-            self.failures = 0;
-            self.retry_at = None;
-            self.typical = Some(match self.typical {
-                Some(typical) => (typical * 7 + took) / 8,
-                None => took,
-            });
+            self.backoff.reset();
         }
         let current = self.revision;
-        let retiring = self.retiring;
-        if let Some(worker) = self.workers.iter_mut().find(|w| w.actor.get_id() == id) {
-            worker.assigned.pop_front();
-            let done = worker.assigned.is_empty();
-            if done && (worker.revision != current || retiring && self.queue.is_empty()) {
+        let retire = self.retiring && self.queue.is_empty();
+        if let Some(worker) = self.pool.finished(id, completed.then_some(took)) {
+            if worker.assigned.is_empty() && (worker.revision != current || retire) {
                 worker.actor.stop(None);
             }
         }
@@ -459,7 +409,7 @@ impl FunctionState {
             format!("{}: {}", error.error_type, error.error_message),
             true,
         );
-        if !self.has_live_workers() {
+        if !self.pool.has_live(self.revision) {
             self.fail_queue(ErrorCode::Unavailable, &error).await;
         }
         self.init_error = Some(error);
@@ -478,11 +428,10 @@ impl FunctionState {
         self.plan = make_plan(&self.ctx, &self.name, revision, &spec);
         self.spec = spec;
         self.revision = revision;
-        self.failures = 0;
-        self.retry_at = None;
+        self.backoff.reset();
         self.init_error = None;
         // Workers of the old revision finish what they run, then stop; idle ones now.
-        for worker in &self.workers {
+        for worker in self.pool.iter() {
             if worker.assigned.is_empty() {
                 worker.actor.stop(None);
             }
@@ -504,7 +453,7 @@ impl FunctionState {
             sub.drain();
             self.draining.insert(subject, sub);
         }
-        for worker in &self.workers {
+        for worker in self.pool.iter() {
             if worker.assigned.is_empty() && self.queue.is_empty() {
                 worker.actor.stop(None);
             }
@@ -513,7 +462,7 @@ impl FunctionState {
     }
 
     fn stop_if_retired(&self, myself: &ActorRef<FunctionMsg>) {
-        let busy = self.workers.iter().any(|w| !w.assigned.is_empty());
+        let busy = self.pool.any_busy();
         if self.retiring
             && !busy
             && self.queue.is_empty()
@@ -556,21 +505,12 @@ impl FunctionState {
         Ok(())
     }
 
-    fn remove_worker(&mut self, id: ActorId) -> Option<Worker> {
-        let index = self.workers.iter().position(|w| w.actor.get_id() == id)?;
-        Some(self.workers.swap_remove(index))
-    }
-
-    fn has_live_workers(&self) -> bool {
-        self.workers.iter().any(|w| w.revision == self.revision)
-    }
-
     /// The init error to answer with while no worker of this revision can start.
     fn unstartable(&self) -> Option<&LambdaError> {
-        let backing_off = self.retry_at.is_some_and(|at| at > Instant::now());
+        let backing_off = self.backoff.pending().is_some();
         self.init_error
             .as_ref()
-            .filter(|_| backing_off && !self.has_live_workers())
+            .filter(|_| backing_off && !self.pool.has_live(self.revision))
     }
 
     async fn fail_queue(&mut self, code: ErrorCode, error: &LambdaError) {
@@ -580,12 +520,7 @@ impl FunctionState {
     }
 
     fn record_failure(&mut self, reason: String, while_starting: bool) {
-        self.failures += 1;
-        let backoff = BACKOFF_FIRST
-            .saturating_mul(1 << (self.failures - 1).min(16))
-            .min(BACKOFF_MAX);
-        self.retry_at = Some(Instant::now() + backoff);
-        if self.failures >= CRASHLOOP_AFTER {
+        if self.backoff.failed() >= CRASHLOOP_AFTER {
             self.report(State::Crashloop, Some(reason));
         } else if while_starting {
             self.report(State::Error, Some(reason));

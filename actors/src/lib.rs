@@ -11,6 +11,7 @@ mod function_actor;
 mod invocation;
 mod launch;
 mod node_actor;
+mod pool;
 mod process;
 mod status;
 mod subscription;
