@@ -6,14 +6,22 @@ use std::path::{Path, PathBuf};
 use natsfn_protocol::{BindingSpec, CodeSource, LambdaError, Runtime};
 
 /// The bootstraps ship inside the binary and are written out once at node start-up.
-const BOOTSTRAPS: [(&str, &str); 2] = [
+const BOOTSTRAPS: [(&str, &str); 4] = [
     (
         "python3/bootstrap.py",
         include_str!("../../runtimes/python3/bootstrap.py"),
     ),
     (
+        "python3/_natsfn_wire.py",
+        include_str!("../../runtimes/python3/_natsfn_wire.py"),
+    ),
+    (
         "nodejs/bootstrap.js",
         include_str!("../../runtimes/nodejs/bootstrap.js"),
+    ),
+    (
+        "nodejs/wire.js",
+        include_str!("../../runtimes/nodejs/wire.js"),
     ),
 ];
 

@@ -12,347 +12,39 @@ written for Lambda behaves the same here.
 Start-up time counts (it is most of a cold start), so modules the bootstrap
 needs only sometimes are imported when first needed: decimal and traceback on
 the paths that use them, and logging when the user's code imports it (see
-_LoggingHook). The channel is read and written through its raw descriptor,
-without the socket module.
+_LoggingHook). The channel (MessagePack codec and frames: _natsfn_wire.py,
+next to this file) is read and written through its raw descriptor, without the
+socket module.
 """
 
-import codecs
 import importlib
 import json
 import os
-import struct
 import sys
 import time
 
-MAX_FRAME = 67_174_400  # 64 MiB + 64 KiB, from the contract
 THIS_FILE = os.path.abspath(__file__)
 
+# The channel (MessagePack codec, frame reading and writing) is in
+# _natsfn_wire.py, next to this file: imported from our own directory, whatever
+# sys.path[0] is (it is not this directory under PYTHONSAFEPATH, for one), and
+# before main() puts the user's code on sys.path in place of this directory.
+sys.path.insert(0, os.path.dirname(THIS_FILE))
+try:
+    import _natsfn_wire
+finally:
+    del sys.path[0]
+from _natsfn_wire import (
+    FrameTooLarge,
+    ProtocolError,
+    _open_channel,
+    _read_frame,
+    _send,
+    _send_error,
+    _send_response,
+)
 
-# --------------------------------------------------------------------------
-# MessagePack (the subset of the spec the channel can carry: everything but
-# ext, which is decoded to a (type, bytes) tuple so unknown fields can be
-# skipped, and never encoded)
-# --------------------------------------------------------------------------
-
-_u8 = struct.Struct(">B")
-_u16 = struct.Struct(">H")
-_u32 = struct.Struct(">I")
-_u64 = struct.Struct(">Q")
-_i8 = struct.Struct(">b")
-_i16 = struct.Struct(">h")
-_i32 = struct.Struct(">i")
-_i64 = struct.Struct(">q")
-_f32 = struct.Struct(">f")
-_f64 = struct.Struct(">d")
-_hdr = _u32.pack
-
-# Frame strings must be valid UTF-8: a lone surrogate becomes U+FFFD (as in Node).
-codecs.register_error("natsfn.fffd", lambda e: (b"\xef\xbf\xbd" * (e.end - e.start), e.end))
-
-
-def _pack(o, out):
-    """Append the MessagePack encoding of o to the list out (joined once later)."""
-    t = type(o)
-    if t is str:
-        b = o.encode("utf-8", "natsfn.fffd")
-        n = len(b)
-        if n < 32:
-            out.append(_u8.pack(0xA0 | n))
-        elif n < 0x100:
-            out.append(b"\xd9" + _u8.pack(n))
-        elif n < 0x10000:
-            out.append(b"\xda" + _u16.pack(n))
-        else:
-            out.append(b"\xdb" + _u32.pack(n))
-        out.append(b)
-    elif t is bytes or t is bytearray or t is memoryview:
-        n = len(o) if t is not memoryview else o.nbytes
-        if n < 0x100:
-            out.append(b"\xc4" + _u8.pack(n))
-        elif n < 0x10000:
-            out.append(b"\xc5" + _u16.pack(n))
-        else:
-            out.append(b"\xc6" + _u32.pack(n))
-        out.append(o)
-    elif o is None:
-        out.append(b"\xc0")
-    elif o is True:
-        out.append(b"\xc3")
-    elif o is False:
-        out.append(b"\xc2")
-    elif isinstance(o, int):
-        if 0 <= o < 0x80:
-            out.append(_u8.pack(o))
-        elif o >= 0:
-            if o < 0x100:
-                out.append(b"\xcc" + _u8.pack(o))
-            elif o < 0x10000:
-                out.append(b"\xcd" + _u16.pack(o))
-            elif o < 0x100000000:
-                out.append(b"\xce" + _u32.pack(o))
-            else:
-                out.append(b"\xcf" + _u64.pack(o))  # raises beyond 2**64
-        elif o >= -32:
-            out.append(_u8.pack(o & 0xFF))
-        elif o >= -0x80:
-            out.append(b"\xd0" + _i8.pack(o))
-        elif o >= -0x8000:
-            out.append(b"\xd1" + _i16.pack(o))
-        elif o >= -0x80000000:
-            out.append(b"\xd2" + _i32.pack(o))
-        else:
-            out.append(b"\xd3" + _i64.pack(o))
-    elif isinstance(o, float):
-        out.append(b"\xcb" + _f64.pack(o))
-    elif isinstance(o, str):
-        _pack(str(o), out)
-    elif isinstance(o, dict):
-        n = len(o)
-        if n < 16:
-            out.append(_u8.pack(0x80 | n))
-        elif n < 0x10000:
-            out.append(b"\xde" + _u16.pack(n))
-        else:
-            out.append(b"\xdf" + _u32.pack(n))
-        for k, v in o.items():
-            _pack(k, out)
-            _pack(v, out)
-    elif isinstance(o, (list, tuple)):
-        n = len(o)
-        if n < 16:
-            out.append(_u8.pack(0x90 | n))
-        elif n < 0x10000:
-            out.append(b"\xdc" + _u16.pack(n))
-        else:
-            out.append(b"\xdd" + _u32.pack(n))
-        for v in o:
-            _pack(v, out)
-    else:
-        raise TypeError("cannot MessagePack-encode %s" % t.__name__)
-
-
-def _raw(data, i, n):
-    """The n bytes at data[i:], checked (slicing alone would silently truncate)."""
-    j = i + n
-    if j > len(data):
-        raise ValueError("truncated MessagePack data")
-    return j
-
-
-def _unpack(data, mv, i):
-    """Decode one value at data[i]; returns (value, next index). The type tests
-    come roughly in order of frequency in Invoke frames."""
-    b = data[i]
-    i += 1
-    if b >= 0xA0 and b < 0xC0:  # fixstr
-        j = _raw(data, i, b & 0x1F)
-        return str(mv[i:j], "utf-8"), j
-    if b < 0x80:  # positive fixint
-        return b, i
-    if b < 0x90:  # fixmap
-        return _unpack_map(data, mv, i, b & 0x0F)
-    if b == 0xD9:  # str8
-        j = _raw(data, i + 1, data[i])
-        return str(mv[i + 1 : j], "utf-8"), j
-    if b == 0xC4:  # bin8
-        j = _raw(data, i + 1, data[i])
-        return data[i + 1 : j], j
-    if b == 0xCF:
-        return _u64.unpack_from(data, i)[0], i + 8
-    if b < 0xA0:  # fixarray
-        return _unpack_array(data, mv, i, b & 0x0F)
-    if b >= 0xE0:  # negative fixint
-        return b - 0x100, i
-    if b == 0xC0:
-        return None, i
-    if b == 0xC2:
-        return False, i
-    if b == 0xC3:
-        return True, i
-    if b == 0xC5 or b == 0xC6:  # bin 16/32
-        if b == 0xC5:
-            n, i = _u16.unpack_from(data, i)[0], i + 2
-        else:
-            n, i = _u32.unpack_from(data, i)[0], i + 4
-        j = _raw(data, i, n)
-        return data[i:j], j
-    if b == 0xDA or b == 0xDB:  # str 16/32
-        if b == 0xDA:
-            n, i = _u16.unpack_from(data, i)[0], i + 2
-        else:
-            n, i = _u32.unpack_from(data, i)[0], i + 4
-        j = _raw(data, i, n)
-        return str(mv[i:j], "utf-8"), j
-    if b == 0xCC:
-        return data[i], i + 1
-    if b == 0xCD:
-        return _u16.unpack_from(data, i)[0], i + 2
-    if b == 0xCE:
-        return _u32.unpack_from(data, i)[0], i + 4
-    if b == 0xD0:
-        return _i8.unpack_from(data, i)[0], i + 1
-    if b == 0xD1:
-        return _i16.unpack_from(data, i)[0], i + 2
-    if b == 0xD2:
-        return _i32.unpack_from(data, i)[0], i + 4
-    if b == 0xD3:
-        return _i64.unpack_from(data, i)[0], i + 8
-    if b == 0xCA:
-        return _f32.unpack_from(data, i)[0], i + 4
-    if b == 0xCB:
-        return _f64.unpack_from(data, i)[0], i + 8
-    if b == 0xDC:
-        return _unpack_array(data, mv, i + 2, _u16.unpack_from(data, i)[0])
-    if b == 0xDD:
-        return _unpack_array(data, mv, i + 4, _u32.unpack_from(data, i)[0])
-    if b == 0xDE:
-        return _unpack_map(data, mv, i + 2, _u16.unpack_from(data, i)[0])
-    if b == 0xDF:
-        return _unpack_map(data, mv, i + 4, _u32.unpack_from(data, i)[0])
-    if b >= 0xD4 and b <= 0xD8:  # fixext 1/2/4/8/16
-        n = 1 << (b - 0xD4)
-        j = _raw(data, i + 1, n)
-        return (_i8.unpack_from(data, i)[0], data[i + 1 : j]), j
-    if b == 0xC7 or b == 0xC8 or b == 0xC9:  # ext 8/16/32
-        if b == 0xC7:
-            n, i = data[i], i + 1
-        elif b == 0xC8:
-            n, i = _u16.unpack_from(data, i)[0], i + 2
-        else:
-            n, i = _u32.unpack_from(data, i)[0], i + 4
-        j = _raw(data, i + 1, n)
-        return (_i8.unpack_from(data, i)[0], data[i + 1 : j]), j
-    raise ValueError("invalid MessagePack type byte 0x%02x" % b)
-
-
-def _unpack_array(data, mv, i, n):
-    a = []
-    for _ in range(n):
-        v, i = _unpack(data, mv, i)
-        a.append(v)
-    return a, i
-
-
-def _unpack_map(data, mv, i, n):
-    m = {}
-    for _ in range(n):
-        k, i = _unpack(data, mv, i)
-        v, i = _unpack(data, mv, i)
-        m[k] = v
-    return m, i
-
-
-def unpackb(data):
-    v, i = _unpack(data, memoryview(data), 0)
-    if i != len(data):
-        raise ValueError("trailing bytes after MessagePack value")
-    return v
-
-
-# --------------------------------------------------------------------------
-# Channel
-# --------------------------------------------------------------------------
-
-
-class ProtocolError(Exception):
-    pass
-
-
-def _open_channel():
-    """(fd, buffered reader) of the channel. The fd is written with os.write."""
-    fd = int(os.environ.pop("NATSFN_CHANNEL_FD"))
-    # Keep the channel out of processes the handler spawns: a leaked copy would
-    # hide this worker's exit (EOF) from the dispatcher.
-    os.set_inheritable(fd, False)
-    # Like socket.makefile("rb"): read(n) returns n bytes, or fewer only at EOF.
-    return fd, open(fd, "rb", buffering=65536, closefd=False)
-
-
-class FrameTooLarge(ProtocolError):
-    pass
-
-
-def _write(fd, parts):
-    """Send a frame whose body is parts[1:]; parts[0] is the length prefix's
-    slot. stdout/stderr are flushed first: the contract wants an invocation's
-    output to reach the dispatcher before its result."""
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except Exception:
-        pass
-    size = sum(map(len, parts))
-    if size > MAX_FRAME:
-        raise FrameTooLarge("frame of %d bytes exceeds the channel limit" % size)
-    parts[0] = _hdr(size)
-    data = b"".join(parts)
-    n = os.write(fd, data)
-    if n < len(data):  # a partial write (e.g. a big frame interrupted by a signal)
-        view = memoryview(data)
-        while n < len(data):
-            n += os.write(fd, view[n:])
-
-
-def _send(fd, kind, fields):
-    parts = [b""]
-    _pack({kind: fields}, parts)
-    _write(fd, parts)
-
-
-_TRUNCATE = 256 * 1024
-
-
-def _send_error(fd, kind, fields):
-    """_send for InitError/Error frames: one too big for the channel (a huge
-    message, say) is sent again with its text cut down, instead of failing."""
-    try:
-        _send(fd, kind, fields)
-    except FrameTooLarge:
-        fields["error_message"] = fields["error_message"][:_TRUNCATE] + " [truncated]"
-        fields["stack_trace"] = [t[:_TRUNCATE] for t in fields["stack_trace"][:100]]
-        _send(fd, kind, fields)
-
-
-_RESPONSE_HEAD = b"\x81\xa8Response\x82\xa2id"  # {"Response": {"id": ...
-_PAYLOAD_KEY = b"\xa7payload"
-
-
-def _send_response(fd, rid, out):
-    """_send(fd, "Response", {"id": rid, "payload": out}) without the generic
-    encoder: this is the one frame on the hot path."""
-    n = len(out)
-    if n < 0x100:
-        bin_head = b"\xc4" + _u8.pack(n)
-    elif n < 0x10000:
-        bin_head = b"\xc5" + _u16.pack(n)
-    else:
-        bin_head = b"\xc6" + _u32.pack(n)
-    parts = [b"", _RESPONSE_HEAD]
-    _pack(rid, parts)
-    parts.append(_PAYLOAD_KEY + bin_head)
-    parts.append(out)
-    _write(fd, parts)
-
-
-def _read_frame(rf):
-    """Next frame as (type, fields), or None at a clean end-of-file."""
-    h = rf.read(4)
-    if len(h) < 4:
-        if not h:
-            return None
-        raise ProtocolError("channel closed inside a frame header")
-    n = _u32.unpack(h)[0]
-    if n > MAX_FRAME:
-        raise ProtocolError("frame length %d exceeds the limit" % n)
-    body = rf.read(n)
-    if len(body) < n:
-        raise ProtocolError("channel closed inside a frame body")
-    try:
-        frame = unpackb(body)
-        ((kind, fields),) = frame.items()
-    except Exception as e:
-        raise ProtocolError("malformed frame: %s" % e) from None
-    return kind, fields if isinstance(fields, dict) else {}
+WIRE_FILE = _natsfn_wire.__file__
 
 
 # --------------------------------------------------------------------------
@@ -517,6 +209,7 @@ class FaultException(Exception):
 
 
 _IMPORTLIB_FILE = importlib.__file__
+_OWN_FILES = (THIS_FILE, WIRE_FILE)  # the bootstrap's own code, in its two files
 
 
 def _user_trace(tb):
@@ -528,7 +221,7 @@ def _user_trace(tb):
     i = 0
     while i < len(frames):
         fn = frames[i].filename
-        if fn != THIS_FILE and fn != _IMPORTLIB_FILE and not fn.startswith("<frozen importlib"):
+        if fn not in _OWN_FILES and fn != _IMPORTLIB_FILE and not fn.startswith("<frozen importlib"):
             break
         i += 1
     return traceback.format_list(frames[i:])
