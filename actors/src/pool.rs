@@ -11,8 +11,10 @@ use crate::invocation::Caller;
 use crate::worker_actor::WorkerMsg;
 
 /// Invocations a worker may hold at once when pipelining: the one it runs, and the
-/// next, already in its channel so that it starts without a round trip.
-const PIPELINE_DEPTH: usize = 2;
+/// next ones, already in its channel so that each starts without a round trip and the
+/// worker reads several per read. 4 measured 1.25× the throughput of 2 at 64 in
+/// flight (python3 echo, 2 workers); 8 was no clearer gain.
+const PIPELINE_DEPTH: usize = 4;
 /// Pipelining only pays, and only stays fair, for invocations this quick: a queued
 /// request never waits behind a slow one on one worker while another frees up.
 const PIPELINE_BELOW: Duration = Duration::from_millis(2);
