@@ -228,6 +228,87 @@ def _unpack_map(data, mv, i, n):
     return m, i
 
 
+# The Invoke frame as the dispatcher writes it: {"Invoke": {five fields, in this order}}.
+_INVOKE_HEAD = b"\x81\xa6Invoke\x85\xa2id"
+_DEADLINE_KEY = b"\xabdeadline_ms"
+_TIMEOUT_KEY = b"\xaatimeout_ms"
+_ARN_KEY = b"\xb4invoked_function_arn"
+
+
+def _str_at(data, i):
+    b = data[i]
+    if 0xA0 <= b <= 0xBF:
+        n, i = b & 0x1F, i + 1
+    elif b == 0xD9:
+        n, i = data[i + 1], i + 2
+    else:
+        raise ValueError
+    j = _raw(data, i, n)
+    return str(data[i:j], "utf-8"), j
+
+
+def _uint_at(data, i):
+    b = data[i]
+    if b < 0x80:
+        return b, i + 1
+    if b == 0xCD:
+        return _u16.unpack_from(data, i + 1)[0], i + 3
+    if b == 0xCE:
+        return _u32.unpack_from(data, i + 1)[0], i + 5
+    if b == 0xCF:
+        return _u64.unpack_from(data, i + 1)[0], i + 9
+    if b == 0xCC:
+        return data[i + 1], i + 2
+    raise ValueError
+
+
+def _bin_at(data, i):
+    b = data[i]
+    if b == 0xC4:
+        n, i = data[i + 1], i + 2
+    elif b == 0xC5:
+        n, i = _u16.unpack_from(data, i + 1)[0], i + 3
+    elif b == 0xC6:
+        n, i = _u32.unpack_from(data, i + 1)[0], i + 5
+    else:
+        raise ValueError
+    j = _raw(data, i, n)
+    return data[i:j], j
+
+
+def _invoke_fields(data):
+    """The fields of an Invoke frame written in the dispatcher's own layout, decoded in
+    one pass (a third of the generic decoder's time: this runs once per invocation);
+    None for any other shape, which the generic decoder then reads."""
+    if not data.startswith(_INVOKE_HEAD):
+        return None
+    try:
+        rid, i = _str_at(data, len(_INVOKE_HEAD))
+        if not data.startswith(_DEADLINE_KEY, i):
+            return None
+        deadline, i = _uint_at(data, i + len(_DEADLINE_KEY))
+        if not data.startswith(_TIMEOUT_KEY, i):
+            return None
+        timeout, i = _uint_at(data, i + len(_TIMEOUT_KEY))
+        if not data.startswith(_ARN_KEY, i):
+            return None
+        arn, i = _str_at(data, i + len(_ARN_KEY))
+        if not data.startswith(_PAYLOAD_KEY, i):
+            return None
+        payload, i = _bin_at(data, i + len(_PAYLOAD_KEY))
+    except (ValueError, IndexError, UnicodeDecodeError):
+        return None
+    if i != len(data):
+        return None
+    return {
+        "id": rid,
+        "deadline_ms": deadline,
+        "timeout_ms": timeout,
+        "invoked_function_arn": arn,
+        "payload": payload,
+    }
+
+
 def unpackb(data):
     v, i = _unpack(data, memoryview(data), 0)
     if i != len(data):
@@ -333,6 +414,9 @@ def _read_frame(rf):
     body = rf.read(n)
     if len(body) < n:
         raise ProtocolError("channel closed inside a frame body")
+    fields = _invoke_fields(body)
+    if fields is not None:
+        return "Invoke", fields
     try:
         frame = unpackb(body)
         ((kind, fields),) = frame.items()
