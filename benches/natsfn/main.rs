@@ -227,20 +227,24 @@ async fn run(plan: &Plan, quick: bool) -> Report {
     ];
     drop((bare, pyservice, before));
 
-    let cold_python = cold_starts(&env, "python3", &py, plan.cold_starts).await;
-    let cold_node = cold_starts(&env, "nodejs", &js, plan.cold_starts).await;
-    let import_python = import_times(
-        Command::new(interpreter("python3", "import sys; print(sys.executable)"))
-            .args(["-c", "import app"]),
-        py.path(),
+    let python = interpreter("python3", "import sys; print(sys.executable)");
+    let node = interpreter("node", "console.log(process.execPath)");
+    let cold_python = cold_starts(
+        &env,
+        "python3",
+        &py,
+        Command::new(python).args(["-c", "import app"]),
         plan.cold_starts,
-    );
-    let import_node = import_times(
-        Command::new(interpreter("node", "console.log(process.execPath)"))
-            .args(["-e", "require('./app')"]),
-        js.path(),
+    )
+    .await;
+    let cold_node = cold_starts(
+        &env,
+        "nodejs",
+        &js,
+        Command::new(node).args(["-e", "require('./app')"]),
         plan.cold_starts,
-    );
+    )
+    .await;
     let propagation = propagation(&env, &py, plan.propagations).await;
     drop(env);
     let (rss_empty_kb, rss_idle_kb) = idle_rss(&py, plan.idle_functions).await;
@@ -249,18 +253,7 @@ async fn run(plan: &Plan, quick: bool) -> Report {
         quick,
         targets,
         generator_check,
-        vec![
-            ColdStart {
-                runtime: "python3".into(),
-                cold: cold_python,
-                import: import_python,
-            },
-            ColdStart {
-                runtime: "nodejs".into(),
-                cold: cold_node,
-                import: import_node,
-            },
-        ],
+        vec![cold_python, cold_node],
         propagation,
         dispatcher_cpu,
         plan.idle_functions,
@@ -299,9 +292,17 @@ fn interpreter(program: &str, print_path: &str) -> String {
         .to_owned()
 }
 
-/// First invocation of a function with pool.min 0: the worker starts for it.
-async fn cold_starts(env: &Env, runtime: &str, code: &tempfile::TempDir, count: usize) -> Latency {
-    let mut samples = Vec::new();
+/// First invocations of functions with pool.min 0 (the worker starts for it), each
+/// followed by the same import in a fresh interpreter, the floor of a cold start:
+/// interleaved, so that the machine's drift hits both alike.
+async fn cold_starts(
+    env: &Env,
+    runtime: &str,
+    code: &tempfile::TempDir,
+    import: &mut Command,
+    count: usize,
+) -> ColdStart {
+    let (mut cold, mut imports) = (Vec::new(), Vec::new());
     for i in 0..count {
         let name = format!("cold-{runtime}-{i}");
         env.bind_ready(
@@ -312,28 +313,26 @@ async fn cold_starts(env: &Env, runtime: &str, code: &tempfile::TempDir, count: 
         .await;
         let started = Instant::now();
         let reply = env.invoke(&name, EVENT).await;
-        samples.push(started.elapsed());
+        cold.push(started.elapsed());
         assert_eq!(
             harness::header(&reply, "Natsfn-Cold-Start").as_deref(),
             Some("true"),
             "{name} was not cold"
         );
         env.bindings.delete(&name).await.expect("delete");
+        let started = Instant::now();
+        let status = import
+            .current_dir(code.path())
+            .status()
+            .expect("interpreter");
+        assert!(status.success());
+        imports.push(started.elapsed());
     }
-    Latency::from_samples(samples)
-}
-
-/// What the same import costs in a fresh interpreter: the floor of a cold start.
-fn import_times(command: &mut Command, dir: &Path, count: usize) -> Latency {
-    let samples = (0..count)
-        .map(|_| {
-            let started = Instant::now();
-            let status = command.current_dir(dir).status().expect("interpreter");
-            assert!(status.success());
-            started.elapsed()
-        })
-        .collect();
-    Latency::from_samples(samples)
+    ColdStart {
+        runtime: runtime.into(),
+        cold: Latency::from_samples(cold),
+        import: Latency::from_samples(imports),
+    }
 }
 
 /// KV put of a new binding -> its first successful reply (worker start included).
