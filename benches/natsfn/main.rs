@@ -249,17 +249,19 @@ async fn run(plan: &Plan, quick: bool) -> Report {
     drop(env);
     let (rss_empty_kb, rss_idle_kb) = idle_rss(&py, plan.idle_functions).await;
 
-    Report::new(
+    Report {
+        machine: report::machine(),
+        date: time::OffsetDateTime::now_utc().date().to_string(),
         quick,
         targets,
         generator_check,
-        vec![cold_python, cold_node],
+        cold_starts: vec![cold_python, cold_node],
         propagation,
         dispatcher_cpu,
-        plan.idle_functions,
-        rss_empty_kb,
-        rss_idle_kb,
-    )
+        idle_functions: plan.idle_functions,
+        node_rss_empty_kb: rss_empty_kb,
+        node_rss_idle_kb: rss_idle_kb,
+    }
 }
 
 /// The node's own CPU time per python3 invocation, at 1 and at 16 in flight.

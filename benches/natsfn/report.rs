@@ -44,33 +44,6 @@ pub struct Report {
 }
 
 impl Report {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        quick: bool,
-        targets: Vec<Target>,
-        generator_check: Throughput,
-        cold_starts: Vec<ColdStart>,
-        propagation: Latency,
-        dispatcher_cpu: Vec<DispatcherCpu>,
-        idle_functions: usize,
-        node_rss_empty_kb: u64,
-        node_rss_idle_kb: u64,
-    ) -> Report {
-        Report {
-            machine: machine(),
-            date: time::OffsetDateTime::now_utc().date().to_string(),
-            quick,
-            targets,
-            generator_check,
-            cold_starts,
-            propagation,
-            dispatcher_cpu,
-            idle_functions,
-            node_rss_empty_kb,
-            node_rss_idle_kb,
-        }
-    }
-
     fn per_second(target: &Target, in_flight: usize) -> f64 {
         target
             .throughput
@@ -140,7 +113,8 @@ impl Report {
     }
 }
 
-fn machine() -> String {
+/// The machine a report was measured on, as the README quotes it.
+pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {

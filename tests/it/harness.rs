@@ -3,6 +3,8 @@
 //! helpers that wait for events with a deadline instead of sleeping. Everything it
 //! starts is stopped when its handle drops, whether the test passed or not.
 
+// Shared by the integration tests and the benchmark (benches/natsfn), each of which
+// uses a part of it.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
