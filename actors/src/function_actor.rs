@@ -69,7 +69,11 @@ pub struct FunctionState {
     ctx: NodeContext,
     name: Arc<str>,
     spec: BindingSpec,
+    /// The binding revision this actor serves (what the status reports).
     revision: u64,
+    /// The revision whose code the workers run: the last one that changed more than
+    /// subjects or pool size (`AWS_LAMBDA_FUNCTION_VERSION`).
+    code_revision: u64,
     /// Why the function cannot start at all, if it cannot.
     plan: Result<Arc<LaunchPlan>, LambdaError>,
     arn: Arc<str>,
@@ -112,6 +116,7 @@ impl Actor for FunctionActor {
             name,
             spec,
             revision,
+            code_revision: revision,
             plan,
             subscriptions: HashMap::new(),
             draining: HashMap::new(),
@@ -297,7 +302,7 @@ impl FunctionState {
                 }
                 continue;
             }
-            let Some(worker) = self.pool.next_for(self.revision) else {
+            let Some(worker) = self.pool.next_for(self.code_revision) else {
                 break;
             };
             let Some(invocation) = self.queue.pop_front() else {
@@ -317,7 +322,7 @@ impl FunctionState {
 
     async fn start_workers(&mut self, myself: &ActorRef<FunctionMsg>) {
         let Ok(plan) = &self.plan else { return };
-        let (live, held) = self.pool.load(self.revision);
+        let (live, held) = self.pool.load(self.code_revision);
         let demand = held + self.queue.len();
         let floor = if self.retiring {
             0
@@ -346,7 +351,7 @@ impl FunctionState {
                 parent: myself.clone(),
             };
             match WorkerActor::spawn_linked(None, WorkerActor, args, myself.get_cell()).await {
-                Ok((actor, _)) => self.pool.started(actor, self.revision),
+                Ok((actor, _)) => self.pool.started(actor, self.code_revision),
                 Err(e) => {
                     let error = LambdaError::new(
                         "Runtime.InvalidEntrypoint",
@@ -357,7 +362,7 @@ impl FunctionState {
                         true,
                     );
                     self.init_error = Some(error.clone());
-                    if !self.pool.has_live(self.revision) {
+                    if !self.pool.has_live(self.code_revision) {
                         self.fail_queue(ErrorCode::Unavailable, &error).await;
                     }
                     // The next attempt waits for the backoff timer.
@@ -368,7 +373,7 @@ impl FunctionState {
     }
 
     async fn worker_ready(&mut self, myself: &ActorRef<FunctionMsg>, id: ActorId) {
-        let current = self.revision;
+        let current = self.code_revision;
         let retire = self.retiring && self.queue.is_empty();
         let Some(worker) = self.pool.get_mut(id) else {
             return;
@@ -393,7 +398,7 @@ impl FunctionState {
         if completed {
             self.backoff.reset();
         }
-        let current = self.revision;
+        let current = self.code_revision;
         let retire = self.retiring && self.queue.is_empty();
         if let Some(worker) = self.pool.finished(id, completed.then_some(took)) {
             if worker.assigned.is_empty() && (worker.revision != current || retire) {
@@ -409,7 +414,7 @@ impl FunctionState {
             format!("{}: {}", error.error_type, error.error_message),
             true,
         );
-        if !self.pool.has_live(self.revision) {
+        if !self.pool.has_live(self.code_revision) {
             self.fail_queue(ErrorCode::Unavailable, &error).await;
         }
         self.init_error = Some(error);
@@ -425,15 +430,25 @@ impl FunctionState {
         if revision <= self.revision {
             return;
         }
-        self.plan = make_plan(&self.ctx, &self.name, revision, &spec);
-        self.spec = spec;
         self.revision = revision;
-        self.backoff.reset();
-        self.init_error = None;
-        // Workers of the old revision finish what they run, then stop; idle ones now.
-        for worker in self.pool.iter() {
-            if worker.assigned.is_empty() {
-                worker.actor.stop(None);
+        // Subjects and pool size are this actor's business: workers only change when
+        // what they run changes, so `natsfn nats bind` costs no cold start.
+        let same_code = BindingSpec {
+            subjects: self.spec.subjects.clone(),
+            pool: self.spec.pool,
+            ..spec.clone()
+        } == self.spec;
+        self.spec = spec;
+        if !same_code {
+            self.plan = make_plan(&self.ctx, &self.name, revision, &self.spec);
+            self.code_revision = revision;
+            self.backoff.reset();
+            self.init_error = None;
+            // Workers of the old code finish what they run, then stop; idle ones now.
+            for worker in self.pool.iter() {
+                if worker.assigned.is_empty() {
+                    worker.actor.stop(None);
+                }
             }
         }
         if let Err(e) = self.subscribe(myself).await {
@@ -510,7 +525,7 @@ impl FunctionState {
         let backing_off = self.backoff.pending().is_some();
         self.init_error
             .as_ref()
-            .filter(|_| backing_off && !self.pool.has_live(self.revision))
+            .filter(|_| backing_off && !self.pool.has_live(self.code_revision))
     }
 
     async fn fail_queue(&mut self, code: ErrorCode, error: &LambdaError) {
@@ -536,8 +551,11 @@ impl FunctionState {
                 let reason = format!("{}: {}", error.error_type, error.error_message);
                 self.report(State::Error, Some(reason))
             }
-            // Nothing to wait for: the first invocation starts a worker.
-            Ok(_) if self.spec.pool.min == 0 => self.report(State::Ready, None),
+            // Nothing to wait for: the first invocation starts a worker, or warm ones
+            // (kept through a change of subjects or pool size) serve.
+            Ok(_) if self.spec.pool.min == 0 || self.pool.has_ready(self.code_revision) => {
+                self.report(State::Ready, None)
+            }
             Ok(_) => self.report(State::Starting, None),
         }
     }

@@ -92,6 +92,12 @@ impl WorkerPool {
         self.workers.iter().any(|w| w.revision == revision)
     }
 
+    pub(crate) fn has_ready(&self, revision: u64) -> bool {
+        self.workers
+            .iter()
+            .any(|w| w.revision == revision && w.ready_at.is_some())
+    }
+
     pub(crate) fn any_busy(&self) -> bool {
         self.workers.iter().any(|w| !w.assigned.is_empty())
     }

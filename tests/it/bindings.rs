@@ -193,3 +193,40 @@ async fn a_binding_put_before_the_node_starts_is_served() {
         json!({"greeting": "early, world"})
     );
 }
+
+#[tokio::test]
+async fn a_change_of_subjects_or_pool_keeps_the_warm_workers_and_a_change_of_code_replaces_them() {
+    let env = Env::start().await;
+    let code = code_dir(&[(
+        "app.py",
+        "import os\ndef handler(event, context):\n    return [os.getpid(), os.environ.get('GREETING'), context.function_version]\n",
+    )]);
+    let mut spec = greeter_spec(&dir_str(code.path()), "one");
+    spec["pool"] = json!({"min": 1, "max": 1});
+    let first = env.bind_ready("keeper", spec.clone()).await;
+    let before = json(&env.invoke("keeper", "{}").await);
+
+    spec["subjects"] = json!(["kept.subject"]);
+    spec["pool"] = json!({"min": 1, "max": 2});
+    env.bind_ready("keeper", spec.clone()).await;
+    let after = json(&env.request("kept.subject", "{}").await);
+    assert_eq!(
+        after, before,
+        "a subject or pool change restarted the worker"
+    );
+    assert_eq!(
+        after[2],
+        first.to_string(),
+        "the version is the code's revision"
+    );
+
+    spec["env"] = json!({"GREETING": "two"});
+    let changed = env.bind_ready("keeper", spec).await;
+    let replaced = json(&env.request("kept.subject", "{}").await);
+    assert_ne!(
+        replaced[0], before[0],
+        "a code change must reach new workers"
+    );
+    assert_eq!(replaced[1], "two");
+    assert_eq!(replaced[2], changed.to_string());
+}
