@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_nats::Subject;
 use natsfn_protocol::names::{invoke_subject, logs_subject};
 use natsfn_protocol::{BindingSpec, ErrorCode, FunctionState as State, LambdaError};
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, MessagingErr, SupervisionEvent};
 
 use crate::context::NodeContext;
 use crate::invocation::{now_ms, Invocation};
@@ -312,7 +312,13 @@ impl FunctionState {
                 worker.served == 0 && worker.ready_at.is_some_and(|t| invocation.received < t);
             worker.served += 1;
             worker.assigned.push_back(invocation.caller.clone());
-            let _ = worker.actor.cast(WorkerMsg::Invoke { invocation, cold });
+            let sent = worker.actor.cast(WorkerMsg::Invoke { invocation, cold });
+            if let Err(MessagingErr::SendErr(WorkerMsg::Invoke { invocation, .. })) = sent {
+                // The worker is gone (news of its exit is on the way): another takes it.
+                worker.assigned.pop_back();
+                worker.retire();
+                self.queue.push_front(invocation);
+            }
         }
         if let Some(error) = self.unstartable().cloned() {
             self.fail_queue(ErrorCode::Unavailable, &error).await;
@@ -379,7 +385,7 @@ impl FunctionState {
             return;
         };
         if worker.revision != current || retire {
-            worker.actor.stop(None);
+            worker.retire();
             return;
         }
         worker.ready_at = Some(Instant::now());
@@ -402,7 +408,7 @@ impl FunctionState {
         let retire = self.retiring && self.queue.is_empty();
         if let Some(worker) = self.pool.finished(id, completed.then_some(took)) {
             if worker.assigned.is_empty() && (worker.revision != current || retire) {
-                worker.actor.stop(None);
+                worker.retire();
             }
         }
         self.pump(myself).await;
@@ -445,9 +451,9 @@ impl FunctionState {
             self.backoff.reset();
             self.init_error = None;
             // Workers of the old code finish what they run, then stop; idle ones now.
-            for worker in self.pool.iter() {
+            for worker in self.pool.iter_mut() {
                 if worker.assigned.is_empty() {
-                    worker.actor.stop(None);
+                    worker.retire();
                 }
             }
         }
@@ -468,9 +474,11 @@ impl FunctionState {
             sub.drain();
             self.draining.insert(subject, sub);
         }
-        for worker in self.pool.iter() {
-            if worker.assigned.is_empty() && self.queue.is_empty() {
-                worker.actor.stop(None);
+        if self.queue.is_empty() {
+            for worker in self.pool.iter_mut() {
+                if worker.assigned.is_empty() {
+                    worker.retire();
+                }
             }
         }
         self.stop_if_retired(myself);

@@ -31,6 +31,21 @@ pub(crate) struct Worker {
     /// Invocations handed to it, the running one first. The callers are kept so that a
     /// worker actor that panics still gets them a 502.
     pub(crate) assigned: VecDeque<Caller>,
+    /// Told to stop: it stays in the pool until it is gone, but gets nothing more (an
+    /// invocation sent to a stopping actor would be dropped with its mailbox).
+    retired: bool,
+}
+
+impl Worker {
+    pub(crate) fn retire(&mut self) {
+        self.retired = true;
+        self.actor.stop(None);
+    }
+
+    /// In service for `revision`: started for it and not retired.
+    fn serves(&self, revision: u64) -> bool {
+        self.revision == revision && !self.retired
+    }
 }
 
 #[derive(Default)]
@@ -48,6 +63,7 @@ impl WorkerPool {
             ready_at: None,
             served: 0,
             assigned: VecDeque::new(),
+            retired: false,
         });
     }
 
@@ -60,8 +76,8 @@ impl WorkerPool {
         self.workers.iter_mut().find(|w| w.actor.get_id() == id)
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Worker> {
-        self.workers.iter()
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Worker> {
+        self.workers.iter_mut()
     }
 
     /// The worker of `revision` to hand the next invocation: an idle one first; for
@@ -73,7 +89,7 @@ impl WorkerPool {
         };
         self.workers
             .iter_mut()
-            .filter(|w| w.revision == revision && w.ready_at.is_some())
+            .filter(|w| w.serves(revision) && w.ready_at.is_some())
             .filter(|w| w.assigned.len() < depth)
             .min_by_key(|w| w.assigned.len())
     }
@@ -82,20 +98,20 @@ impl WorkerPool {
     pub(crate) fn load(&self, revision: u64) -> (usize, usize) {
         self.workers
             .iter()
-            .filter(|w| w.revision == revision)
+            .filter(|w| w.serves(revision))
             .fold((0, 0), |(live, held), w| {
                 (live + 1, held + w.assigned.len())
             })
     }
 
     pub(crate) fn has_live(&self, revision: u64) -> bool {
-        self.workers.iter().any(|w| w.revision == revision)
+        self.workers.iter().any(|w| w.serves(revision))
     }
 
     pub(crate) fn has_ready(&self, revision: u64) -> bool {
         self.workers
             .iter()
-            .any(|w| w.revision == revision && w.ready_at.is_some())
+            .any(|w| w.serves(revision) && w.ready_at.is_some())
     }
 
     pub(crate) fn any_busy(&self) -> bool {
