@@ -411,6 +411,8 @@ impl FunctionState {
                 worker.retire();
             }
         }
+        self.pool
+            .trim(self.code_revision, self.spec.pool.max as usize);
         self.pump(myself).await;
         self.stop_if_retired(myself);
     }
@@ -457,6 +459,8 @@ impl FunctionState {
                 }
             }
         }
+        self.pool
+            .trim(self.code_revision, self.spec.pool.max as usize);
         if let Err(e) = self.subscribe(myself).await {
             tracing::warn!(function = %self.name, error = %e, "cannot subscribe");
             self.report(State::Error, Some(format!("cannot subscribe: {e}")));

@@ -108,6 +108,21 @@ impl WorkerPool {
         self.workers.iter().any(|w| w.serves(revision))
     }
 
+    /// Keeps at most `max` workers serving `revision` (after `pool.max` was lowered):
+    /// idle ones beyond it stop; busy ones are stopped by a later call, once idle.
+    pub(crate) fn trim(&mut self, revision: u64, max: usize) {
+        let mut serving = self.load(revision).0;
+        for worker in &mut self.workers {
+            if serving <= max {
+                break;
+            }
+            if worker.serves(revision) && worker.assigned.is_empty() {
+                worker.retire();
+                serving -= 1;
+            }
+        }
+    }
+
     pub(crate) fn has_ready(&self, revision: u64) -> bool {
         self.workers
             .iter()

@@ -230,3 +230,33 @@ async fn a_change_of_subjects_or_pool_keeps_the_warm_workers_and_a_change_of_cod
     assert_eq!(replaced[1], "two");
     assert_eq!(replaced[2], changed.to_string());
 }
+
+/// The distinct worker pids that answer a burst of concurrent requests.
+async fn pids_serving(env: &Env, name: &str) -> std::collections::HashSet<u64> {
+    let requests = (0..12).map(|_| env.invoke(name, "{}"));
+    futures::future::join_all(requests)
+        .await
+        .iter()
+        .map(|reply| json(reply).as_u64().expect("pid"))
+        .collect()
+}
+
+#[tokio::test]
+async fn lowering_pool_max_stops_the_workers_beyond_it() {
+    let env = Env::start().await;
+    let code = code_dir(&[(
+        "app.py",
+        "import os\ndef handler(event, context):\n    return os.getpid()\n",
+    )]);
+    let mut spec = greeter_spec(&dir_str(code.path()), "x");
+    spec["pool"] = json!({"min": 3, "max": 3});
+    env.bind_ready("shrinking", spec.clone()).await;
+    eventually("all three workers serving", || async {
+        (pids_serving(&env, "shrinking").await.len() == 3).then_some(())
+    })
+    .await;
+    spec["pool"] = json!({"min": 1, "max": 1});
+    env.bind_ready("shrinking", spec).await;
+    let pids = pids_serving(&env, "shrinking").await;
+    assert_eq!(pids.len(), 1, "pool.max 1 served by {pids:?}");
+}
