@@ -39,7 +39,8 @@ pub enum FunctionMsg {
     /// Invocations a worker took but never started (it failed first), oldest first:
     /// they go back to the front of the queue.
     Requeue(Vec<Invocation>),
-    /// The binding changed: new invocations go to workers of the new revision.
+    /// The binding changed: new invocations go to workers of the new revision (the
+    /// warm ones, when only subjects or pool size changed).
     Reconfigure {
         spec: BindingSpec,
         revision: u64,
@@ -290,8 +291,8 @@ impl FunctionState {
         self.pump(myself).await;
     }
 
-    /// Hands queued invocations to idle workers and starts the workers the queue and
-    /// `pool.min` call for.
+    /// Hands queued invocations to workers (idle ones first; for quick functions, busy
+    /// ones with room) and starts the workers the queue and `pool.min` call for.
     async fn pump(&mut self, myself: &ActorRef<FunctionMsg>) {
         let now = now_ms();
         while let Some(front) = self.queue.front() {
