@@ -328,7 +328,9 @@ impl FunctionState {
     }
 
     async fn start_workers(&mut self, myself: &ActorRef<FunctionMsg>) {
-        let Ok(plan) = &self.plan else { return };
+        if self.plan.is_err() {
+            return;
+        }
         let (live, held) = self.pool.load(self.code_revision);
         let demand = held + self.queue.len();
         let floor = if self.retiring {
@@ -340,13 +342,10 @@ impl FunctionState {
         if live >= wanted {
             return;
         }
-        if let Some(at) = self.backoff.pending() {
-            if !self.retry_scheduled {
-                self.retry_scheduled = true;
-                myself.send_after(at - Instant::now(), || FunctionMsg::RetryStart);
-            }
+        if self.wait_for_backoff(myself) {
             return;
         }
+        let Ok(plan) = self.plan.clone() else { return };
         for _ in live..wanted {
             let args = WorkerArgs {
                 ctx: self.ctx.clone(),
@@ -364,16 +363,9 @@ impl FunctionState {
                         "Runtime.InvalidEntrypoint",
                         format!("cannot start a worker process: {e}"),
                     );
-                    self.record_failure(
-                        format!("{}: {}", error.error_type, error.error_message),
-                        true,
-                    );
-                    self.init_error = Some(error.clone());
-                    if !self.pool.has_live(self.code_revision) {
-                        self.fail_queue(ErrorCode::Unavailable, &error).await;
-                    }
-                    // The next attempt waits for the backoff timer.
-                    return Box::pin(self.start_workers(myself)).await;
+                    self.start_failed(error).await;
+                    self.wait_for_backoff(myself);
+                    return;
                 }
             }
         }
@@ -418,7 +410,26 @@ impl FunctionState {
         self.stop_if_retired(myself);
     }
 
+    /// While a failed start's pause runs, whether the timer that ends it is set.
+    fn wait_for_backoff(&mut self, myself: &ActorRef<FunctionMsg>) -> bool {
+        let Some(at) = self.backoff.pending() else {
+            return false;
+        };
+        if !self.retry_scheduled {
+            self.retry_scheduled = true;
+            myself.send_after(at - Instant::now(), || FunctionMsg::RetryStart);
+        }
+        true
+    }
+
     async fn init_failed(&mut self, myself: &ActorRef<FunctionMsg>, error: LambdaError) {
+        self.start_failed(error).await;
+        self.pump(myself).await;
+    }
+
+    /// A worker could not start (spawn failure or init error): count it, answer those
+    /// waiting when no other worker can serve them, and keep the error for new callers.
+    async fn start_failed(&mut self, error: LambdaError) {
         self.record_failure(
             format!("{}: {}", error.error_type, error.error_message),
             true,
@@ -427,7 +438,6 @@ impl FunctionState {
             self.fail_queue(ErrorCode::Unavailable, &error).await;
         }
         self.init_error = Some(error);
-        self.pump(myself).await;
     }
 
     async fn reconfigure(

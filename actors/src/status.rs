@@ -52,11 +52,11 @@ impl StatusReporter {
         let updated = time::OffsetDateTime::now_utc()
             .format(&Rfc3339)
             .unwrap_or_default();
-        match (&reason, state) {
-            (Some(reason), _) => {
+        match &reason {
+            Some(reason) => {
                 tracing::warn!(function, revision, ?state, reason = %reason, "function state")
             }
-            (None, _) => tracing::info!(function, revision, ?state, "function state"),
+            None => tracing::info!(function, revision, ?state, "function state"),
         }
         let status = FunctionStatus {
             state,

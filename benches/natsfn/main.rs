@@ -227,8 +227,10 @@ async fn run(plan: &Plan, quick: bool) -> Report {
     ];
     drop((bare, pyservice, before));
 
-    let python = interpreter("python3", "import sys; print(sys.executable)");
-    let node = interpreter("node", "console.log(process.execPath)");
+    // The interpreters the node runs (not a shim on PATH, such as pyenv's).
+    let interpreters = natsfn_actors::Interpreters::discover().await;
+    let python = interpreters.python3.expect("python3");
+    let node = interpreters.node.expect("node");
     let cold_python = cold_starts(
         &env,
         "python3",
@@ -279,19 +281,6 @@ async fn dispatcher_cpu(env: &Env, s: &Subject, payload: &Bytes, plan: &Plan) ->
         us_at_1: per(sequential - start),
         us_at_16: per(concurrent - sequential),
     }
-}
-
-/// The interpreter the node would run (not a shim on PATH, such as pyenv's).
-fn interpreter(program: &str, print_path: &str) -> String {
-    let flag = if program == "node" { "-e" } else { "-c" };
-    let out = Command::new(program)
-        .args([flag, print_path])
-        .output()
-        .expect("interpreter");
-    String::from_utf8(out.stdout)
-        .expect("path")
-        .trim()
-        .to_owned()
 }
 
 /// First invocations of functions with pool.min 0 (the worker starts for it), each
