@@ -58,6 +58,11 @@ pub struct NodeArgs {
     /// cheapest; more only pay off when a node's own CPU is the bottleneck.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Worker processes this node runs at most, all functions together (default: 32 per
+    /// CPU, at most one per 128 MB of memory, at least 4). When it is reached, idle
+    /// workers of other functions are evicted, least recently used first.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_workers: Option<u32>,
 }
 
 #[derive(Args)]

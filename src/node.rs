@@ -30,6 +30,14 @@ pub async fn serve(client: async_nats::Client, args: cli::NodeArgs) -> anyhow::R
     if interpreters.node.is_none() {
         tracing::warn!("node not found: nodejs functions will not start");
     }
+    let max_workers = args
+        .max_workers
+        .map_or_else(default_max_workers, |n| n as usize);
+    tracing::info!(
+        max_workers,
+        "worker limits: at most {max_workers} workers on this node (--max-workers); \
+         memory_mb enforced on resident memory by polling each worker's processes every 100 ms"
+    );
     let mut sigterm = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let (node, mut handle) = Actor::spawn(
         None,
@@ -39,6 +47,7 @@ pub async fn serve(client: async_nats::Client, args: cli::NodeArgs) -> anyhow::R
             node_id: node_id.clone(),
             runtime_dir: args.runtime_dir,
             interpreters,
+            max_workers,
         },
     )
     .await
@@ -63,6 +72,20 @@ pub async fn serve(client: async_nats::Client, args: cli::NodeArgs) -> anyhow::R
     let _ = node.stop_and_wait(None, Some(SHUTDOWN_WITHIN)).await;
     let _ = client.flush().await;
     Ok(())
+}
+
+/// 32 workers per CPU (most are idle standbys or wait on I/O), but no more than one
+/// per 128 MB (Lambda's smallest memory size) and no fewer than 4.
+fn default_max_workers() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let memory_mb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+            line.split_whitespace().nth(1)?.parse::<usize>().ok()
+        })
+        .map_or(usize::MAX, |kb| kb / 1024);
+    (cpus * 32).min(memory_mb / 128).max(4)
 }
 
 fn default_node_id() -> String {

@@ -4,18 +4,22 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
 use crate::status::StatusReporter;
 
 #[derive(Clone)]
-pub struct NodeContext {
-    pub client: async_nats::Client,
-    pub node_id: Arc<str>,
+pub(crate) struct NodeContext {
+    pub(crate) client: async_nats::Client,
     /// The server's `max_payload`: a reply larger than this cannot be sent.
-    pub max_payload: usize,
+    pub(crate) max_payload: usize,
     /// Where the bootstraps were written (`LAMBDA_RUNTIME_DIR`).
-    pub runtime_dir: Arc<Path>,
-    pub interpreters: Arc<Interpreters>,
+    pub(crate) runtime_dir: Arc<Path>,
+    pub(crate) interpreters: Arc<Interpreters>,
     pub(crate) status: StatusReporter,
+    /// The node's `--max-workers` slots: every WorkerActor holds one while it lives,
+    /// so the count cannot drift from the workers there are.
+    pub(crate) worker_slots: Arc<Semaphore>,
 }
 
 /// Absolute paths of the language interpreters, found once at start-up so that a

@@ -14,20 +14,26 @@ use crate::context::NodeContext;
 
 /// Who is waiting for an invocation's outcome: the reply subject (none for a plain
 /// publish) and the request id every reply and log line carries.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub reply: Option<Subject>,
-    pub request_id: String,
+///
+/// The one record of whether the caller has been answered: answering consumes it, and
+/// one dropped unanswered (a worker actor that panicked with it) still gets a 502, so
+/// every caller gets exactly one reply wherever its invocation ends.
+#[derive(Debug)]
+pub(crate) struct Caller {
+    reply: Option<Subject>,
+    pub(crate) request_id: String,
+    /// For the reply of last resort in `drop`, which has no context at hand.
+    client: async_nats::Client,
 }
 
 #[derive(Debug)]
-pub struct Invocation {
-    pub caller: Caller,
+pub(crate) struct Invocation {
+    pub(crate) caller: Caller,
     /// The event, exactly as the caller sent it.
-    pub payload: Bytes,
+    pub(crate) payload: Bytes,
     /// `Natsfn-Deadline-Ms`: past it the caller no longer waits.
-    pub deadline_ms: Option<u64>,
-    pub received: std::time::Instant,
+    pub(crate) deadline_ms: Option<u64>,
+    pub(crate) received: std::time::Instant,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -43,6 +49,7 @@ impl Invocation {
         let caller = Caller {
             reply: msg.reply,
             request_id: uuid::Uuid::new_v4().to_string(),
+            client: ctx.client.clone(),
         };
         let deadline = msg
             .headers
@@ -75,9 +82,14 @@ impl Invocation {
 }
 
 impl Caller {
+    /// The caller no longer waits (its deadline passed): no reply.
+    pub(crate) fn abandon(mut self) {
+        self.reply = None;
+    }
+
     /// Sends the handler's result. A result the server cannot carry becomes a 413.
-    pub(crate) async fn succeed(&self, ctx: &NodeContext, payload: Bytes, cold: bool) {
-        let Some(reply) = &self.reply else {
+    pub(crate) async fn succeed(mut self, ctx: &NodeContext, payload: Bytes, cold: bool) {
+        let Some(reply) = self.reply.take() else {
             tracing::debug!(request_id = %self.request_id, bytes = payload.len(), "result (no reply subject)");
             return;
         };
@@ -90,6 +102,7 @@ impl Caller {
                     ctx.max_payload
                 ),
             );
+            self.reply = Some(reply);
             return self.fail(ctx, ErrorCode::PayloadTooLarge, &err).await;
         }
         let mut headers = HeaderMap::new();
@@ -99,7 +112,7 @@ impl Caller {
         }
         if let Err(e) = ctx
             .client
-            .publish_with_headers(reply.clone(), headers, payload)
+            .publish_with_headers(reply, headers, payload)
             .await
         {
             tracing::warn!(request_id = %self.request_id, error = %e, "cannot publish reply");
@@ -107,8 +120,8 @@ impl Caller {
     }
 
     /// Sends an error reply: ADR-32 headers and Lambda's error body.
-    pub(crate) async fn fail(&self, ctx: &NodeContext, code: ErrorCode, error: &LambdaError) {
-        let Some(reply) = &self.reply else {
+    pub(crate) async fn fail(mut self, ctx: &NodeContext, code: ErrorCode, error: &LambdaError) {
+        let Some(reply) = self.reply.take() else {
             tracing::warn!(
                 request_id = %self.request_id,
                 code = code.code(),
@@ -118,26 +131,50 @@ impl Caller {
             );
             return;
         };
-        let mut headers = HeaderMap::new();
-        headers.insert(HEADER_REQUEST_ID, self.request_id.as_str());
-        // Header values are one line: a multi-line message keeps its first line here
-        // and stays whole in the body.
-        let summary = error.error_message.lines().next().unwrap_or_default();
-        let header = format!("{}: {}", error.error_type, summary);
-        headers.insert(HEADER_SERVICE_ERROR, one_line(&header).as_str());
-        headers.insert(HEADER_SERVICE_ERROR_CODE, code.code().to_string().as_str());
-        if code == ErrorCode::FunctionError {
-            headers.insert(HEADER_FUNCTION_ERROR, "Unhandled");
-        }
-        let body = Bytes::from(error.to_json());
-        if let Err(e) = ctx
-            .client
-            .publish_with_headers(reply.clone(), headers, body)
-            .await
-        {
+        let (headers, body) = error_reply(&self.request_id, code, error);
+        if let Err(e) = ctx.client.publish_with_headers(reply, headers, body).await {
             tracing::warn!(request_id = %self.request_id, error = %e, "cannot publish error reply");
         }
     }
+}
+
+impl Drop for Caller {
+    fn drop(&mut self) {
+        let Some(reply) = self.reply.take() else {
+            return;
+        };
+        tracing::error!(request_id = %self.request_id, "an invocation was lost without an answer; answering 502");
+        let error = LambdaError::new(
+            "Runtime.ExitError",
+            format!(
+                "RequestId: {} Error: the worker serving it failed",
+                self.request_id
+            ),
+        );
+        let (headers, body) = error_reply(&self.request_id, ErrorCode::WorkerFailed, &error);
+        let client = self.client.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = client.publish_with_headers(reply, headers, body).await;
+            });
+        }
+    }
+}
+
+/// An error reply: ADR-32 headers and Lambda's error body.
+fn error_reply(request_id: &str, code: ErrorCode, error: &LambdaError) -> (HeaderMap, Bytes) {
+    let mut headers = HeaderMap::new();
+    headers.insert(HEADER_REQUEST_ID, request_id);
+    // Header values are one line: a multi-line message keeps its first line here and
+    // stays whole in the body.
+    let summary = error.error_message.lines().next().unwrap_or_default();
+    let header = format!("{}: {}", error.error_type, summary);
+    headers.insert(HEADER_SERVICE_ERROR, one_line(&header).as_str());
+    headers.insert(HEADER_SERVICE_ERROR_CODE, code.code().to_string().as_str());
+    if code == ErrorCode::FunctionError {
+        headers.insert(HEADER_FUNCTION_ERROR, "Unhandled");
+    }
+    (headers, Bytes::from(error.to_json()))
 }
 
 /// A header value: no control characters, bounded length.

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use async_nats::jetstream::kv::{Operation, Store};
@@ -13,16 +13,20 @@ use bytes::Bytes;
 use futures::StreamExt;
 use natsfn_protocol::names::BINDINGS_BUCKET;
 use natsfn_protocol::{BindingSpec, FunctionState};
+use ractor::rpc::CallResult;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::sync::Semaphore;
 
 use crate::buckets;
 use crate::context::{Interpreters, NodeContext};
-use crate::function_actor::{FunctionActor, FunctionArgs, FunctionMsg};
+use crate::function::{FunctionActor, FunctionArgs, FunctionMsg};
 use crate::launch;
 use crate::status::StatusReporter;
 
 const WATCH_RETRY: Duration = Duration::from_secs(1);
-const STOP_FUNCTIONS_WITHIN: Duration = Duration::from_secs(5);
+const STOP_FUNCTIONS_WITHIN: Duration = Duration::from_secs(10);
+/// How long a function may take to say which of its workers is idle.
+const ASK_IDLE_WITHIN: Duration = Duration::from_millis(200);
 
 pub struct NodeActor;
 
@@ -32,6 +36,8 @@ pub struct NodeArgs {
     /// Where to write the bootstraps; a per-build temporary directory when `None`.
     pub runtime_dir: Option<PathBuf>,
     pub interpreters: Interpreters,
+    /// Worker processes this node runs at most, all functions together.
+    pub max_workers: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +60,9 @@ pub enum NodeMsg {
     },
     /// Stop taking requests, finish those already received, then stop.
     Drain,
+    /// This function has invocations waiting and the node is out of worker slots:
+    /// evict the least recently used idle worker of another function.
+    SlotWanted(ActorId),
 }
 
 pub struct NodeState {
@@ -93,10 +102,10 @@ impl Actor for NodeActor {
         let ctx = NodeContext {
             max_payload: args.client.server_info().max_payload,
             client: args.client,
-            node_id: node_id.clone(),
             runtime_dir: runtime_dir.into(),
             interpreters: Arc::new(args.interpreters),
             status: StatusReporter::spawn(node_id, status),
+            worker_slots: Arc::new(Semaphore::new(args.max_workers)),
         };
         let watcher = tokio::spawn(watch_bindings(bindings, myself)).abort_handle();
         Ok(NodeState {
@@ -125,6 +134,7 @@ impl Actor for NodeActor {
                 name, value: None, ..
             } => state.binding_removed(&name),
             NodeMsg::Drain => state.drain(&myself),
+            NodeMsg::SlotWanted(by) => state.evict_for(by).await,
         }
         Ok(())
     }
@@ -233,6 +243,31 @@ impl NodeState {
         self.stop_if_drained(myself);
     }
 
+    /// Evicts the idle worker, of any function but `by`, that was used least recently.
+    async fn evict_for(&self, by: ActorId) {
+        if self.ctx.worker_slots.available_permits() > 0 {
+            return;
+        }
+        let mut oldest: Option<(&ActorRef<FunctionMsg>, ActorId, Instant)> = None;
+        for f in self.functions.values() {
+            if f.actor.get_id() == by {
+                continue;
+            }
+            let asked = f
+                .actor
+                .call(FunctionMsg::LeastRecentlyUsed, Some(ASK_IDLE_WITHIN))
+                .await;
+            if let Ok(CallResult::Success(Some((worker, since)))) = asked {
+                if oldest.is_none_or(|(_, _, t)| since < t) {
+                    oldest = Some((&f.actor, worker, since));
+                }
+            }
+        }
+        if let Some((function, worker, _)) = oldest {
+            let _ = function.cast(FunctionMsg::Evict(worker));
+        }
+    }
+
     fn stop_if_drained(&self, myself: &ActorRef<NodeMsg>) {
         if self.draining && self.live.is_empty() {
             myself.stop(None);
@@ -255,6 +290,7 @@ impl NodeState {
     ) {
         let args = FunctionArgs {
             ctx: self.ctx.clone(),
+            node: myself.clone(),
             name: name.as_str().into(),
             spec: spec.clone(),
             revision,

@@ -12,11 +12,21 @@ use crate::names::is_valid_function_name;
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 3_000;
 pub const DEFAULT_MEMORY_MB: u32 = 128;
-pub const DEFAULT_POOL: PoolSpec = PoolSpec { min: 1, max: 4 };
+pub const DEFAULT_POOL: PoolSpec = PoolSpec {
+    min: 1,
+    max: 4,
+    queue: 64,
+    idle_ms: 60_000,
+    max_invocations: 0,
+};
 /// Lambda's own limits.
 const MAX_TIMEOUT_MS: u64 = 900_000;
 const MEMORY_MB_RANGE: (u64, u64) = (128, 10_240);
 const MAX_POOL: u64 = 1_024;
+const MAX_QUEUE: u64 = 100_000;
+/// A day: an idle worker kept longer is a standby, which is what `min` is for.
+const MAX_IDLE_MS: u64 = 86_400_000;
+const POOL_FIELDS: [&str; 5] = ["min", "max", "queue", "idle_ms", "max_invocations"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -53,8 +63,16 @@ pub enum CodeSource {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct PoolSpec {
+    /// Workers kept started and initialised (the standby pool).
     pub min: u32,
+    /// Invocations running at once on a node.
     pub max: u32,
+    /// Invocations that may wait on a node for a worker; beyond them: 429.
+    pub queue: u32,
+    /// After this long without an invocation a worker above `min` stops.
+    pub idle_ms: u64,
+    /// A worker is replaced after this many invocations; 0: never.
+    pub max_invocations: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -413,10 +431,10 @@ fn parse_pool(value: &Value) -> Result<PoolSpec, SpecError> {
             format!("expected {{\"min\": N, \"max\": N}}, {}", got(value)),
         ));
     };
-    if let Some(unknown) = obj.keys().find(|k| *k != "min" && *k != "max") {
+    if let Some(unknown) = obj.keys().find(|k| !POOL_FIELDS.contains(&k.as_str())) {
         return Err(reject(
             format!("pool.{unknown}"),
-            "unknown field; expected \"min\" or \"max\"",
+            format!("unknown field; expected one of {}", POOL_FIELDS.join(", ")),
         ));
     }
     let what = "an integer number of worker processes";
@@ -434,9 +452,42 @@ fn parse_pool(value: &Value) -> Result<PoolSpec, SpecError> {
             format!("min ({min}) may not be larger than max ({max})"),
         ));
     }
+    let queue = match obj.get("queue") {
+        None => u64::from(DEFAULT_POOL.queue),
+        Some(v) => int_in(
+            v,
+            "pool.queue",
+            "an integer number of waiting invocations",
+            0,
+            MAX_QUEUE,
+        )?,
+    };
+    let idle_ms = match obj.get("idle_ms") {
+        None => DEFAULT_POOL.idle_ms,
+        Some(v) => int_in(
+            v,
+            "pool.idle_ms",
+            "an integer of milliseconds",
+            1,
+            MAX_IDLE_MS,
+        )?,
+    };
+    let max_invocations = match obj.get("max_invocations") {
+        None | Some(Value::Null) => DEFAULT_POOL.max_invocations,
+        Some(v) => int_in(
+            v,
+            "pool.max_invocations",
+            "an integer number of invocations (0: no limit)",
+            0,
+            u64::from(u32::MAX),
+        )?,
+    };
     Ok(PoolSpec {
         min: min as u32,
         max: max as u32,
+        queue: queue as u32,
+        idle_ms,
+        max_invocations,
     })
 }
 
@@ -476,7 +527,8 @@ mod tests {
         assert!(spec.env.is_empty());
         assert_eq!(spec.timeout_ms, 3000);
         assert_eq!(spec.memory_mb, 128);
-        assert_eq!(spec.pool, PoolSpec { min: 1, max: 4 });
+        assert_eq!(spec.pool, DEFAULT_POOL);
+        assert_eq!((spec.pool.queue, spec.pool.idle_ms), (64, 60_000));
     }
 
     #[test]
@@ -484,12 +536,22 @@ mod tests {
         let spec = parse(
             r#"{"runtime":"nodejs","handler":"index.handler","code":{"package":"hello"},
                 "subjects":["myfunction.lambda","orders.*"],"env":{"GREETING":"hi"},
-                "timeout_ms":500,"memory_mb":256,"pool":{"min":0,"max":2}}"#,
+                "timeout_ms":500,"memory_mb":256,
+                "pool":{"min":0,"max":2,"queue":5,"idle_ms":250,"max_invocations":9}}"#,
         )
         .unwrap();
         let again = BindingSpec::parse("hello", &spec.to_json()).unwrap();
         assert_eq!(spec, again);
-        assert_eq!(again.pool, PoolSpec { min: 0, max: 2 });
+        assert_eq!(
+            again.pool,
+            PoolSpec {
+                min: 0,
+                max: 2,
+                queue: 5,
+                idle_ms: 250,
+                max_invocations: 9
+            }
+        );
         assert_eq!(again.subjects, vec!["myfunction.lambda", "orders.*"]);
     }
 
@@ -527,6 +589,16 @@ mod tests {
             r#"{"runtime":"python3","handler":"a.b","code":{"dir":"/x"},"pool":{"min":3,"max":2}}"#
         )
         .starts_with("pool: min (3)"));
+        assert_eq!(
+            rejection(
+                r#"{"runtime":"python3","handler":"a.b","code":{"dir":"/x"},"pool":{"idle_ms":"1m"}}"#
+            ),
+            r#"pool.idle_ms: expected an integer of milliseconds, got "1m""#
+        );
+        assert!(rejection(
+            r#"{"runtime":"python3","handler":"a.b","code":{"dir":"/x"},"pool":{"size":2}}"#
+        )
+        .starts_with("pool.size: unknown field; expected one of min, max, queue"));
         assert!(rejection(
             r#"{"runtime":"python3","handler":"a.b","code":{"dir":"/x"},"timeout_ms":0}"#
         )

@@ -1,7 +1,15 @@
 //! WorkerActor: owns one runtime process and the private channel to it. Runs the
 //! invocations its FunctionActor hands it one at a time (the next may already wait in
-//! the channel), enforces `timeout_ms`, answers the callers, and turns the process's
-//! output into log lines of the running invocation.
+//! the channel), enforces `timeout_ms` and `memory_mb`, answers the callers, and turns
+//! the process's output into log lines of the running invocation. It never waits on
+//! the process: frames go out through a writer task, and everything the process says
+//! comes in as messages.
+
+mod channel;
+mod memory;
+mod process;
+mod watchdog;
+mod writer;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -12,17 +20,18 @@ use bytes::{Bytes, BytesMut};
 use natsfn_protocol::names::{HEADER_LOG_STREAM, HEADER_REQUEST_ID};
 use natsfn_protocol::{frame, ErrorCode, FromWorker, Invoke, LambdaError, ToWorker};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef};
-use tokio::io::AsyncWriteExt;
-use tokio::net::unix::OwnedWriteHalf;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::AbortHandle;
 
-use crate::channel::{spawn_reader, OutputStream};
 use crate::context::NodeContext;
-use crate::function_actor::FunctionMsg;
+use crate::function::{Finished, FunctionMsg, Outcome};
 use crate::invocation::{now_ms, Invocation};
 use crate::launch::LaunchPlan;
-use crate::process::{self, ProcessGroup};
-use crate::watchdog::Watchdog;
+use channel::{spawn_reader, OutputStream};
+use memory::MemoryWatch;
+use process::{ProcessGroup, Reaped};
+use watchdog::Watchdog;
+use writer::ChannelWriter;
 
 /// Lambda's init phase limit.
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,19 +39,22 @@ const INIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// the news (the last frames, or the exit status) before giving up on it.
 const EXIT_SETTLE: Duration = Duration::from_secs(2);
 
-pub struct WorkerActor;
+pub(crate) struct WorkerActor;
 
-pub struct WorkerArgs {
+pub(crate) struct WorkerArgs {
     pub(crate) ctx: NodeContext,
     pub(crate) function: Arc<str>,
     pub(crate) plan: Arc<LaunchPlan>,
     pub(crate) timeout: Duration,
+    pub(crate) memory_mb: u32,
     pub(crate) arn: Arc<str>,
     pub(crate) logs_subject: Subject,
     pub(crate) parent: ActorRef<FunctionMsg>,
+    /// One of the node's `--max-workers` slots, held until the worker stops.
+    pub(crate) slot: Option<OwnedSemaphorePermit>,
 }
 
-pub enum WorkerMsg {
+pub(crate) enum WorkerMsg {
     /// Run this invocation after those already handed over.
     Invoke { invocation: Invocation, cold: bool },
     /// A frame arrived on the channel.
@@ -53,6 +65,10 @@ pub enum WorkerMsg {
     ProtocolViolation(String),
     /// The channel reached end-of-file.
     ChannelClosed,
+    /// The channel could not be written to.
+    WriteFailed(String),
+    /// The process tree's resident memory (bytes) went past `memory_mb`.
+    OutOfMemory(u64),
     /// The process exited (with this description of its status).
     ProcessExited(String),
     /// The invocation with this sequence number ran past `timeout_ms`.
@@ -63,11 +79,13 @@ pub enum WorkerMsg {
     Settle,
 }
 
-pub struct WorkerState {
+pub(crate) struct WorkerState {
     id: ActorId,
     args: WorkerArgs,
     group: Option<ProcessGroup>,
-    writer: OwnedWriteHalf,
+    /// Done once the process has been waited for.
+    reaped: Reaped,
+    writer: ChannelWriter,
     frame_buf: BytesMut,
     phase: Phase,
     /// Invocations written to the channel, the running one first; the others wait in
@@ -79,6 +97,7 @@ pub struct WorkerState {
     invocations: u64,
     init_timer: Option<AbortHandle>,
     watchdog: Watchdog,
+    _memory: MemoryWatch,
     exit: ExitNews,
 }
 
@@ -129,8 +148,13 @@ impl Actor for WorkerActor {
         let (reader, writer) = proc.channel.into_split();
         spawn_reader(myself.clone(), reader, proc.stdout, proc.stderr);
         let mut child = proc.child;
+        let memory = MemoryWatch::spawn(
+            proc.pid,
+            u64::from(args.memory_mb) * 1024 * 1024,
+            myself.clone(),
+        );
         let me = myself.clone();
-        tokio::spawn(async move {
+        let reaped = tokio::spawn(async move {
             let status = match child.wait().await {
                 Ok(status) => status.to_string(),
                 Err(e) => format!("unknown status ({e})"),
@@ -145,7 +169,8 @@ impl Actor for WorkerActor {
             id: myself.get_id(),
             args,
             group: Some(proc.group),
-            writer,
+            reaped,
+            writer: ChannelWriter::spawn(writer, myself.clone()),
             frame_buf: BytesMut::with_capacity(4096),
             phase: Phase::Starting,
             in_flight: VecDeque::new(),
@@ -153,6 +178,7 @@ impl Actor for WorkerActor {
             invocations: 0,
             init_timer: Some(init_timer),
             watchdog: Watchdog::spawn(myself.clone()),
+            _memory: memory,
             exit: ExitNews::default(),
         })
     }
@@ -164,13 +190,18 @@ impl Actor for WorkerActor {
         state: &mut WorkerState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            WorkerMsg::Invoke { invocation, cold } => state.invoke(&myself, invocation, cold).await,
+            WorkerMsg::Invoke { invocation, cold } => state.invoke(invocation, cold).await,
             WorkerMsg::Frame(frame) => state.on_frame(&myself, frame).await,
             WorkerMsg::Output { stream, line } => state.on_output(stream, line).await,
             WorkerMsg::ProtocolViolation(why) => {
                 let why = format!("the worker answered garbage: {why}");
                 state.fail(&myself, why, "Runtime.InvalidResponse").await
             }
+            WorkerMsg::WriteFailed(why) => {
+                let why = format!("cannot write to the worker: {why}");
+                state.fail(&myself, why, "Runtime.ExitError").await
+            }
+            WorkerMsg::OutOfMemory(rss) => state.out_of_memory(&myself, rss).await,
             WorkerMsg::ChannelClosed => {
                 state.exit.channel_closed = true;
                 state.on_exit_news(&myself).await
@@ -211,17 +242,27 @@ impl Actor for WorkerActor {
                 .fail(&state.args.ctx, ErrorCode::Unavailable, &error)
                 .await;
         }
-        // A retired worker gets SIGTERM and a grace period; one that already failed
-        // is killed by the group's Drop.
+        // The slot is free for another worker at once (an evicted one's replacement
+        // need not wait out this one's grace period). A retired worker gets SIGTERM
+        // and a grace period, then SIGKILL; either way the actor stops only once the
+        // process has been reaped.
+        drop(state.args.slot.take());
         if let Some(group) = state.group.take() {
-            group.terminate();
+            group.terminate(&mut state.reaped).await;
         }
         Ok(())
     }
 }
 
+fn failed(code: ErrorCode, error: &LambdaError) -> Outcome {
+    Outcome::Failed(
+        code,
+        format!("{}: {}", error.error_type, error.error_message),
+    )
+}
+
 impl WorkerState {
-    async fn invoke(&mut self, myself: &ActorRef<WorkerMsg>, invocation: Invocation, cold: bool) {
+    async fn invoke(&mut self, invocation: Invocation, cold: bool) {
         if self.phase != Phase::Ready {
             // The FunctionActor's view was stale (this worker just failed): hand the
             // invocation back rather than lose it.
@@ -243,13 +284,19 @@ impl WorkerState {
         self.frame_buf.clear();
         if let Err(e) = frame::encode(&frame, &mut self.frame_buf) {
             let error = LambdaError::new("Function.RequestTooLarge", e.to_string());
+            let since_received = invocation.received.elapsed();
             invocation
                 .caller
                 .fail(&self.args.ctx, ErrorCode::PayloadTooLarge, &error)
                 .await;
-            self.report_finished(false, Duration::ZERO);
+            self.report_finished(
+                failed(ErrorCode::PayloadTooLarge, &error),
+                None,
+                since_received,
+            );
             return;
         }
+        let frame = self.frame_buf.split().freeze();
         self.in_flight.push_back(InFlight {
             invocation,
             cold,
@@ -259,10 +306,7 @@ impl WorkerState {
         if self.in_flight.len() == 1 {
             self.start_next();
         }
-        if let Err(e) = self.writer.write_all(&self.frame_buf).await {
-            let why = format!("cannot write to the worker: {e}");
-            self.fail(myself, why, "Runtime.ExitError").await;
-        }
+        self.writer.send(frame);
     }
 
     /// The invocation at the front has the process now: its time starts.
@@ -316,12 +360,19 @@ impl WorkerState {
         };
         let took = call.started.map_or(Duration::ZERO, |t| t.elapsed());
         self.start_next();
-        let caller = &call.invocation.caller;
-        match outcome {
-            Ok(payload) => caller.succeed(&self.args.ctx, payload, call.cold).await,
-            Err((code, error)) => caller.fail(&self.args.ctx, code, &error).await,
-        }
-        self.report_finished(true, took);
+        let since_received = call.invocation.received.elapsed();
+        let caller = call.invocation.caller;
+        let outcome = match outcome {
+            Ok(payload) => {
+                caller.succeed(&self.args.ctx, payload, call.cold).await;
+                Outcome::Success
+            }
+            Err((code, error)) => {
+                caller.fail(&self.args.ctx, code, &error).await;
+                failed(code, &error)
+            }
+        };
+        self.report_finished(outcome, Some(took), since_received);
     }
 
     async fn on_output(&self, stream: OutputStream, line: String) {
@@ -353,6 +404,24 @@ impl WorkerState {
         let why = format!("Task timed out after {secs:.2} seconds");
         self.end(myself, ErrorCode::TimedOut, "Sandbox.Timedout", why)
             .await;
+    }
+
+    async fn out_of_memory(&mut self, myself: &ActorRef<WorkerMsg>, rss: u64) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        self.kill();
+        let why = format!(
+            "Runtime exited with error: memory limit exceeded ({} MB resident, memory_mb {})",
+            rss / (1024 * 1024),
+            self.args.memory_mb
+        );
+        if self.phase == Phase::Starting {
+            self.init_failed(myself, LambdaError::new("Runtime.OutOfMemory", why));
+        } else {
+            self.end(myself, ErrorCode::WorkerFailed, "Runtime.OutOfMemory", why)
+                .await;
+        }
     }
 
     /// The process said something it should not have: it cannot be trusted further.
@@ -413,17 +482,21 @@ impl WorkerState {
         why: String,
     ) {
         self.phase = Phase::Done;
+        // The pool hears of the exit before the running invocation's end, so it never
+        // hands this worker another invocation.
+        let _ = self.args.parent.cast(FunctionMsg::WorkerExited {
+            worker: self.id,
+            reason: why.clone(),
+        });
         let mut waiting = std::mem::take(&mut self.in_flight).into_iter();
         if let Some(running) = waiting.next() {
-            let caller = &running.invocation.caller;
+            let since_received = running.invocation.received.elapsed();
+            let caller = running.invocation.caller;
             let message = format!("RequestId: {} Error: {why}", caller.request_id);
             let error = LambdaError::new(error_type, message);
             caller.fail(&self.args.ctx, code, &error).await;
+            self.report_finished(failed(code, &error), None, since_received);
         }
-        let _ = self.args.parent.cast(FunctionMsg::WorkerExited {
-            worker: self.id,
-            reason: why,
-        });
         let waiting: Vec<Invocation> = waiting.map(|c| c.invocation).collect();
         if !waiting.is_empty() {
             let _ = self.args.parent.cast(FunctionMsg::Requeue(waiting));
@@ -441,12 +514,16 @@ impl WorkerState {
         myself.stop(None);
     }
 
-    fn report_finished(&self, completed: bool, took: Duration) {
-        let _ = self.args.parent.cast(FunctionMsg::InvocationFinished {
-            worker: self.id,
-            completed,
-            took,
-        });
+    fn report_finished(&self, outcome: Outcome, ran: Option<Duration>, since_received: Duration) {
+        let _ = self
+            .args
+            .parent
+            .cast(FunctionMsg::InvocationFinished(Finished {
+                worker: self.id,
+                outcome,
+                ran,
+                since_received,
+            }));
     }
 
     fn kill(&mut self) {

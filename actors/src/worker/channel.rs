@@ -12,13 +12,13 @@ use tokio::io::AsyncRead;
 use tokio::net::unix::OwnedReadHalf;
 use tokio_util::codec::{Decoder, FramedRead};
 
-use crate::worker_actor::WorkerMsg;
+use super::WorkerMsg;
 
 /// Longer lines are cut into pieces of this size rather than buffered without bound.
 const MAX_LINE_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputStream {
+pub(crate) enum OutputStream {
     Stdout,
     Stderr,
 }

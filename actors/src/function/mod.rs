@@ -1,39 +1,50 @@
-//! FunctionActor: one per valid binding on a node. Owns the function's subscriptions,
-//! the queue of invocations waiting for a worker, and the pool policy: keep `pool.min`
-//! workers warm, start up to `pool.max` on demand, replace dead ones with backoff.
+//! FunctionActor: one per valid binding on a node. Admits invocations into its queue,
+//! hands them to its pool of WorkerActors, keeps the pool the size the binding asks
+//! for (standby `min`, up to `max` on demand, idle ones above `min` reaped), replaces
+//! dead workers with backoff, and reports the function's state.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+mod health;
+mod pool;
+mod queue;
+mod subscription;
+
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::Subject;
 use natsfn_protocol::names::{invoke_subject, logs_subject};
 use natsfn_protocol::{BindingSpec, ErrorCode, FunctionState as State, LambdaError};
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, MessagingErr, SupervisionEvent};
+use ractor::{
+    Actor, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent,
+};
 
 use crate::context::NodeContext;
-use crate::invocation::{now_ms, Invocation};
+use crate::invocation::Invocation;
 use crate::launch::LaunchPlan;
-use crate::pool::{Backoff, WorkerPool};
-use crate::subscription::Subscription;
-use crate::worker_actor::{WorkerActor, WorkerArgs, WorkerMsg};
+use crate::node_actor::NodeMsg;
+use crate::worker::{WorkerActor, WorkerArgs, WorkerMsg};
+use health::{StartHealth, Verdict};
+use pool::{Target, WorkerPool};
+use queue::WaitQueue;
+use subscription::Subscriptions;
 
-/// Queued invocations per worker the pool may grow to, before new ones get a 429.
-const QUEUE_PER_WORKER: usize = 64;
-/// Consecutive failures after which the status says `crashloop`.
-const CRASHLOOP_AFTER: u32 = 3;
-const STOP_WORKERS_WITHIN: Duration = Duration::from_secs(2);
+const STOP_WORKERS_WITHIN: Duration = Duration::from_secs(5);
+/// While the node is out of worker slots, how often a function with waiting
+/// invocations asks again (the node evicts another function's idle worker for it).
+const SLOT_RETRY: Duration = Duration::from_millis(50);
 
-pub struct FunctionActor;
+pub(crate) struct FunctionActor;
 
-pub struct FunctionArgs {
+pub(crate) struct FunctionArgs {
     pub(crate) ctx: NodeContext,
+    pub(crate) node: ActorRef<NodeMsg>,
     pub(crate) name: Arc<str>,
     pub(crate) spec: BindingSpec,
     pub(crate) revision: u64,
 }
 
-pub enum FunctionMsg {
+pub(crate) enum FunctionMsg {
     /// A request arrived on one of the function's subjects.
     Invoke(Invocation),
     /// Invocations a worker took but never started (it failed first), oldest first:
@@ -48,11 +59,7 @@ pub enum FunctionMsg {
     /// The binding was deleted: stop listening, finish what was received, stop.
     Retire,
     WorkerReady(ActorId),
-    InvocationFinished {
-        worker: ActorId,
-        completed: bool,
-        took: Duration,
-    },
+    InvocationFinished(Finished),
     WorkerInitFailed {
         worker: ActorId,
         error: LambdaError,
@@ -61,13 +68,39 @@ pub enum FunctionMsg {
         worker: ActorId,
         reason: String,
     },
-    /// A backoff period ended: workers may be started again.
+    /// A pause ended (a failed start's backoff, or a wait for a worker slot): workers
+    /// may be started again.
     RetryStart,
+    /// An idle worker may have been idle for `pool.idle_ms`.
+    Reap,
+    /// The node is out of worker slots: this function's least recently used idle
+    /// worker, and since when it is idle.
+    LeastRecentlyUsed(RpcReplyPort<Option<(ActorId, Instant)>>),
+    /// Stop this idle worker: another function needs its slot.
+    Evict(ActorId),
     SubscriptionEnded(String),
 }
 
-pub struct FunctionState {
+/// One invocation a worker is done with.
+pub(crate) struct Finished {
+    pub(crate) worker: ActorId,
+    pub(crate) outcome: Outcome,
+    /// How long the handler ran, when it ran to an answer (a crash or timeout does
+    /// not say how long the function takes).
+    pub(crate) ran: Option<Duration>,
+    /// From the request's arrival to its reply.
+    pub(crate) since_received: Duration,
+}
+
+pub(crate) enum Outcome {
+    Success,
+    /// The reply's error code and `errorType: errorMessage`.
+    Failed(ErrorCode, String),
+}
+
+pub(crate) struct FunctionState {
     ctx: NodeContext,
+    node: ActorRef<NodeMsg>,
     name: Arc<str>,
     spec: BindingSpec,
     /// The binding revision this actor serves (what the status reports).
@@ -79,16 +112,14 @@ pub struct FunctionState {
     plan: Result<Arc<LaunchPlan>, LambdaError>,
     arn: Arc<str>,
     logs_subject: Subject,
-    subscriptions: HashMap<String, Subscription>,
-    /// Left subjects whose last messages are still being forwarded.
-    draining: HashMap<String, Subscription>,
-    queue: VecDeque<Invocation>,
-    pool: WorkerPool,
-    /// Reset by a completed invocation or a new binding.
-    backoff: Backoff,
-    retry_scheduled: bool,
-    /// The last init error, answered at once while no worker can start.
-    init_error: Option<LambdaError>,
+    subscriptions: Subscriptions,
+    queue: WaitQueue,
+    pool: WorkerPool<ActorRef<WorkerMsg>>,
+    health: StartHealth,
+    /// A `Reap` is scheduled for this moment.
+    reap_at: Option<Instant>,
+    /// A `RetryStart` is scheduled because the node is out of worker slots.
+    slot_retry: bool,
     last_status: Option<(State, Option<String>, u64)>,
     retiring: bool,
 }
@@ -105,6 +136,7 @@ impl Actor for FunctionActor {
     ) -> Result<FunctionState, ActorProcessingErr> {
         let FunctionArgs {
             ctx,
+            node,
             name,
             spec,
             revision,
@@ -113,19 +145,19 @@ impl Actor for FunctionActor {
         let mut state = FunctionState {
             arn: format!("arn:aws:lambda:local:000000000000:function:{name}").into(),
             logs_subject: logs_subject(&name).into(),
+            queue: WaitQueue::new(spec.pool.queue as usize),
             ctx,
+            node,
             name,
             spec,
             revision,
             code_revision: revision,
             plan,
-            subscriptions: HashMap::new(),
-            draining: HashMap::new(),
-            queue: VecDeque::new(),
+            subscriptions: Subscriptions::default(),
             pool: WorkerPool::default(),
-            backoff: Backoff::default(),
-            retry_scheduled: false,
-            init_error: None,
+            health: StartHealth::default(),
+            reap_at: None,
+            slot_retry: false,
             last_status: None,
             retiring: false,
         };
@@ -152,42 +184,49 @@ impl Actor for FunctionActor {
         match msg {
             FunctionMsg::Invoke(invocation) => state.invoke(&myself, invocation).await,
             FunctionMsg::Requeue(invocations) => {
-                for invocation in invocations.into_iter().rev() {
-                    state.queue.push_front(invocation);
-                }
+                state.queue.requeue(invocations);
                 state.pump(&myself).await;
             }
             FunctionMsg::Reconfigure { spec, revision } => {
                 state.reconfigure(&myself, spec, revision).await
             }
-            FunctionMsg::Retire => state.retire(&myself).await,
+            FunctionMsg::Retire => state.retire(&myself),
             FunctionMsg::WorkerReady(id) => state.worker_ready(&myself, id).await,
-            FunctionMsg::InvocationFinished {
-                worker,
-                completed,
-                took,
-            } => {
-                state
-                    .invocation_finished(&myself, worker, completed, took)
-                    .await
+            FunctionMsg::InvocationFinished(finished) => {
+                state.invocation_finished(&myself, finished).await
             }
             FunctionMsg::WorkerInitFailed { worker, error } => {
                 state.pool.remove(worker);
-                state.init_failed(&myself, error).await;
+                state.start_failed(error).await;
+                state.pump(&myself).await;
             }
             FunctionMsg::WorkerExited { worker, reason } => {
                 state.pool.remove(worker);
-                state.record_failure(format!("a worker exited: {reason}"), false);
+                state.crashed(format!("a worker exited: {reason}"));
                 state.pump(&myself).await;
             }
             FunctionMsg::RetryStart => {
-                state.retry_scheduled = false;
+                state.health.retry_scheduled = false;
+                state.slot_retry = false;
                 state.pump(&myself).await;
             }
-            FunctionMsg::SubscriptionEnded(subject) => {
-                if state.draining.remove(&subject).is_none() {
-                    state.subscriptions.remove(&subject);
+            FunctionMsg::Reap => {
+                state.reap_at = None;
+                state.retire_idle();
+                state.schedule_reap(&myself);
+                state.pump(&myself).await;
+            }
+            FunctionMsg::LeastRecentlyUsed(reply) => {
+                let _ = reply.send(state.pool.least_recently_used());
+            }
+            FunctionMsg::Evict(id) => {
+                if let Some(worker) = state.pool.evict(id) {
+                    tracing::info!(function = %state.name, "idle worker evicted: the node needs its slot");
+                    worker.stop(None);
                 }
+            }
+            FunctionMsg::SubscriptionEnded(subject) => {
+                state.subscriptions.ended(&subject);
                 state.stop_if_retired(&myself);
             }
         }
@@ -201,25 +240,20 @@ impl Actor for FunctionActor {
         state: &mut FunctionState,
     ) -> Result<(), ActorProcessingErr> {
         match event {
-            // A worker that stops by itself has answered its caller and reported why
+            // A worker that stops by itself has answered its callers and reported why
             // in a message of its own; here it only leaves the pool.
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 state.pool.remove(cell.get_id());
+                state.pump(&myself).await;
                 state.stop_if_retired(&myself);
             }
-            // A worker actor that panicked reported nothing: answer for it.
+            // A worker actor that panicked: its callers were answered when its state
+            // was dropped (see `Caller`); the pool replaces it.
             SupervisionEvent::ActorFailed(cell, err) => {
-                if let Some(worker) = state.pool.remove(cell.get_id()) {
-                    let error =
-                        LambdaError::new("Runtime.ExitError", format!("worker failed: {err}"));
-                    for caller in worker.assigned {
-                        caller
-                            .fail(&state.ctx, ErrorCode::WorkerFailed, &error)
-                            .await;
-                    }
-                }
-                state.record_failure(format!("a worker failed: {err}"), false);
+                state.pool.remove(cell.get_id());
+                state.crashed(format!("a worker failed: {err}"));
                 state.pump(&myself).await;
+                state.stop_if_retired(&myself);
             }
             _ => {}
         }
@@ -232,17 +266,12 @@ impl Actor for FunctionActor {
         state: &mut FunctionState,
     ) -> Result<(), ActorProcessingErr> {
         state.subscriptions.clear();
-        state.draining.clear();
         let error = LambdaError::new(
             "ServiceException",
             format!("function {} stopped on this node", state.name),
         );
-        for invocation in state.queue.drain(..) {
-            invocation
-                .caller
-                .fail(&state.ctx, ErrorCode::Unavailable, &error)
-                .await;
-        }
+        state.fail_queue(ErrorCode::Unavailable, &error).await;
+        // Each worker reaps its process as it stops.
         myself
             .stop_children_and_wait(None, Some(STOP_WORKERS_WITHIN))
             .await;
@@ -260,6 +289,15 @@ fn make_plan(
 }
 
 impl FunctionState {
+    /// What the pool is to be now.
+    fn target(&self) -> Target {
+        Target::new(
+            self.code_revision,
+            &self.spec.pool,
+            self.retiring && self.queue.is_empty(),
+        )
+    }
+
     async fn invoke(&mut self, myself: &ActorRef<FunctionMsg>, invocation: Invocation) {
         if let Err(error) = &self.plan {
             return invocation
@@ -267,12 +305,29 @@ impl FunctionState {
                 .fail(&self.ctx, ErrorCode::Unavailable, error)
                 .await;
         }
-        if self.queue.len() >= QUEUE_PER_WORKER * self.spec.pool.max as usize {
+        if let Some(error) = self.unstartable().cloned() {
+            return invocation
+                .caller
+                .fail(&self.ctx, ErrorCode::Unavailable, &error)
+                .await;
+        }
+        // An idle worker takes it at once; otherwise it waits, if there is room.
+        let invocation = if self.queue.is_empty() {
+            match self.dispatch(invocation) {
+                None => return self.start_workers(myself).await,
+                Some(invocation) => invocation,
+            }
+        } else {
+            invocation
+        };
+        if let Some(invocation) = self.queue.admit(invocation) {
             let error = LambdaError::new(
                 "TooManyRequestsException",
                 format!(
-                    "function {} is at its concurrency limit ({} workers) and its queue is full",
-                    self.name, self.spec.pool.max
+                    "function {} is at its concurrency limit ({} running) and {} invocations wait",
+                    self.name,
+                    self.spec.pool.max,
+                    self.queue.limit()
                 ),
             );
             return invocation
@@ -280,45 +335,36 @@ impl FunctionState {
                 .fail(&self.ctx, ErrorCode::TooManyRequests, &error)
                 .await;
         }
-        if let Some(error) = self.unstartable() {
-            let error = error.clone();
-            return invocation
-                .caller
-                .fail(&self.ctx, ErrorCode::Unavailable, &error)
-                .await;
-        }
-        self.queue.push_back(invocation);
         self.pump(myself).await;
     }
 
-    /// Hands queued invocations to workers (idle ones first; for quick functions, busy
-    /// ones with room) and starts the workers the queue and `pool.min` call for.
-    async fn pump(&mut self, myself: &ActorRef<FunctionMsg>) {
-        let now = now_ms();
-        while let Some(front) = self.queue.front() {
-            if front.expired(now) {
-                if let Some(dropped) = self.queue.pop_front() {
-                    tracing::info!(function = %self.name, request_id = %dropped.caller.request_id,
-                        "dropped: its caller's deadline passed while it was queued");
-                }
-                continue;
-            }
-            let Some(worker) = self.pool.next_for(self.code_revision) else {
-                break;
-            };
-            let Some(invocation) = self.queue.pop_front() else {
-                break;
-            };
-            let cold =
-                worker.served == 0 && worker.ready_at.is_some_and(|t| invocation.received < t);
-            worker.served += 1;
-            worker.assigned.push_back(invocation.caller.clone());
-            let sent = worker.actor.cast(WorkerMsg::Invoke { invocation, cold });
-            if let Err(MessagingErr::SendErr(WorkerMsg::Invoke { invocation, .. })) = sent {
+    /// Hands `invocation` to a worker that can take it now; gives it back when none can.
+    fn dispatch(&mut self, invocation: Invocation) -> Option<Invocation> {
+        let target = self.target();
+        let Some(assigned) = self.pool.assign(&target) else {
+            return Some(invocation);
+        };
+        // It waited for its worker to start: a cold start.
+        let cold = assigned.first && invocation.received < assigned.ready_at;
+        let id = assigned.id;
+        match assigned.handle.cast(WorkerMsg::Invoke { invocation, cold }) {
+            Err(MessagingErr::SendErr(WorkerMsg::Invoke { invocation, .. })) => {
                 // The worker is gone (news of its exit is on the way): another takes it.
-                worker.assigned.pop_back();
-                worker.retire();
-                self.queue.push_front(invocation);
+                self.pool.undo_assign(id);
+                self.dispatch(invocation)
+            }
+            // Delivered (any other failure gives no message back to retry).
+            _ => None,
+        }
+    }
+
+    /// Hands queued invocations to workers and starts the workers the queue and
+    /// `pool.min` call for.
+    async fn pump(&mut self, myself: &ActorRef<FunctionMsg>) {
+        while let Some(invocation) = self.queue.next() {
+            if let Some(invocation) = self.dispatch(invocation) {
+                self.queue.put_back(invocation);
+                break;
             }
         }
         if let Some(error) = self.unstartable().cloned() {
@@ -328,36 +374,36 @@ impl FunctionState {
     }
 
     async fn start_workers(&mut self, myself: &ActorRef<FunctionMsg>) {
-        if self.plan.is_err() {
-            return;
-        }
-        let (live, held) = self.pool.load(self.code_revision);
-        let demand = held + self.queue.len();
-        let floor = if self.retiring {
-            0
-        } else {
-            self.spec.pool.min as usize
-        };
-        let wanted = demand.max(floor).min(self.spec.pool.max as usize);
-        if live >= wanted {
-            return;
-        }
-        if self.wait_for_backoff(myself) {
+        let target = self.target();
+        let wanted = self.pool.to_start(&target, self.queue.len());
+        if wanted == 0 || self.plan.is_err() || self.wait_for_backoff(myself) {
             return;
         }
         let Ok(plan) = self.plan.clone() else { return };
-        for _ in live..wanted {
+        for started in 0..wanted {
+            let Ok(slot) = self.ctx.worker_slots.clone().try_acquire_owned() else {
+                self.wait_for_slot(
+                    myself,
+                    started < self.pool.for_demand(&target, self.queue.len()),
+                );
+                return;
+            };
             let args = WorkerArgs {
                 ctx: self.ctx.clone(),
                 function: self.name.clone(),
                 plan: plan.clone(),
                 timeout: Duration::from_millis(self.spec.timeout_ms),
+                memory_mb: self.spec.memory_mb,
                 arn: self.arn.clone(),
                 logs_subject: self.logs_subject.clone(),
                 parent: myself.clone(),
+                slot: Some(slot),
             };
             match WorkerActor::spawn_linked(None, WorkerActor, args, myself.get_cell()).await {
-                Ok((actor, _)) => self.pool.started(actor, self.code_revision),
+                Ok((actor, _)) => {
+                    self.pool
+                        .started(actor.get_id(), actor, self.code_revision, Instant::now())
+                }
                 Err(e) => {
                     let error = LambdaError::new(
                         "Runtime.InvalidEntrypoint",
@@ -371,73 +417,103 @@ impl FunctionState {
         }
     }
 
-    async fn worker_ready(&mut self, myself: &ActorRef<FunctionMsg>, id: ActorId) {
-        let current = self.code_revision;
-        let retire = self.retiring && self.queue.is_empty();
-        let Some(worker) = self.pool.get_mut(id) else {
-            return;
-        };
-        if worker.revision != current || retire {
-            worker.retire();
-            return;
+    /// The node is out of worker slots. Invocations waiting here (not a standby
+    /// worker) get the node to evict another function's least recently used idle
+    /// worker; either way the start is tried again shortly.
+    fn wait_for_slot(&mut self, myself: &ActorRef<FunctionMsg>, for_demand: bool) {
+        if for_demand {
+            let _ = self.node.cast(NodeMsg::SlotWanted(myself.get_id()));
         }
-        worker.ready_at = Some(Instant::now());
-        self.init_error = None;
-        self.report(State::Ready, None);
-        self.pump(myself).await;
+        if !self.slot_retry {
+            self.slot_retry = true;
+            myself.send_after(SLOT_RETRY, || FunctionMsg::RetryStart);
+        }
     }
 
-    async fn invocation_finished(
-        &mut self,
-        myself: &ActorRef<FunctionMsg>,
-        id: ActorId,
-        completed: bool,
-        took: Duration,
-    ) {
-        if completed {
-            self.backoff.reset();
+    async fn worker_ready(&mut self, myself: &ActorRef<FunctionMsg>, id: ActorId) {
+        let target = self.target();
+        if let Err(worker) = self.pool.ready(id, &target, Instant::now()) {
+            worker.stop(None);
+            return;
         }
-        let current = self.code_revision;
-        let retire = self.retiring && self.queue.is_empty();
-        if let Some(worker) = self.pool.finished(id, completed.then_some(took)) {
-            if worker.assigned.is_empty() && (worker.revision != current || retire) {
-                worker.retire();
-            }
-        }
-        self.pool
-            .trim(self.code_revision, self.spec.pool.max as usize);
+        self.health.clear();
+        self.report(State::Ready, None);
         self.pump(myself).await;
+        self.schedule_reap(myself);
+    }
+
+    async fn invocation_finished(&mut self, myself: &ActorRef<FunctionMsg>, done: Finished) {
+        if done.ran.is_some() {
+            self.health.clear();
+        }
+        if let Outcome::Failed(code, error) = &done.outcome {
+            tracing::debug!(function = %self.name, code = code.code(), error = %error,
+                took_us = done.since_received.as_micros() as u64, "invocation failed");
+        }
+        let target = self.target();
+        if let Some(worker) = self
+            .pool
+            .finished(done.worker, done.ran, &target, Instant::now())
+        {
+            worker.stop(None);
+        }
+        self.pump(myself).await;
+        self.schedule_reap(myself);
         self.stop_if_retired(myself);
+    }
+
+    /// Stops the idle workers the pool no longer wants.
+    fn retire_idle(&mut self) {
+        let target = self.target();
+        for worker in self.pool.retire_idle(&target, Instant::now()) {
+            worker.stop(None);
+        }
+    }
+
+    /// Makes sure a `Reap` comes when the next idle worker above `min` may go. One
+    /// timer at a time: it only ever fires early (a worker used since then is kept),
+    /// and is then set again.
+    fn schedule_reap(&mut self, myself: &ActorRef<FunctionMsg>) {
+        if self.reap_at.is_some() {
+            return;
+        }
+        if let Some(at) = self.pool.next_reap(&self.target()) {
+            self.reap_at = Some(at);
+            let wait = at.saturating_duration_since(Instant::now());
+            myself.send_after(wait, || FunctionMsg::Reap);
+        }
     }
 
     /// While a failed start's pause runs, whether the timer that ends it is set.
     fn wait_for_backoff(&mut self, myself: &ActorRef<FunctionMsg>) -> bool {
-        let Some(at) = self.backoff.pending() else {
+        let Some(at) = self.health.pause_until() else {
             return false;
         };
-        if !self.retry_scheduled {
-            self.retry_scheduled = true;
+        if !self.health.retry_scheduled {
+            self.health.retry_scheduled = true;
             myself.send_after(at - Instant::now(), || FunctionMsg::RetryStart);
         }
         true
     }
 
-    async fn init_failed(&mut self, myself: &ActorRef<FunctionMsg>, error: LambdaError) {
-        self.start_failed(error).await;
-        self.pump(myself).await;
-    }
-
     /// A worker could not start (spawn failure or init error): count it, answer those
     /// waiting when no other worker can serve them, and keep the error for new callers.
     async fn start_failed(&mut self, error: LambdaError) {
-        self.record_failure(
-            format!("{}: {}", error.error_type, error.error_message),
-            true,
-        );
+        let reason = format!("{}: {}", error.error_type, error.error_message);
+        match self.health.start_failed(error.clone()) {
+            Verdict::Crashloop => self.report(State::Crashloop, Some(reason)),
+            _ => self.report(State::Error, Some(reason)),
+        }
         if !self.pool.has_live(self.code_revision) {
             self.fail_queue(ErrorCode::Unavailable, &error).await;
         }
-        self.init_error = Some(error);
+    }
+
+    fn crashed(&mut self, reason: String) {
+        match self.health.crashed() {
+            Verdict::Crashloop => self.report(State::Crashloop, Some(reason)),
+            _ => tracing::warn!(function = %self.name, reason = %reason, "worker failure"),
+        }
     }
 
     async fn reconfigure(
@@ -458,20 +534,15 @@ impl FunctionState {
             ..spec.clone()
         } == self.spec;
         self.spec = spec;
+        self.queue.set_limit(self.spec.pool.queue as usize);
         if !same_code {
             self.plan = make_plan(&self.ctx, &self.name, revision, &self.spec);
             self.code_revision = revision;
-            self.backoff.reset();
-            self.init_error = None;
-            // Workers of the old code finish what they run, then stop; idle ones now.
-            for worker in self.pool.iter_mut() {
-                if worker.assigned.is_empty() {
-                    worker.retire();
-                }
-            }
+            self.health.clear();
         }
-        self.pool
-            .trim(self.code_revision, self.spec.pool.max as usize);
+        // Workers of the old code (or beyond a lowered max) finish what they run, then
+        // stop; idle ones now.
+        self.retire_idle();
         if let Err(e) = self.subscribe(myself).await {
             tracing::warn!(function = %self.name, error = %e, "cannot subscribe");
             self.report(State::Error, Some(format!("cannot subscribe: {e}")));
@@ -481,38 +552,32 @@ impl FunctionState {
             self.fail_queue(ErrorCode::Unavailable, &error).await;
         }
         self.pump(myself).await;
+        self.reap_at = None;
+        self.schedule_reap(myself);
     }
 
-    async fn retire(&mut self, myself: &ActorRef<FunctionMsg>) {
+    fn retire(&mut self, myself: &ActorRef<FunctionMsg>) {
         self.retiring = true;
-        for (subject, mut sub) in self.subscriptions.drain() {
-            sub.drain();
-            self.draining.insert(subject, sub);
-        }
+        self.subscriptions.drain_all();
         if self.queue.is_empty() {
-            for worker in self.pool.iter_mut() {
-                if worker.assigned.is_empty() {
-                    worker.retire();
-                }
+            for worker in self.pool.retire_all_idle() {
+                worker.stop(None);
             }
         }
         self.stop_if_retired(myself);
     }
 
     fn stop_if_retired(&self, myself: &ActorRef<FunctionMsg>) {
-        let busy = self.pool.any_busy();
         if self.retiring
-            && !busy
+            && !self.pool.any_busy()
             && self.queue.is_empty()
             && self.subscriptions.is_empty()
-            && self.draining.is_empty()
         {
             myself.stop(None);
         }
     }
 
-    /// Makes the subscriptions match the canonical subject plus the spec's subjects:
-    /// new ones first, then the left ones are drained, so no request falls between.
+    /// Makes the subscriptions match the canonical subject plus the spec's subjects.
     async fn subscribe(
         &mut self,
         myself: &ActorRef<FunctionMsg>,
@@ -520,50 +585,20 @@ impl FunctionState {
         let wanted: BTreeSet<String> = std::iter::once(invoke_subject(&self.name))
             .chain(self.spec.subjects.iter().cloned())
             .collect();
-        for subject in &wanted {
-            if !self.subscriptions.contains_key(subject) {
-                let sub =
-                    Subscription::start(&self.ctx, &self.name, subject.clone(), myself.clone())
-                        .await?;
-                self.subscriptions.insert(subject.clone(), sub);
-            }
-        }
-        let left: Vec<String> = self
-            .subscriptions
-            .keys()
-            .filter(|s| !wanted.contains(*s))
-            .cloned()
-            .collect();
-        for subject in left {
-            if let Some(mut sub) = self.subscriptions.remove(&subject) {
-                sub.drain();
-                self.draining.insert(subject, sub);
-            }
-        }
-        Ok(())
+        self.subscriptions
+            .set(&self.ctx, &self.name, &wanted, myself)
+            .await
     }
 
     /// The init error to answer with while no worker of this revision can start.
     fn unstartable(&self) -> Option<&LambdaError> {
-        let backing_off = self.backoff.pending().is_some();
-        self.init_error
-            .as_ref()
-            .filter(|_| backing_off && !self.pool.has_live(self.code_revision))
+        self.health
+            .unstartable(self.pool.has_live(self.code_revision))
     }
 
     async fn fail_queue(&mut self, code: ErrorCode, error: &LambdaError) {
-        for invocation in self.queue.drain(..) {
+        for invocation in self.queue.drain() {
             invocation.caller.fail(&self.ctx, code, error).await;
-        }
-    }
-
-    fn record_failure(&mut self, reason: String, while_starting: bool) {
-        if self.backoff.failed() >= CRASHLOOP_AFTER {
-            self.report(State::Crashloop, Some(reason));
-        } else if while_starting {
-            self.report(State::Error, Some(reason));
-        } else {
-            tracing::warn!(function = %self.name, reason = %reason, "worker failure");
         }
     }
 

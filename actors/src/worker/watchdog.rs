@@ -10,7 +10,7 @@ use ractor::ActorRef;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use crate::worker_actor::WorkerMsg;
+use super::WorkerMsg;
 
 /// Where the timer rests before the first invocation.
 const IDLE: Duration = Duration::from_secs(365 * 24 * 3600);

@@ -19,6 +19,7 @@ const CHANNEL_FD: i32 = 3;
 const TERM_GRACE: Duration = Duration::from_millis(500);
 
 pub(crate) struct WorkerProcess {
+    pub(crate) pid: u32,
     pub(crate) group: ProcessGroup,
     pub(crate) child: Child,
     pub(crate) channel: UnixStream,
@@ -68,6 +69,7 @@ pub(crate) fn spawn(plan: &LaunchPlan, log_stream: &str) -> std::io::Result<Work
         return Err(std::io::Error::other("worker pipes missing"));
     };
     Ok(WorkerProcess {
+        pid,
         group,
         child,
         channel,
@@ -75,6 +77,9 @@ pub(crate) fn spawn(plan: &LaunchPlan, log_stream: &str) -> std::io::Result<Work
         stderr,
     })
 }
+
+/// The task that waits for the worker process (and so reaps it); done once it has.
+pub(crate) type Reaped = tokio::task::JoinHandle<()>;
 
 /// The worker's process group. Dropping it kills the whole group.
 pub(crate) struct ProcessGroup(Option<Pid>);
@@ -87,14 +92,18 @@ impl ProcessGroup {
         }
     }
 
-    /// SIGTERM now, SIGKILL after a short grace, without holding up the caller.
-    pub(crate) fn terminate(mut self) {
-        if let Some(pgid) = self.0.take() {
-            let _ = killpg(pgid, Signal::SIGTERM);
-            tokio::spawn(async move {
-                tokio::time::sleep(TERM_GRACE).await;
-                let _ = killpg(pgid, Signal::SIGKILL);
-            });
+    /// SIGTERM, then SIGKILL unless the group leader has exited (is reaped by
+    /// `exited`) within a short grace; returns once it has been reaped, so a node
+    /// never leaves a defunct worker behind.
+    pub(crate) async fn terminate(mut self, exited: &mut Reaped) {
+        let Some(pgid) = self.0.take() else { return };
+        let _ = killpg(pgid, Signal::SIGTERM);
+        if tokio::time::timeout(TERM_GRACE, &mut *exited)
+            .await
+            .is_err()
+        {
+            let _ = killpg(pgid, Signal::SIGKILL);
+            let _ = exited.await;
         }
     }
 }

@@ -1,0 +1,150 @@
+//! A function's queue subscriptions, each forwarding requests to its FunctionActor.
+//! Leaving a subject drains it: messages the server already sent still run.
+
+use std::collections::{BTreeSet, HashMap};
+
+use futures::StreamExt;
+use natsfn_protocol::names::queue_group;
+use ractor::ActorRef;
+use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
+
+use crate::context::NodeContext;
+use crate::function::FunctionMsg;
+use crate::invocation::Invocation;
+
+/// The subjects a function listens on, and those it left whose last messages are
+/// still being forwarded.
+#[derive(Default)]
+pub(crate) struct Subscriptions {
+    active: HashMap<String, Subscription>,
+    draining: HashMap<String, Subscription>,
+}
+
+impl Subscriptions {
+    /// Makes the subscriptions match `wanted`: new ones first, then the left ones are
+    /// drained, so no request falls between.
+    pub(crate) async fn set(
+        &mut self,
+        ctx: &NodeContext,
+        function: &str,
+        wanted: &BTreeSet<String>,
+        actor: &ActorRef<FunctionMsg>,
+    ) -> Result<(), async_nats::SubscribeError> {
+        for subject in wanted {
+            if !self.active.contains_key(subject) {
+                let sub =
+                    Subscription::start(ctx, function, subject.clone(), actor.clone()).await?;
+                self.active.insert(subject.clone(), sub);
+            }
+        }
+        let left: Vec<String> = self
+            .active
+            .keys()
+            .filter(|s| !wanted.contains(*s))
+            .cloned()
+            .collect();
+        for subject in left {
+            self.drain(subject);
+        }
+        Ok(())
+    }
+
+    /// Stops listening on every subject (the function retires).
+    pub(crate) fn drain_all(&mut self) {
+        let all: Vec<String> = self.active.keys().cloned().collect();
+        for subject in all {
+            self.drain(subject);
+        }
+    }
+
+    fn drain(&mut self, subject: String) {
+        if let Some(mut sub) = self.active.remove(&subject) {
+            sub.drain();
+            self.draining.insert(subject, sub);
+        }
+    }
+
+    /// The subscription of `subject` ended (drained, or closed by the server).
+    pub(crate) fn ended(&mut self, subject: &str) {
+        if self.draining.remove(subject).is_none() {
+            self.active.remove(subject);
+        }
+    }
+
+    /// Nothing is listening and nothing is still being forwarded.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.active.is_empty() && self.draining.is_empty()
+    }
+
+    /// Ends every subscription at once (the actor stops).
+    pub(crate) fn clear(&mut self) {
+        self.active.clear();
+        self.draining.clear();
+    }
+}
+
+struct Subscription {
+    drain: Option<oneshot::Sender<()>>,
+    task: AbortHandle,
+}
+
+impl Subscription {
+    async fn start(
+        ctx: &NodeContext,
+        function: &str,
+        subject: String,
+        actor: ActorRef<FunctionMsg>,
+    ) -> Result<Subscription, async_nats::SubscribeError> {
+        let mut subscriber = ctx
+            .client
+            .queue_subscribe(subject.clone(), queue_group(function))
+            .await?;
+        let (drain_tx, mut drain_rx) = oneshot::channel::<()>();
+        let ctx = ctx.clone();
+        let task = tokio::spawn(async move {
+            let mut draining = false;
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = &mut drain_rx, if !draining => {
+                        draining = true;
+                        if let Err(e) = subscriber.drain().await {
+                            tracing::warn!(%subject, error = %e, "cannot drain subscription");
+                            break;
+                        }
+                    }
+                    msg = subscriber.next() => match msg {
+                        Some(msg) => {
+                            if let Some(invocation) = Invocation::from_message(&ctx, msg).await {
+                                if actor.cast(FunctionMsg::Invoke(invocation)).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                        None => break,
+                    },
+                }
+            }
+            let _ = actor.cast(FunctionMsg::SubscriptionEnded(subject));
+        });
+        Ok(Subscription {
+            drain: Some(drain_tx),
+            task: task.abort_handle(),
+        })
+    }
+
+    /// Unsubscribes; the task ends (reporting `SubscriptionEnded`) once the messages
+    /// already delivered have been forwarded.
+    fn drain(&mut self) {
+        if let Some(tx) = self.drain.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
