@@ -5,6 +5,7 @@
 #![deny(unreachable_pub)]
 
 pub mod buckets;
+mod children;
 mod context;
 mod function;
 mod invocation;

@@ -183,9 +183,7 @@ impl Actor for NodeActor {
         state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
         state.watcher.abort();
-        myself
-            .stop_children_and_wait(None, Some(STOP_FUNCTIONS_WITHIN))
-            .await;
+        crate::children::stop_all(&myself.get_cell(), STOP_FUNCTIONS_WITHIN).await;
         Ok(())
     }
 }

@@ -10,5 +10,6 @@ mod nodejs;
 mod nodes;
 mod payloads;
 mod pipelining;
+mod pool;
 mod python;
 mod queueing;

@@ -272,9 +272,7 @@ impl Actor for FunctionActor {
         );
         state.fail_queue(ErrorCode::Unavailable, &error).await;
         // Each worker reaps its process as it stops.
-        myself
-            .stop_children_and_wait(None, Some(STOP_WORKERS_WITHIN))
-            .await;
+        crate::children::stop_all(&myself.get_cell(), STOP_WORKERS_WITHIN).await;
         Ok(())
     }
 }
@@ -428,6 +426,9 @@ impl FunctionState {
             self.slot_retry = true;
             myself.send_after(SLOT_RETRY, || FunctionMsg::RetryStart);
         }
+        if self.standby_ready() {
+            self.report(State::Ready, None);
+        }
     }
 
     async fn worker_ready(&mut self, myself: &ActorRef<FunctionMsg>, id: ActorId) {
@@ -437,7 +438,9 @@ impl FunctionState {
             return;
         }
         self.health.clear();
-        self.report(State::Ready, None);
+        if self.standby_ready() {
+            self.report(State::Ready, None);
+        }
         self.pump(myself).await;
         self.schedule_reap(myself);
     }
@@ -611,11 +614,16 @@ impl FunctionState {
             }
             // Nothing to wait for: the first invocation starts a worker, or warm ones
             // (kept through a change of subjects or pool size) serve.
-            Ok(_) if self.spec.pool.min == 0 || self.pool.has_ready(self.code_revision) => {
-                self.report(State::Ready, None)
-            }
+            Ok(_) if self.standby_ready() => self.report(State::Ready, None),
             Ok(_) => self.report(State::Starting, None),
         }
+    }
+
+    /// `pool.min` workers are ready (or as many as the node has slots for): the
+    /// function reports `ready` only then, so its first request is served warm.
+    fn standby_ready(&self) -> bool {
+        let ready = self.pool.ready_count(self.code_revision);
+        ready >= self.spec.pool.min as usize || (ready > 0 && self.slot_retry)
     }
 
     fn report(&mut self, state: State, reason: Option<String>) {

@@ -348,10 +348,12 @@ impl<H> WorkerPool<H> {
         self.workers.iter().any(|w| w.serves(revision))
     }
 
-    pub(crate) fn has_ready(&self, revision: u64) -> bool {
+    /// Workers of `revision` ready to serve.
+    pub(crate) fn ready_count(&self, revision: u64) -> usize {
         self.workers
             .iter()
-            .any(|w| w.serves(revision) && w.ready_at.is_some())
+            .filter(|w| w.serves(revision) && w.ready_at.is_some())
+            .count()
     }
 
     pub(crate) fn any_busy(&self) -> bool {

@@ -1,0 +1,372 @@
+//! The warm pool under pressure: a worker whose channel is full still times out, each
+//! caller gets exactly one reply, bursts get 429s at once rather than timeouts, idle
+//! workers are reaped (down to zero), the node-wide cap evicts before it refuses,
+//! memory limits, recycling, and no worker left unreaped by a stopping node.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::json;
+
+use crate::harness::*;
+
+const HANDLER: &str = r#"
+import os, time
+hog = None
+def handler(event, context):
+    global hog
+    if event.get("hang"):
+        time.sleep(3600)
+    if event.get("sleep"):
+        time.sleep(event["sleep"])
+    if event.get("exit"):
+        os._exit(3)
+    if event.get("alloc_mb"):
+        hog = b"x" * (event["alloc_mb"] * 1024 * 1024)
+        time.sleep(5)
+    return {"n": event.get("n"), "pid": os.getpid(), "size": len(event.get("blob", ""))}
+"#;
+
+async fn bind(env: &Env, name: &str, extra: serde_json::Value) -> tempfile::TempDir {
+    let code = code_dir(&[("app.py", HANDLER)]);
+    let mut spec = json!({"runtime": "python3", "handler": "app.handler",
+                          "code": {"dir": dir_str(code.path())}});
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    env.bind_ready(name, spec).await;
+    code
+}
+
+/// Sends every event at once (in order, on one connection) and collects the replies,
+/// each with how long it took.
+async fn burst(
+    env: &Env,
+    name: &str,
+    events: Vec<serde_json::Value>,
+) -> Vec<(async_nats::Message, Duration)> {
+    let requests = events.into_iter().map(|event| {
+        let client = env.client.clone();
+        let subject = format!("natsfn.invoke.{name}");
+        async move {
+            let started = Instant::now();
+            let request = async_nats::Request::new()
+                .payload(event.to_string().into())
+                .timeout(Some(DEADLINE));
+            let reply = client
+                .send_request(subject, request)
+                .await
+                .expect("a reply before the deadline");
+            (reply, started.elapsed())
+        }
+    });
+    futures::future::join_all(requests).await
+}
+
+fn pid_of(reply: &async_nats::Message) -> u64 {
+    json(reply)["pid"].as_u64().expect("a pid in the reply")
+}
+
+#[tokio::test]
+async fn a_hung_handler_with_large_invocations_pipelined_behind_it_still_times_out() {
+    let env = Env::start().await;
+    let _code = bind(
+        &env,
+        "wedge",
+        json!({"timeout_ms": 1000, "pool": {"min": 1, "max": 1}}),
+    )
+    .await;
+    // Quick invocations make it a function that is pipelined.
+    let mut warm = HashSet::new();
+    for n in 0..20 {
+        warm.insert(pid_of(
+            &env.invoke("wedge", json!({"n": n}).to_string()).await,
+        ));
+    }
+    // Two invocations of about 900 KiB behind one that hangs: more than the channel's
+    // socket buffer holds while nobody reads it.
+    let blob = "x".repeat(900 * 1024);
+    let replies = burst(
+        &env,
+        "wedge",
+        vec![
+            json!({"n": "hang", "hang": true}),
+            json!({"n": "big1", "blob": blob}),
+            json!({"n": "big2", "blob": blob}),
+        ],
+    )
+    .await;
+    let (hung, took) = &replies[0];
+    assert_eq!(error_code(hung), Some(504), "{hung:?}");
+    assert_eq!(json(hung)["errorType"], "Sandbox.Timedout");
+    println!("wedge: 504 after {took:?} (timeout_ms 1000)");
+    for (reply, _) in &replies[1..] {
+        assert_eq!(error_code(reply), None, "{reply:?}");
+        assert_eq!(json(reply)["size"], 900 * 1024);
+        assert!(
+            !warm.contains(&pid_of(reply)),
+            "served by the replacement, not the killed worker"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_caller_behind_a_worker_that_dies_gets_exactly_one_reply() {
+    let env = Env::start().await;
+    let _code = bind(&env, "once", json!({"pool": {"min": 1, "max": 1}})).await;
+    for n in 0..20 {
+        env.invoke("once", json!({"n": n}).to_string()).await;
+    }
+    let mut inboxes = Vec::new();
+    let events = [
+        json!({"n": "a", "sleep": 0.2, "exit": true}),
+        json!({"n": "b"}),
+        json!({"n": "c"}),
+        json!({"n": "d"}),
+    ];
+    for event in &events {
+        let inbox = env.client.new_inbox();
+        let sub = env
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .expect("subscribe");
+        env.client
+            .publish_with_reply("natsfn.invoke.once", inbox, event.to_string().into())
+            .await
+            .expect("publish");
+        inboxes.push(sub);
+    }
+    let mut first = Vec::new();
+    for sub in &mut inboxes {
+        let reply = tokio::time::timeout(DEADLINE, sub.next())
+            .await
+            .expect("a reply")
+            .expect("subscription open");
+        first.push(reply);
+    }
+    assert_eq!(error_code(&first[0]), Some(502), "{:?}", first[0]);
+    for (reply, n) in first[1..].iter().zip(["b", "c", "d"]) {
+        assert_eq!(error_code(reply), None, "{reply:?}");
+        assert_eq!(json(reply)["n"], n);
+    }
+    // A second reply to anyone would come with the first ones' news; none does.
+    env.invoke("once", json!({"n": "after"}).to_string()).await;
+    for (sub, event) in inboxes.iter_mut().zip(&events) {
+        let again = tokio::time::timeout(Duration::from_millis(200), sub.next()).await;
+        assert!(again.is_err(), "a second reply for {event}: {again:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_first_request_after_bind_is_served_warm() {
+    let env = Env::start().await;
+    let _code = bind(&env, "standby", json!({"pool": {"min": 1, "max": 2}})).await;
+    let reply = env.invoke("standby", "{}").await;
+    assert_eq!(error_code(&reply), None, "{reply:?}");
+    assert_eq!(
+        header(&reply, "Natsfn-Cold-Start"),
+        None,
+        "a standby served it"
+    );
+}
+
+#[tokio::test]
+async fn a_burst_beyond_max_and_queue_gets_429s_at_once_and_no_timeouts() {
+    let env = Env::start().await;
+    let (max, queue) = (2usize, 3usize);
+    let _code = bind(
+        &env,
+        "burst",
+        json!({"timeout_ms": 10000, "pool": {"min": max, "max": max, "queue": queue}}),
+    )
+    .await;
+    let sleep = 1.0;
+    let replies = burst(
+        &env,
+        "burst",
+        (0..4 * max)
+            .map(|n| json!({"n": n, "sleep": sleep}))
+            .collect(),
+    )
+    .await;
+    let throttled: Vec<_> = replies
+        .iter()
+        .filter(|(r, _)| error_code(r) == Some(429))
+        .collect();
+    let served = replies
+        .iter()
+        .filter(|(r, _)| error_code(r).is_none())
+        .count();
+    assert_eq!(throttled.len(), 4 * max - max - queue, "{replies:?}");
+    assert_eq!(
+        served,
+        max + queue,
+        "the rest ran: no timeouts, no other errors"
+    );
+    for (reply, took) in throttled {
+        assert_eq!(json(reply)["errorType"], "TooManyRequestsException");
+        assert!(
+            took.as_secs_f64() < sleep,
+            "429 after {took:?}: it waited instead of being refused"
+        );
+    }
+}
+
+#[tokio::test]
+async fn idle_workers_above_min_are_reaped_and_min_zero_scales_to_zero() {
+    let env = Env::start().await;
+    let code = bind(
+        &env,
+        "reap",
+        json!({"pool": {"min": 1, "max": 3, "idle_ms": 300}}),
+    )
+    .await;
+    let replies = burst(
+        &env,
+        "reap",
+        (0..3).map(|n| json!({"n": n, "sleep": 0.3})).collect(),
+    )
+    .await;
+    let pids: HashSet<u64> = replies.iter().map(|(r, _)| pid_of(r)).collect();
+    assert_eq!(pids.len(), 3, "three workers served the burst");
+    eventually("the pool to shrink back to min (1)", || {
+        let n = env.node.worker_pids().len();
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    // Scale to zero: the same code with min 0 keeps the warm worker until idle_ms.
+    env.put_binding(
+        "reap",
+        json!({"runtime": "python3", "handler": "app.handler",
+               "code": {"dir": dir_str(code.path())},
+               "pool": {"min": 0, "max": 3, "idle_ms": 300}}),
+    )
+    .await;
+    eventually("the pool to scale to zero", || {
+        let n = env.node.worker_pids().len();
+        async move { (n == 0).then_some(()) }
+    })
+    .await;
+    let reply = env.invoke("reap", "{}").await;
+    assert_eq!(error_code(&reply), None, "{reply:?}");
+    assert_eq!(header(&reply, "Natsfn-Cold-Start").as_deref(), Some("true"));
+}
+
+#[tokio::test]
+async fn the_node_cap_evicts_another_functions_idle_worker_before_refusing() {
+    let server = NatsServer::start();
+    let node = Node::start_with(&server, "capped", &["--max-workers", "1"]);
+    let env = Env::with(server, node).await;
+    let _a = bind(&env, "cap-a", json!({"pool": {"min": 0, "max": 2}})).await;
+    let _b = bind(&env, "cap-b", json!({"pool": {"min": 0, "max": 2}})).await;
+    let a = env.invoke("cap-a", "{}").await;
+    assert_eq!(error_code(&a), None, "{a:?}");
+    let a_pid = pid_of(&a);
+    assert_eq!(env.node.worker_pids(), vec![a_pid as u32]);
+    // The node is full; cap-a's worker is idle: cap-b gets its slot.
+    let b = env.invoke("cap-b", "{}").await;
+    assert_eq!(error_code(&b), None, "{b:?}");
+    let b_pid = pid_of(&b);
+    assert_ne!(a_pid, b_pid);
+    assert_eq!(
+        env.node.worker_pids(),
+        vec![b_pid as u32],
+        "cap-a's idle worker was evicted, and only one runs"
+    );
+    // And back.
+    let again = env.invoke("cap-a", "{}").await;
+    assert_eq!(error_code(&again), None, "{again:?}");
+}
+
+#[tokio::test]
+async fn a_handler_past_memory_mb_gets_out_of_memory_and_the_next_request_succeeds() {
+    let env = Env::start().await;
+    let _code = bind(
+        &env,
+        "hog",
+        json!({"memory_mb": 128, "timeout_ms": 10000, "pool": {"min": 1, "max": 1}}),
+    )
+    .await;
+    let reply = env
+        .invoke("hog", json!({"alloc_mb": 300}).to_string())
+        .await;
+    assert_eq!(error_code(&reply), Some(502), "{reply:?}");
+    let body = json(&reply);
+    assert_eq!(body["errorType"], "Runtime.OutOfMemory", "{body}");
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("memory_mb 128")),
+        "{body}"
+    );
+    let next = env.invoke("hog", json!({"n": 1}).to_string()).await;
+    assert_eq!(error_code(&next), None, "{next:?}");
+    assert_eq!(json(&next)["n"], 1);
+}
+
+#[tokio::test]
+async fn a_worker_is_replaced_after_max_invocations() {
+    let env = Env::start().await;
+    let _code = bind(
+        &env,
+        "recycle",
+        json!({"pool": {"min": 1, "max": 1, "max_invocations": 2}}),
+    )
+    .await;
+    let mut pids = Vec::new();
+    for n in 0..3 {
+        let reply = env.invoke("recycle", json!({"n": n}).to_string()).await;
+        assert_eq!(error_code(&reply), None, "{reply:?}");
+        pids.push(pid_of(&reply));
+    }
+    assert_eq!(pids[0], pids[1], "two invocations per worker");
+    assert_ne!(pids[1], pids[2], "then a new worker");
+}
+
+#[tokio::test]
+async fn a_node_stopped_after_a_load_leaves_no_worker_unreaped() {
+    // Orphans of this test process's children come back to it instead of init, so a
+    // worker the node did not reap stays visible here as a zombie.
+    // SAFETY: prctl with these arguments only sets a flag on this process.
+    assert_eq!(
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
+        0
+    );
+    let mut env = Env::start().await;
+    let _code = bind(&env, "reaped", json!({"pool": {"min": 2, "max": 2}})).await;
+    let replies = burst(&env, "reaped", (0..64).map(|n| json!({"n": n})).collect()).await;
+    assert!(replies.iter().all(|(r, _)| error_code(r).is_none()));
+    let workers = env.node.worker_pids();
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    // Stop it while a second load is in flight: once its first reply is back.
+    let inbox = env.client.new_inbox();
+    let mut replies = env
+        .client
+        .subscribe(inbox.clone())
+        .await
+        .expect("subscribe");
+    for n in 0..64 {
+        env.client
+            .publish_with_reply(
+                "natsfn.invoke.reaped",
+                inbox.clone(),
+                json!({"n": n}).to_string().into(),
+            )
+            .await
+            .expect("publish");
+    }
+    tokio::time::timeout(DEADLINE, replies.next())
+        .await
+        .expect("the load is being served");
+    env.node.terminate();
+    env.node.exited().await;
+    for pid in workers {
+        let state = process_state(pid);
+        assert!(
+            state.is_none(),
+            "worker {pid} outlived its node in state {state:?}"
+        );
+    }
+}
