@@ -110,14 +110,22 @@ fn binding_json(args: &BindArgs) -> anyhow::Result<Value> {
     if let Some(memory) = args.memory {
         spec.insert("memory_mb".into(), json!(memory));
     }
-    if args.min.is_some() || args.max.is_some() {
-        let mut pool = Map::new();
-        if let Some(min) = args.min {
-            pool.insert("min".into(), json!(min));
+    let mut pool = Map::new();
+    for (field, value) in [
+        ("min", args.min),
+        ("max", args.max),
+        ("queue", args.queue),
+        ("max_invocations", args.max_invocations),
+    ] {
+        if let Some(value) = value {
+            pool.insert(field.into(), json!(value));
         }
-        if let Some(max) = args.max {
-            pool.insert("max".into(), json!(max));
-        }
+    }
+    if let Some(idle) = &args.idle {
+        let ms = parse_duration_ms(idle).map_err(|e| anyhow!("--idle {e}"))?;
+        pool.insert("idle_ms".into(), json!(ms));
+    }
+    if !pool.is_empty() {
         spec.insert("pool".into(), Value::Object(pool));
     }
     Ok(Value::Object(spec))

@@ -103,9 +103,18 @@ pub struct BindArgs {
     /// Workers kept warm.
     #[arg(long)]
     pub min: Option<u64>,
-    /// Most workers at once.
+    /// Most invocations running at once on a node.
     #[arg(long)]
     pub max: Option<u64>,
+    /// Invocations that may wait on a node when all workers are busy (then 429).
+    #[arg(long)]
+    pub queue: Option<u64>,
+    /// How long a worker above --min stays idle before it stops, e.g. 60s.
+    #[arg(long)]
+    pub idle: Option<String>,
+    /// Replace a worker after this many invocations (0: never).
+    #[arg(long)]
+    pub max_invocations: Option<u64>,
     /// Environment variable for the function, KEY=VALUE (repeatable).
     #[arg(long = "env")]
     pub env: Vec<String>,

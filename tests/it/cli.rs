@@ -51,6 +51,12 @@ async fn bind_invoke_edit_subjects_list_get_and_remove() {
             "1",
             "--max",
             "2",
+            "--queue",
+            "10",
+            "--idle",
+            "30s",
+            "--max-invocations",
+            "1000",
             "--env",
             "A=1",
         ],
@@ -106,6 +112,10 @@ async fn bind_invoke_edit_subjects_list_get_and_remove() {
     );
     assert_eq!(got["spec"]["env"], json!({"A": "1"}));
     assert_eq!(got["spec"]["timeout_ms"], json!(2000));
+    assert_eq!(
+        got["spec"]["pool"],
+        json!({"min": 1, "max": 2, "queue": 10, "idle_ms": 30000, "max_invocations": 1000})
+    );
     assert_eq!(got["status"]["node"], json!("node-a"));
 
     // The edited subjects are served once the node has the latest revision.
