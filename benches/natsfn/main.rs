@@ -5,6 +5,7 @@
 #[path = "../../tests/it/harness.rs"]
 mod harness;
 mod load;
+mod pool;
 mod report;
 
 use std::io::{BufRead, BufReader};
@@ -248,6 +249,7 @@ async fn run(plan: &Plan, quick: bool) -> Report {
     )
     .await;
     let propagation = propagation(&env, &py, plan.propagations).await;
+    let pool = pool::measure(&env, &py, plan.propagations, plan.idle_functions).await;
     drop(env);
     let (rss_empty_kb, rss_idle_kb) = idle_rss(&py, plan.idle_functions).await;
 
@@ -263,6 +265,7 @@ async fn run(plan: &Plan, quick: bool) -> Report {
         idle_functions: plan.idle_functions,
         node_rss_empty_kb: rss_empty_kb,
         node_rss_idle_kb: rss_idle_kb,
+        pool,
     }
 }
 

@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::load::{Latency, Throughput};
+use crate::pool::PoolReport;
 
 #[derive(Serialize)]
 pub struct Target {
@@ -41,6 +42,7 @@ pub struct Report {
     pub idle_functions: usize,
     pub node_rss_empty_kb: u64,
     pub node_rss_idle_kb: u64,
+    pub pool: PoolReport,
 }
 
 impl Report {
@@ -109,6 +111,7 @@ impl Report {
             self.node_rss_empty_kb as f64 / 1024.0,
             self.node_rss_idle_kb as f64 / 1024.0
         ));
+        md.push_str(&self.pool.markdown());
         md
     }
 }

@@ -370,3 +370,17 @@ async fn a_node_stopped_after_a_load_leaves_no_worker_unreaped() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_standby_the_cap_leaves_short_still_reports_ready_and_serves() {
+    let server = NatsServer::start();
+    let node = Node::start_with(&server, "small", &["--max-workers", "1"]);
+    let env = Env::with(server, node).await;
+    let _one = bind(&env, "first", json!({"pool": {"min": 1, "max": 1}})).await;
+    // No slot is left for its standby: it is ready all the same, and serves on demand.
+    let _two = bind(&env, "second", json!({"pool": {"min": 1, "max": 1}})).await;
+    let reply = env.invoke("second", "{}").await;
+    assert_eq!(error_code(&reply), None, "{reply:?}");
+    assert_eq!(header(&reply, "Natsfn-Cold-Start").as_deref(), Some("true"));
+    assert_eq!(env.node.worker_pids(), vec![pid_of(&reply) as u32]);
+}

@@ -120,6 +120,8 @@ pub(crate) struct FunctionState {
     reap_at: Option<Instant>,
     /// A `RetryStart` is scheduled because the node is out of worker slots.
     slot_retry: bool,
+    /// The node's cap left the standby short of `pool.min`.
+    standby_capped: bool,
     last_status: Option<(State, Option<String>, u64)>,
     retiring: bool,
 }
@@ -158,6 +160,7 @@ impl Actor for FunctionActor {
             health: StartHealth::default(),
             reap_at: None,
             slot_retry: false,
+            standby_capped: false,
             last_status: None,
             retiring: false,
         };
@@ -399,6 +402,7 @@ impl FunctionState {
             };
             match WorkerActor::spawn_linked(None, WorkerActor, args, myself.get_cell()).await {
                 Ok((actor, _)) => {
+                    self.standby_capped = false;
                     self.pool
                         .started(actor.get_id(), actor, self.code_revision, Instant::now())
                 }
@@ -415,16 +419,21 @@ impl FunctionState {
         }
     }
 
-    /// The node is out of worker slots. Invocations waiting here (not a standby
-    /// worker) get the node to evict another function's least recently used idle
-    /// worker; either way the start is tried again shortly.
+    /// The node is out of worker slots. Invocations waiting here get the node to
+    /// evict another function's least recently used idle worker, and the start is
+    /// tried again shortly. A standby short of `pool.min` waits for the function's
+    /// next invocation instead: a thousand capped functions must not poll.
     fn wait_for_slot(&mut self, myself: &ActorRef<FunctionMsg>, for_demand: bool) {
         if for_demand {
             let _ = self.node.cast(NodeMsg::SlotWanted(myself.get_id()));
-        }
-        if !self.slot_retry {
-            self.slot_retry = true;
-            myself.send_after(SLOT_RETRY, || FunctionMsg::RetryStart);
+            if !self.slot_retry {
+                self.slot_retry = true;
+                myself.send_after(SLOT_RETRY, || FunctionMsg::RetryStart);
+            }
+        } else if !self.standby_capped {
+            self.standby_capped = true;
+            tracing::warn!(function = %self.name, min = self.spec.pool.min,
+                "the node is at --max-workers: fewer standby workers than pool.min");
         }
         if self.standby_ready() {
             self.report(State::Ready, None);
@@ -622,8 +631,8 @@ impl FunctionState {
     /// `pool.min` workers are ready (or as many as the node has slots for): the
     /// function reports `ready` only then, so its first request is served warm.
     fn standby_ready(&self) -> bool {
-        let ready = self.pool.ready_count(self.code_revision);
-        ready >= self.spec.pool.min as usize || (ready > 0 && self.slot_retry)
+        self.standby_capped
+            || self.pool.ready_count(self.code_revision) >= self.spec.pool.min as usize
     }
 
     fn report(&mut self, state: State, reason: Option<String>) {
