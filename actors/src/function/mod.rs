@@ -120,7 +120,9 @@ pub(crate) struct FunctionState {
     reap_at: Option<Instant>,
     /// A `RetryStart` is scheduled because the node is out of worker slots.
     slot_retry: bool,
-    /// The node's cap left the standby short of `pool.min`.
+    /// The node's cap left the standby short of `pool.min` (or took a worker of it
+    /// for another function): workers start only for waiting invocations until the
+    /// standby is whole again, or an evicted standby would take back the slot at once.
     standby_capped: bool,
     last_status: Option<(State, Option<String>, u64)>,
     retiring: bool,
@@ -226,6 +228,7 @@ impl Actor for FunctionActor {
                 if let Some(worker) = state.pool.evict(id) {
                     tracing::info!(function = %state.name, "idle worker evicted: the node needs its slot");
                     worker.stop(None);
+                    state.standby_capped = true;
                 }
             }
             FunctionMsg::SubscriptionEnded(subject) => {
@@ -376,7 +379,11 @@ impl FunctionState {
 
     async fn start_workers(&mut self, myself: &ActorRef<FunctionMsg>) {
         let target = self.target();
-        let wanted = self.pool.to_start(&target, self.queue.len());
+        let wanted = if self.standby_capped {
+            self.pool.for_demand(&target, self.queue.len())
+        } else {
+            self.pool.to_start(&target, self.queue.len())
+        };
         if wanted == 0 || self.plan.is_err() || self.wait_for_backoff(myself) {
             return;
         }
@@ -402,7 +409,6 @@ impl FunctionState {
             };
             match WorkerActor::spawn_linked(None, WorkerActor, args, myself.get_cell()).await {
                 Ok((actor, _)) => {
-                    self.standby_capped = false;
                     self.pool
                         .started(actor.get_id(), actor, self.code_revision, Instant::now())
                 }
@@ -447,6 +453,9 @@ impl FunctionState {
             return;
         }
         self.health.clear();
+        if self.pool.ready_count(self.code_revision) >= self.spec.pool.min as usize {
+            self.standby_capped = false;
+        }
         if self.standby_ready() {
             self.report(State::Ready, None);
         }

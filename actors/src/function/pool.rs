@@ -231,20 +231,25 @@ impl<H> WorkerPool<H> {
     /// How many workers to start now: enough for the invocations waiting and those
     /// held, at least the standby floor, never more than `max`.
     pub(crate) fn to_start(&self, target: &Target, waiting: usize) -> usize {
-        let (live, held) = self
-            .workers
-            .iter()
-            .filter(|w| w.serves(target.revision))
-            .fold((0, 0), |(live, held), w| (live + 1, held + w.held));
+        let (live, held) = self.load(target.revision);
         let wanted = (held + waiting).max(target.floor()).min(target.max);
         wanted.saturating_sub(live)
     }
 
-    /// How many of the workers `to_start` asks for are for waiting invocations (the
+    /// How many of the workers `to_start` asks for the waiting invocations need (the
     /// rest are standby): only those may evict other functions' workers.
     pub(crate) fn for_demand(&self, target: &Target, waiting: usize) -> usize {
-        let standby_only = self.to_start(target, 0);
-        self.to_start(target, waiting).saturating_sub(standby_only)
+        let (live, held) = self.load(target.revision);
+        (held + waiting).min(target.max).saturating_sub(live)
+    }
+
+    /// Workers of `revision` in service (starting or ready), and the invocations they
+    /// hold.
+    fn load(&self, revision: u64) -> (usize, usize) {
+        self.workers
+            .iter()
+            .filter(|w| w.serves(revision))
+            .fold((0, 0), |(live, held), w| (live + 1, held + w.held))
     }
 
     /// Idle workers that should stop now: those of an old revision, those past
@@ -434,7 +439,11 @@ mod tests {
         assert_eq!(pool.to_start(&t, 0), 2, "the standby floor");
         assert_eq!(pool.for_demand(&t, 0), 0);
         assert_eq!(pool.to_start(&t, 3), 3);
-        assert_eq!(pool.for_demand(&t, 3), 1);
+        assert_eq!(
+            pool.for_demand(&t, 3),
+            3,
+            "the floor does not make them standby"
+        );
         assert_eq!(pool.to_start(&t, 100), 4, "never beyond max");
         pool.started(ActorId::Local(7), 7, 1, t0);
         assert_eq!(pool.to_start(&t, 100), 3, "a starting worker counts");
