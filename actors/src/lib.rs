@@ -15,4 +15,4 @@ mod status;
 mod worker;
 
 pub use context::Interpreters;
-pub use node_actor::{NodeActor, NodeArgs, NodeError, NodeMsg};
+pub use node_actor::{NodeActor, NodeArgs, NodeMsg};

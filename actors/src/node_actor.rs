@@ -41,7 +41,7 @@ pub struct NodeArgs {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum NodeError {
+pub(crate) enum NodeError {
     #[error(transparent)]
     Bucket(#[from] buckets::BucketError),
     #[error("cannot write the runtime bootstraps to {dir}: {source}")]
