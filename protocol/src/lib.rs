@@ -6,6 +6,7 @@
 pub mod error;
 pub mod frame;
 pub mod names;
+pub mod service;
 pub mod spec;
 pub mod status;
 
