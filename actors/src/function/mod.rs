@@ -6,6 +6,7 @@
 mod health;
 mod pool;
 mod queue;
+mod service;
 mod subscription;
 
 use std::collections::BTreeSet;
