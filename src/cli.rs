@@ -44,6 +44,9 @@ pub enum Command {
     Get { name: String },
     /// Remove a function's binding.
     Rm { name: String },
+    /// What each node's instance of each function (or of NAME) has served: requests,
+    /// errors, average time, last error, and totals (ADR-32 `$SRV.STATS`).
+    Stats { name: Option<String> },
 }
 
 #[derive(Args)]

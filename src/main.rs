@@ -6,6 +6,7 @@ mod cli;
 mod dev;
 mod invoke;
 mod node;
+mod stats;
 
 use clap::Parser;
 
@@ -56,6 +57,7 @@ async fn run(cli: Cli) -> std::process::ExitCode {
         Command::Ls => admin::ls(&cli.nats).await,
         Command::Get { name } => admin::get(&cli.nats, &name).await,
         Command::Rm { name } => admin::rm(&cli.nats, &name).await,
+        Command::Stats { name } => stats::run(&cli.nats, name).await,
     };
     match result {
         Ok(code) => code,
