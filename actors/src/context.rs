@@ -11,6 +11,8 @@ use crate::status::StatusReporter;
 #[derive(Clone)]
 pub(crate) struct NodeContext {
     pub(crate) client: async_nats::Client,
+    /// This node's id (`--node-id`), as the status and the service metadata name it.
+    pub(crate) node_id: Arc<str>,
     /// The server's `max_payload`: a reply larger than this cannot be sent.
     pub(crate) max_payload: usize,
     /// Where the bootstraps were written (`LAMBDA_RUNTIME_DIR`).

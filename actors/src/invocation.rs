@@ -11,6 +11,7 @@ use natsfn_protocol::names::{
 use natsfn_protocol::{ErrorCode, LambdaError};
 
 use crate::context::NodeContext;
+use crate::function::EndpointId;
 
 /// Who is waiting for an invocation's outcome: the reply subject (none for a plain
 /// publish) and the request id every reply and log line carries.
@@ -34,6 +35,8 @@ pub(crate) struct Invocation {
     /// `Natsfn-Deadline-Ms`: past it the caller no longer waits.
     pub(crate) deadline_ms: Option<u64>,
     pub(crate) received: std::time::Instant,
+    /// The service endpoint (subject) it came in on, for the function's stats.
+    pub(crate) endpoint: EndpointId,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -44,8 +47,13 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl Invocation {
-    /// Reads a request message. A request with unusable headers is answered 400 here.
-    pub(crate) async fn from_message(ctx: &NodeContext, msg: Message) -> Option<Invocation> {
+    /// Reads a request message that came in on `endpoint`. A request with unusable
+    /// headers is answered 400 here.
+    pub(crate) async fn from_message(
+        ctx: &NodeContext,
+        msg: Message,
+        endpoint: EndpointId,
+    ) -> Option<Invocation> {
         let caller = Caller {
             reply: msg.reply,
             request_id: uuid::Uuid::new_v4().to_string(),
@@ -73,6 +81,7 @@ impl Invocation {
             payload: msg.payload,
             deadline_ms,
             received: std::time::Instant::now(),
+            endpoint,
         })
     }
 

@@ -104,7 +104,8 @@ impl Actor for NodeActor {
             client: args.client,
             runtime_dir: runtime_dir.into(),
             interpreters: Arc::new(args.interpreters),
-            status: StatusReporter::spawn(node_id, status),
+            status: StatusReporter::spawn(node_id.clone(), status),
+            node_id,
             worker_slots: Arc::new(Semaphore::new(args.max_workers)),
         };
         let watcher = tokio::spawn(watch_bindings(bindings, myself)).abort_handle();

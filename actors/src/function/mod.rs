@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::Subject;
 use natsfn_protocol::names::{invoke_subject, logs_subject};
+use natsfn_protocol::service::Verb;
 use natsfn_protocol::{BindingSpec, ErrorCode, FunctionState as State, LambdaError};
 use ractor::{
     Actor, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent,
@@ -28,7 +29,9 @@ use crate::worker::{WorkerActor, WorkerArgs, WorkerMsg};
 use health::{StartHealth, Verdict};
 use pool::{Target, WorkerPool};
 use queue::WaitQueue;
-use subscription::Subscriptions;
+pub(crate) use service::EndpointId;
+use service::ServiceStats;
+use subscription::{Discovery, Subscriptions};
 
 const STOP_WORKERS_WITHIN: Duration = Duration::from_secs(5);
 /// While the node is out of worker slots, how often a function with waiting
@@ -80,11 +83,14 @@ pub(crate) enum FunctionMsg {
     /// Stop this idle worker: another function needs its slot.
     Evict(ActorId),
     SubscriptionEnded(String),
+    /// A `$SRV` discovery request (ADR-32) for this function's service instance.
+    Service(async_nats::Message),
 }
 
 /// One invocation a worker is done with.
 pub(crate) struct Finished {
     pub(crate) worker: ActorId,
+    pub(crate) endpoint: EndpointId,
     pub(crate) outcome: Outcome,
     /// How long the handler ran, when it ran to an answer (a crash or timeout does
     /// not say how long the function takes).
@@ -114,6 +120,10 @@ pub(crate) struct FunctionState {
     arn: Arc<str>,
     logs_subject: Subject,
     subscriptions: Subscriptions,
+    /// This node's instance of the function's micro service: its id and stats.
+    service: ServiceStats,
+    /// Kept for its subscriptions' lifetime.
+    _discovery: Discovery,
     queue: WaitQueue,
     pool: WorkerPool<ActorRef<WorkerMsg>>,
     health: StartHealth,
@@ -147,6 +157,8 @@ impl Actor for FunctionActor {
             revision,
         } = args;
         let plan = make_plan(&ctx, &name, revision, &spec);
+        let service = ServiceStats::new(&name, invoke_subject(&name), &ctx.node_id);
+        let discovery = Discovery::start(&ctx, &name, service.id(), myself.clone()).await?;
         let mut state = FunctionState {
             arn: format!("arn:aws:lambda:local:000000000000:function:{name}").into(),
             logs_subject: logs_subject(&name).into(),
@@ -159,6 +171,8 @@ impl Actor for FunctionActor {
             code_revision: revision,
             plan,
             subscriptions: Subscriptions::default(),
+            service,
+            _discovery: discovery,
             pool: WorkerPool::default(),
             health: StartHealth::default(),
             reap_at: None,
@@ -236,6 +250,7 @@ impl Actor for FunctionActor {
                 state.subscriptions.ended(&subject);
                 state.stop_if_retired(&myself);
             }
+            FunctionMsg::Service(request) => state.answer_discovery(request).await,
         }
         Ok(())
     }
@@ -284,6 +299,24 @@ impl Actor for FunctionActor {
     }
 }
 
+/// Answers an invocation the FunctionActor turns away itself (429, 503), counting it
+/// in the function's stats like one a worker answered.
+async fn refuse(
+    ctx: &NodeContext,
+    service: &mut ServiceStats,
+    invocation: Invocation,
+    code: ErrorCode,
+    error: &LambdaError,
+) {
+    let text = format!("{}: {}", error.error_type, error.error_message);
+    service.record(
+        invocation.endpoint,
+        invocation.received.elapsed(),
+        Some((code, &text)),
+    );
+    invocation.caller.fail(ctx, code, error).await;
+}
+
 fn make_plan(
     ctx: &NodeContext,
     name: &str,
@@ -305,16 +338,24 @@ impl FunctionState {
 
     async fn invoke(&mut self, myself: &ActorRef<FunctionMsg>, invocation: Invocation) {
         if let Err(error) = &self.plan {
-            return invocation
-                .caller
-                .fail(&self.ctx, ErrorCode::Unavailable, error)
-                .await;
+            return refuse(
+                &self.ctx,
+                &mut self.service,
+                invocation,
+                ErrorCode::Unavailable,
+                error,
+            )
+            .await;
         }
         if let Some(error) = self.unstartable().cloned() {
-            return invocation
-                .caller
-                .fail(&self.ctx, ErrorCode::Unavailable, &error)
-                .await;
+            return refuse(
+                &self.ctx,
+                &mut self.service,
+                invocation,
+                ErrorCode::Unavailable,
+                &error,
+            )
+            .await;
         }
         // An idle worker takes it at once; otherwise it waits, if there is room.
         let invocation = if self.queue.is_empty() {
@@ -335,10 +376,14 @@ impl FunctionState {
                     self.queue.limit()
                 ),
             );
-            return invocation
-                .caller
-                .fail(&self.ctx, ErrorCode::TooManyRequests, &error)
-                .await;
+            return refuse(
+                &self.ctx,
+                &mut self.service,
+                invocation,
+                ErrorCode::TooManyRequests,
+                &error,
+            )
+            .await;
         }
         self.pump(myself).await;
     }
@@ -468,10 +513,16 @@ impl FunctionState {
         if done.ran.is_some() {
             self.health.clear();
         }
-        if let Outcome::Failed(code, error) = &done.outcome {
-            tracing::debug!(function = %self.name, code = code.code(), error = %error,
-                took_us = done.since_received.as_micros() as u64, "invocation failed");
-        }
+        let error = match &done.outcome {
+            Outcome::Success => None,
+            Outcome::Failed(code, error) => {
+                tracing::debug!(function = %self.name, code = code.code(), error = %error,
+                    took_us = done.since_received.as_micros() as u64, "invocation failed");
+                Some((*code, error.as_str()))
+            }
+        };
+        self.service
+            .record(done.endpoint, done.since_received, error);
         let target = self.target();
         if let Some(worker) = self
             .pool
@@ -607,8 +658,9 @@ impl FunctionState {
         let wanted: BTreeSet<String> = std::iter::once(invoke_subject(&self.name))
             .chain(self.spec.subjects.iter().cloned())
             .collect();
+        self.service.serve(&wanted);
         self.subscriptions
-            .set(&self.ctx, &self.name, &wanted, myself)
+            .set(&self.ctx, &self.name, &wanted, &self.service, myself)
             .await
     }
 
@@ -620,7 +672,28 @@ impl FunctionState {
 
     async fn fail_queue(&mut self, code: ErrorCode, error: &LambdaError) {
         for invocation in self.queue.drain() {
-            invocation.caller.fail(&self.ctx, code, error).await;
+            refuse(&self.ctx, &mut self.service, invocation, code, error).await;
+        }
+    }
+
+    /// Answers a `$SRV.PING|INFO|STATS` request; other verbs, and requests nobody
+    /// waits for, get nothing.
+    async fn answer_discovery(&self, request: async_nats::Message) {
+        let (Some(verb), Some(reply)) = (Verb::of_subject(&request.subject), request.reply) else {
+            return;
+        };
+        let body = match self
+            .service
+            .reply(verb, &self.name, self.revision, &self.spec)
+        {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::warn!(function = %self.name, error = %e, "cannot encode a service reply");
+                return;
+            }
+        };
+        if let Err(e) = self.ctx.client.publish(reply, body.into()).await {
+            tracing::warn!(function = %self.name, error = %e, "cannot publish a service reply");
         }
     }
 

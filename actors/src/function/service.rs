@@ -2,6 +2,7 @@
 //! instance's id and start time, the endpoints (the canonical subject and the bound
 //! ones) and what each has served. Plain data; the actor subscribes and replies.
 
+use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use natsfn_protocol::service::{
     endpoint_name, service_version, EndpointInfo, EndpointStats, Identity, InfoResponse, Metadata,
     PingResponse, StatsResponse, Verb, CANONICAL_ENDPOINT, METADATA_NODE,
 };
-use natsfn_protocol::BindingSpec;
+use natsfn_protocol::{BindingSpec, ErrorCode};
 
 /// Which endpoint an invocation came in on: an index that stays valid for the actor's
 /// life, so recording is an array access.
@@ -39,17 +40,6 @@ struct Endpoint {
     last_error: String,
 }
 
-/// How an invocation ended, as its caller was answered.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Outcome<'a> {
-    Success,
-    /// The ADR-32 error code and the `Nats-Service-Error` text.
-    Error {
-        code: u16,
-        message: &'a str,
-    },
-}
-
 impl ServiceStats {
     /// A new instance of `function`'s service on `node`, serving its canonical subject.
     pub(crate) fn new(function: &str, canonical_subject: String, node: &str) -> ServiceStats {
@@ -72,40 +62,51 @@ impl ServiceStats {
         &self.id
     }
 
-    /// The endpoint of `subject`, added (or made active again) if it is not served yet.
-    pub(crate) fn endpoint(&mut self, subject: &str) -> EndpointId {
-        let index = match self.endpoints.iter().position(|e| e.subject == subject) {
-            Some(index) => index,
-            None => {
+    /// The subjects served from now on: those in `subjects` are reported (new ones
+    /// added), the others leave INFO and STATS.
+    pub(crate) fn serve(&mut self, subjects: &BTreeSet<String>) {
+        for e in &mut self.endpoints {
+            e.active = subjects.contains(&e.subject);
+        }
+        for subject in subjects {
+            if !self.endpoints.iter().any(|e| &e.subject == subject) {
                 let name = endpoint_name(subject);
-                self.endpoints.push(Endpoint::new(name, subject.to_owned()));
-                self.endpoints.len() - 1
+                self.endpoints.push(Endpoint::new(name, subject.clone()));
             }
-        };
-        self.endpoints[index].active = true;
-        EndpointId(index)
-    }
-
-    /// `subject` is no longer served: it leaves INFO and STATS.
-    pub(crate) fn left(&mut self, subject: &str) {
-        if let Some(e) = self.endpoints.iter_mut().find(|e| e.subject == subject) {
-            e.active = false;
         }
     }
 
-    /// One finished invocation, `took` since its request arrived. Integer adds; an
-    /// error's text is copied into the buffer of the previous one.
-    pub(crate) fn record(&mut self, endpoint: EndpointId, took: Duration, outcome: Outcome<'_>) {
+    /// The endpoint of a served subject (the canonical one for a subject never served,
+    /// which `serve` rules out).
+    pub(crate) fn endpoint(&self, subject: &str) -> EndpointId {
+        EndpointId(
+            self.endpoints
+                .iter()
+                .position(|e| e.subject == subject)
+                .unwrap_or(0),
+        )
+    }
+
+    /// One finished invocation, `took` since its request arrived, and its error reply's
+    /// code and `errorType: errorMessage`, if it failed. Integer adds; an error's text
+    /// (its first line) is copied into the buffer of the previous one.
+    pub(crate) fn record(
+        &mut self,
+        endpoint: EndpointId,
+        took: Duration,
+        error: Option<(ErrorCode, &str)>,
+    ) {
         let Some(e) = self.endpoints.get_mut(endpoint.0) else {
             return;
         };
         e.requests += 1;
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         e.processing_ns = e.processing_ns.saturating_add(nanos);
-        if let Outcome::Error { code, message } = outcome {
+        if let Some((code, message)) = error {
             e.errors += 1;
             e.last_error.clear();
-            let _ = write!(e.last_error, "{code}:{message}");
+            let first_line = message.lines().next().unwrap_or_default();
+            let _ = write!(e.last_error, "{}:{first_line}", code.code());
         }
     }
 
@@ -206,6 +207,11 @@ mod tests {
         ServiceStats::new("hello", "natsfn.invoke.hello".into(), "node-a")
     }
 
+    fn serve(service: &mut ServiceStats, subjects: &[&str]) {
+        let subjects = subjects.iter().map(|s| s.to_string()).collect();
+        service.serve(&subjects);
+    }
+
     fn reply(service: &ServiceStats, verb: Verb, revision: u64) -> Value {
         serde_json::from_slice(&service.reply(verb, "hello", revision, &spec()).unwrap()).unwrap()
     }
@@ -230,9 +236,11 @@ mod tests {
     #[test]
     fn info_lists_the_canonical_and_bound_subjects_with_the_queue_group() {
         let mut service = service();
-        service.endpoint("greet.hello");
-        service.endpoint("orders.*");
-        service.left("orders.*");
+        serve(
+            &mut service,
+            &["natsfn.invoke.hello", "greet.hello", "orders.*"],
+        );
+        serve(&mut service, &["natsfn.invoke.hello", "greet.hello"]);
         let info = reply(&service, Verb::Info, 3);
         assert_eq!(info["type"], INFO_RESPONSE_TYPE);
         assert_eq!(info["description"], "natsfn function: python3 app.handler");
@@ -248,25 +256,23 @@ mod tests {
     #[test]
     fn stats_count_requests_errors_and_time_per_endpoint() {
         let mut service = service();
+        serve(&mut service, &["natsfn.invoke.hello", "greet.hello"]);
         let canonical = service.endpoint("natsfn.invoke.hello");
         let bound = service.endpoint("greet.hello");
-        service.record(canonical, Duration::from_micros(100), Outcome::Success);
-        service.record(canonical, Duration::from_micros(200), Outcome::Success);
+        service.record(canonical, Duration::from_micros(100), None);
+        service.record(canonical, Duration::from_micros(200), None);
         service.record(
             canonical,
             Duration::from_micros(301),
-            Outcome::Error {
-                code: 500,
-                message: "ValueError: bad input",
-            },
+            Some((ErrorCode::FunctionError, "ValueError: bad input\nmore")),
         );
         service.record(
             bound,
             Duration::from_millis(1),
-            Outcome::Error {
-                code: 429,
-                message: "TooManyRequestsException: queue full",
-            },
+            Some((
+                ErrorCode::TooManyRequests,
+                "TooManyRequestsException: queue full",
+            )),
         );
         let stats = reply(&service, Verb::Stats, 4);
         assert_eq!(stats["type"], STATS_RESPONSE_TYPE);
@@ -301,11 +307,12 @@ mod tests {
     #[test]
     fn a_subject_bound_again_keeps_its_counts_and_id() {
         let mut service = service();
+        serve(&mut service, &["natsfn.invoke.hello", "greet.hello"]);
         let first = service.endpoint("greet.hello");
-        service.record(first, Duration::from_millis(1), Outcome::Success);
-        service.left("greet.hello");
+        service.record(first, Duration::from_millis(1), None);
+        serve(&mut service, &["natsfn.invoke.hello"]);
         // A request still draining from the left subject is counted where it belongs.
-        service.record(first, Duration::from_millis(1), Outcome::Success);
+        service.record(first, Duration::from_millis(1), None);
         assert_eq!(
             reply(&service, Verb::Stats, 1)["endpoints"]
                 .as_array()
@@ -313,8 +320,8 @@ mod tests {
                 .len(),
             1
         );
-        let again = service.endpoint("greet.hello");
-        assert_eq!(again, first);
+        serve(&mut service, &["natsfn.invoke.hello", "greet.hello"]);
+        assert_eq!(service.endpoint("greet.hello"), first);
         assert_eq!(
             reply(&service, Verb::Stats, 2)["endpoints"][1]["num_requests"],
             2

@@ -5,11 +5,13 @@ use std::collections::{BTreeSet, HashMap};
 
 use futures::StreamExt;
 use natsfn_protocol::names::queue_group;
+use natsfn_protocol::service::discovery_subjects;
 use ractor::ActorRef;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
 use crate::context::NodeContext;
+use crate::function::service::{EndpointId, ServiceStats};
 use crate::function::FunctionMsg;
 use crate::invocation::Invocation;
 
@@ -29,12 +31,15 @@ impl Subscriptions {
         ctx: &NodeContext,
         function: &str,
         wanted: &BTreeSet<String>,
+        service: &ServiceStats,
         actor: &ActorRef<FunctionMsg>,
     ) -> Result<(), async_nats::SubscribeError> {
         for subject in wanted {
             if !self.active.contains_key(subject) {
+                let endpoint = service.endpoint(subject);
                 let sub =
-                    Subscription::start(ctx, function, subject.clone(), actor.clone()).await?;
+                    Subscription::start(ctx, function, subject.clone(), endpoint, actor.clone())
+                        .await?;
                 self.active.insert(subject.clone(), sub);
             }
         }
@@ -94,6 +99,7 @@ impl Subscription {
         ctx: &NodeContext,
         function: &str,
         subject: String,
+        endpoint: EndpointId,
         actor: ActorRef<FunctionMsg>,
     ) -> Result<Subscription, async_nats::SubscribeError> {
         let mut subscriber = ctx
@@ -116,7 +122,7 @@ impl Subscription {
                     }
                     msg = subscriber.next() => match msg {
                         Some(msg) => {
-                            if let Some(invocation) = Invocation::from_message(&ctx, msg).await {
+                            if let Some(invocation) = Invocation::from_message(&ctx, msg, endpoint).await {
                                 if actor.cast(FunctionMsg::Invoke(invocation)).is_err() {
                                     break;
                                 }
@@ -145,6 +151,45 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The `$SRV` discovery subscriptions of a function's service instance. Plain ones,
+/// not a queue group: every instance answers. Requests go to the FunctionActor, which
+/// owns the stats they ask for.
+pub(crate) struct Discovery {
+    task: AbortHandle,
+}
+
+impl Discovery {
+    pub(crate) async fn start(
+        ctx: &NodeContext,
+        function: &str,
+        id: &str,
+        actor: ActorRef<FunctionMsg>,
+    ) -> Result<Discovery, async_nats::SubscribeError> {
+        let mut subscribers = Vec::with_capacity(3);
+        for subject in discovery_subjects(function, id) {
+            subscribers.push(ctx.client.subscribe(subject).await?);
+        }
+        let mut requests = futures::stream::select_all(subscribers);
+        let task = tokio::spawn(async move {
+            while let Some(msg) = requests.next().await {
+                if actor.cast(FunctionMsg::Service(msg)).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Discovery {
+            task: task.abort_handle(),
+        })
+    }
+}
+
+impl Drop for Discovery {
+    fn drop(&mut self) {
+        // Dropping the task's subscribers unsubscribes them.
         self.task.abort();
     }
 }

@@ -24,7 +24,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::AbortHandle;
 
 use crate::context::NodeContext;
-use crate::function::{Finished, FunctionMsg, Outcome};
+use crate::function::{EndpointId, Finished, FunctionMsg, Outcome};
 use crate::invocation::{now_ms, Invocation};
 use crate::launch::LaunchPlan;
 use channel::{spawn_reader, OutputStream};
@@ -285,11 +285,13 @@ impl WorkerState {
         if let Err(e) = frame::encode(&frame, &mut self.frame_buf) {
             let error = LambdaError::new("Function.RequestTooLarge", e.to_string());
             let since_received = invocation.received.elapsed();
+            let endpoint = invocation.endpoint;
             invocation
                 .caller
                 .fail(&self.args.ctx, ErrorCode::PayloadTooLarge, &error)
                 .await;
             self.report_finished(
+                endpoint,
                 failed(ErrorCode::PayloadTooLarge, &error),
                 None,
                 since_received,
@@ -361,6 +363,7 @@ impl WorkerState {
         let took = call.started.map_or(Duration::ZERO, |t| t.elapsed());
         self.start_next();
         let since_received = call.invocation.received.elapsed();
+        let endpoint = call.invocation.endpoint;
         let caller = call.invocation.caller;
         let outcome = match outcome {
             Ok(payload) => {
@@ -372,7 +375,7 @@ impl WorkerState {
                 failed(code, &error)
             }
         };
-        self.report_finished(outcome, Some(took), since_received);
+        self.report_finished(endpoint, outcome, Some(took), since_received);
     }
 
     async fn on_output(&self, stream: OutputStream, line: String) {
@@ -491,11 +494,12 @@ impl WorkerState {
         let mut waiting = std::mem::take(&mut self.in_flight).into_iter();
         if let Some(running) = waiting.next() {
             let since_received = running.invocation.received.elapsed();
+            let endpoint = running.invocation.endpoint;
             let caller = running.invocation.caller;
             let message = format!("RequestId: {} Error: {why}", caller.request_id);
             let error = LambdaError::new(error_type, message);
             caller.fail(&self.args.ctx, code, &error).await;
-            self.report_finished(failed(code, &error), None, since_received);
+            self.report_finished(endpoint, failed(code, &error), None, since_received);
         }
         let waiting: Vec<Invocation> = waiting.map(|c| c.invocation).collect();
         if !waiting.is_empty() {
@@ -514,12 +518,19 @@ impl WorkerState {
         myself.stop(None);
     }
 
-    fn report_finished(&self, outcome: Outcome, ran: Option<Duration>, since_received: Duration) {
+    fn report_finished(
+        &self,
+        endpoint: EndpointId,
+        outcome: Outcome,
+        ran: Option<Duration>,
+        since_received: Duration,
+    ) {
         let _ = self
             .args
             .parent
             .cast(FunctionMsg::InvocationFinished(Finished {
                 worker: self.id,
+                endpoint,
                 outcome,
                 ran,
                 since_received,
