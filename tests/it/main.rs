@@ -6,6 +6,7 @@ mod bindings;
 mod cli;
 mod failures;
 mod logs;
+mod micro;
 mod nodejs;
 mod nodes;
 mod payloads;
