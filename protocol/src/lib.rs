@@ -1,16 +1,19 @@
 //! natsfn's contract as data: the names of buckets, subjects and headers, the binding
-//! spec and its validation, error codes and bodies, the status record, and the frames
-//! spoken with worker processes. Pure data and codecs: no I/O, no async runtime.
+//! spec and its validation, error codes and bodies, the status and node records, and
+//! the frames spoken with worker processes. Pure data and codecs: no I/O, no async
+//! runtime.
 #![deny(unreachable_pub)]
 
 pub mod error;
 pub mod frame;
 pub mod names;
+pub mod node;
 pub mod service;
 pub mod spec;
 pub mod status;
 
 pub use error::{ErrorCode, LambdaError};
 pub use frame::{FrameDecoder, FrameError, FromWorker, Invoke, ToWorker};
+pub use node::NodeInfo;
 pub use spec::{BindingSpec, CodeSource, PoolSpec, Runtime, SpecError};
 pub use status::{FunctionState, FunctionStatus};

@@ -4,6 +4,8 @@
 pub const BINDINGS_BUCKET: &str = "natsfn-bindings";
 /// JetStream KV bucket where nodes write each function's state.
 pub const STATUS_BUCKET: &str = "natsfn-status";
+/// JetStream KV bucket where each live node keeps a TTL'd key, its id.
+pub const NODES_BUCKET: &str = "natsfn-nodes";
 
 /// Request id of an invocation (Lambda's `aws_request_id`), on replies and log lines.
 pub const HEADER_REQUEST_ID: &str = "Natsfn-Request-Id";
