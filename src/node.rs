@@ -1,10 +1,11 @@
 //! `natsfn node`: a dispatcher node until SIGINT/SIGTERM.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use natsfn_actors::{Interpreters, NodeActor, NodeArgs, NodeMsg};
+use natsfn_actors::{Interpreters, Metrics, NodeActor, NodeArgs, NodeMsg};
 use ractor::Actor;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -39,6 +40,7 @@ pub async fn serve(client: async_nats::Client, args: cli::NodeArgs) -> anyhow::R
          memory_mb enforced on resident memory by polling each worker's processes every 100 ms"
     );
     let mut sigterm = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let metrics = Arc::new(Metrics::new(&client));
     let (node, mut handle) = Actor::spawn(
         None,
         NodeActor,
@@ -47,6 +49,7 @@ pub async fn serve(client: async_nats::Client, args: cli::NodeArgs) -> anyhow::R
             node_id: node_id.clone(),
             runtime_dir: args.runtime_dir,
             interpreters,
+            metrics,
             max_workers,
         },
     )

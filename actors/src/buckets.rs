@@ -1,9 +1,11 @@
 //! Opening natsfn's KV buckets, creating them on first use with the same settings
 //! whoever comes first (a node or the CLI).
 
+use std::time::Duration;
+
 use async_nats::jetstream::kv::{Config, Store};
 use async_nats::jetstream::Context;
-use natsfn_protocol::names::{BINDINGS_BUCKET, STATUS_BUCKET};
+use natsfn_protocol::names::{BINDINGS_BUCKET, NODES_BUCKET, STATUS_BUCKET};
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot open or create the KV bucket {bucket}: {source}")]
@@ -14,14 +16,25 @@ pub struct BucketError {
 
 /// `natsfn-bindings`, with some history so that an edit can be looked back on.
 pub async fn bindings(js: &Context) -> Result<Store, BucketError> {
-    open(js, BINDINGS_BUCKET, 16).await
+    open(js, BINDINGS_BUCKET, 16, None).await
 }
 
 pub async fn status(js: &Context) -> Result<Store, BucketError> {
-    open(js, STATUS_BUCKET, 1).await
+    open(js, STATUS_BUCKET, 1, None).await
 }
 
-async fn open(js: &Context, bucket: &'static str, history: i64) -> Result<Store, BucketError> {
+/// `natsfn-nodes`: per-key TTLs (nats-server 2.11+), so that a node that dies without
+/// a word leaves it; the server's marker for an expired key lives as long as a key.
+pub async fn nodes(js: &Context) -> Result<Store, BucketError> {
+    open(js, NODES_BUCKET, 1, Some(crate::registry::NODE_TTL)).await
+}
+
+async fn open(
+    js: &Context,
+    bucket: &'static str,
+    history: i64,
+    limit_markers: Option<Duration>,
+) -> Result<Store, BucketError> {
     if let Ok(store) = js.get_key_value(bucket).await {
         return Ok(store);
     }
@@ -29,6 +42,7 @@ async fn open(js: &Context, bucket: &'static str, history: i64) -> Result<Store,
         .create_key_value(Config {
             bucket: bucket.to_owned(),
             history,
+            limit_markers,
             ..Default::default()
         })
         .await;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
+use crate::metrics::Metrics;
 use crate::status::StatusReporter;
 
 #[derive(Clone)]
@@ -22,6 +23,7 @@ pub(crate) struct NodeContext {
     /// The node's `--max-workers` slots: every WorkerActor holds one while it lives,
     /// so the count cannot drift from the workers there are.
     pub(crate) worker_slots: Arc<Semaphore>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// Absolute paths of the language interpreters, found once at start-up so that a

@@ -10,9 +10,12 @@ mod context;
 mod function;
 mod invocation;
 mod launch;
+mod metrics;
 mod node_actor;
+mod registry;
 mod status;
 mod worker;
 
 pub use context::Interpreters;
+pub use metrics::Metrics;
 pub use node_actor::{NodeActor, NodeArgs, NodeMsg};

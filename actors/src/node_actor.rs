@@ -1,6 +1,6 @@
 //! NodeActor: the root of a node. Watches `natsfn-bindings` from its current state on
 //! and keeps exactly one FunctionActor per valid key; writes why a key was rejected to
-//! `natsfn-status`.
+//! `natsfn-status`. Keeps the node's key in `natsfn-nodes` current.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -21,6 +21,8 @@ use crate::buckets;
 use crate::context::{Interpreters, NodeContext};
 use crate::function::{FunctionActor, FunctionArgs, FunctionMsg};
 use crate::launch;
+use crate::metrics::Metrics;
+use crate::registry::{self, NodeRegistry};
 use crate::status::StatusReporter;
 
 const WATCH_RETRY: Duration = Duration::from_secs(1);
@@ -38,10 +40,13 @@ pub struct NodeArgs {
     pub interpreters: Interpreters,
     /// Worker processes this node runs at most, all functions together.
     pub max_workers: usize,
+    pub metrics: Arc<Metrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum NodeError {
+    #[error("node id {0:?}: expected letters, digits and -_=/. (it is a key of natsfn-nodes)")]
+    NodeId(String),
     #[error(transparent)]
     Bucket(#[from] buckets::BucketError),
     #[error("cannot write the runtime bootstraps to {dir}: {source}")]
@@ -72,6 +77,8 @@ pub struct NodeState {
     live: HashSet<ActorId>,
     draining: bool,
     watcher: tokio::task::AbortHandle,
+    /// Taken when the node stops, to remove its key.
+    registry: Option<NodeRegistry>,
 }
 
 struct Function {
@@ -90,6 +97,9 @@ impl Actor for NodeActor {
         myself: ActorRef<NodeMsg>,
         args: NodeArgs,
     ) -> Result<NodeState, ActorProcessingErr> {
+        if !registry::is_valid_node_id(&args.node_id) {
+            return Err(NodeError::NodeId(args.node_id).into());
+        }
         let runtime_dir = args.runtime_dir.unwrap_or_else(launch::default_runtime_dir);
         launch::install_runtimes(&runtime_dir).map_err(|source| NodeError::Runtimes {
             dir: runtime_dir.clone(),
@@ -98,6 +108,7 @@ impl Actor for NodeActor {
         let js = jetstream::new(args.client.clone());
         let bindings = buckets::bindings(&js).await?;
         let status = buckets::status(&js).await?;
+        let nodes = buckets::nodes(&js).await?;
         let node_id: Arc<str> = args.node_id.into();
         let ctx = NodeContext {
             max_payload: args.client.server_info().max_payload,
@@ -107,7 +118,16 @@ impl Actor for NodeActor {
             status: StatusReporter::spawn(node_id.clone(), status),
             node_id,
             worker_slots: Arc::new(Semaphore::new(args.max_workers)),
+            metrics: args.metrics,
         };
+        ctx.metrics.set_max_workers(args.max_workers);
+        let registry = NodeRegistry::spawn(
+            js,
+            nodes,
+            &ctx.node_id,
+            args.max_workers,
+            ctx.metrics.clone(),
+        );
         let watcher = tokio::spawn(watch_bindings(bindings, myself)).abort_handle();
         Ok(NodeState {
             ctx,
@@ -115,6 +135,7 @@ impl Actor for NodeActor {
             live: HashSet::new(),
             draining: false,
             watcher,
+            registry: Some(registry),
         })
     }
 
@@ -137,6 +158,7 @@ impl Actor for NodeActor {
             NodeMsg::Drain => state.drain(&myself),
             NodeMsg::SlotWanted(by) => state.evict_for(by).await,
         }
+        state.report_load();
         Ok(())
     }
 
@@ -175,6 +197,7 @@ impl Actor for NodeActor {
             }
             _ => {}
         }
+        state.report_load();
         Ok(())
     }
 
@@ -185,11 +208,21 @@ impl Actor for NodeActor {
     ) -> Result<(), ActorProcessingErr> {
         state.watcher.abort();
         crate::children::stop_all(&myself.get_cell(), STOP_FUNCTIONS_WITHIN).await;
+        if let Some(registry) = state.registry.take() {
+            registry.stop().await;
+        }
         Ok(())
     }
 }
 
 impl NodeState {
+    /// How many functions the node serves, for its key in `natsfn-nodes`.
+    fn report_load(&self) {
+        if let Some(registry) = &self.registry {
+            registry.report(self.functions.len());
+        }
+    }
+
     async fn binding_put(
         &mut self,
         myself: &ActorRef<NodeMsg>,

@@ -15,7 +15,7 @@ pub struct NodeInfo {
     pub functions: usize,
     /// Worker processes it runs now (refreshed with the key).
     pub workers: usize,
-    /// Most worker processes it may run at once: the sum of its functions' `pool.max`.
+    /// Most worker processes it may run at once (`natsfn node --max-workers`).
     pub max_workers: usize,
 }
 
