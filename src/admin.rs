@@ -1,4 +1,5 @@
-//! Editing and reading bindings: `bind`, `nats bind|unbind`, `ls`, `get`, `rm`.
+//! Editing and reading bindings: `bind`, `nats bind|unbind`, `ls`, `get`, `rm`; and
+//! listing the live nodes: `nodes`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -7,8 +8,10 @@ use anyhow::{anyhow, bail, Context};
 use async_nats::jetstream::kv::{Operation, Store, UpdateErrorKind};
 use futures::StreamExt;
 use natsfn_actors::buckets;
-use natsfn_protocol::{BindingSpec, FunctionState, FunctionStatus};
+use natsfn_protocol::{BindingSpec, FunctionState, FunctionStatus, NodeInfo};
 use serde_json::{json, Map, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 use crate::cli::{parse_duration_ms, BindArgs, SubjectArgs};
 
@@ -281,7 +284,70 @@ pub async fn rm(nats: &str, name: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The nodes whose key in `natsfn-nodes` is alive (TTL'd: a dead node drops out).
+pub async fn nodes(nats: &str) -> anyhow::Result<ExitCode> {
+    let js = async_nats::jetstream::new(crate::connect(nats).await?);
+    let store = buckets::nodes(&js).await?;
+    let mut ids: Vec<String> = store
+        .keys()
+        .await?
+        .filter_map(|k| async { k.ok() })
+        .collect()
+        .await;
+    ids.sort();
+    println!(
+        "{:<32} {:<20} {:>9} {:>9}  UPTIME",
+        "ID", "HOST", "FUNCTIONS", "WORKERS"
+    );
+    let now = OffsetDateTime::now_utc();
+    for id in ids {
+        // Gone since the listing: it stopped or expired.
+        let Some(value) = store.get(&id).await? else {
+            continue;
+        };
+        let Ok(node) = serde_json::from_slice::<NodeInfo>(&value) else {
+            println!("{id:<32} (not a natsfn node record)");
+            continue;
+        };
+        let uptime = OffsetDateTime::parse(&node.started, &Rfc3339)
+            .map(|started| uptime(now - started))
+            .unwrap_or_else(|_| "?".into());
+        let workers = format!("{}/{}", node.workers, node.max_workers);
+        println!(
+            "{:<32} {:<20} {:>9} {workers:>9}  {uptime}",
+            node.id, node.host, node.functions
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `3d4h`, `2h5m`, `4m10s`, `12s`: the two largest units.
+fn uptime(elapsed: time::Duration) -> String {
+    let s = elapsed.whole_seconds().max(0);
+    let (d, h, m, s) = (s / 86_400, s / 3_600 % 24, s / 60 % 60, s % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m{s}s"),
+        (0, _, _) => format!("{h}h{m}m"),
+        _ => format!("{d}d{h}h"),
+    }
+}
+
 async fn read_status(status: &Store, name: &str) -> Option<FunctionStatus> {
     let value = status.get(name).await.ok()??;
     serde_json::from_slice(&value).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uptime;
+
+    #[test]
+    fn uptimes() {
+        assert_eq!(uptime(time::Duration::seconds(12)), "12s");
+        assert_eq!(uptime(time::Duration::seconds(250)), "4m10s");
+        assert_eq!(uptime(time::Duration::seconds(7_500)), "2h5m");
+        assert_eq!(uptime(time::Duration::seconds(273_600)), "3d4h");
+        assert_eq!(uptime(time::Duration::seconds(-3)), "0s");
+    }
 }

@@ -1,5 +1,6 @@
 //! The command line.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -40,6 +41,8 @@ pub enum Command {
     Invoke(InvokeArgs),
     /// List the bound functions and their state.
     Ls,
+    /// List the live nodes.
+    Nodes,
     /// Show a function's binding and status.
     Get { name: String },
     /// Remove a function's binding.
@@ -66,6 +69,9 @@ pub struct NodeArgs {
     /// workers of other functions are evicted, least recently used first.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_workers: Option<u32>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9090; off unless given).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
 }
 
 #[derive(Args)]

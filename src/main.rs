@@ -5,6 +5,7 @@ mod admin;
 mod cli;
 mod dev;
 mod invoke;
+mod metrics;
 mod node;
 mod stats;
 
@@ -55,6 +56,7 @@ async fn run(cli: Cli) -> std::process::ExitCode {
         } => admin::edit_subjects(&cli.nats, args, admin::Edit::Remove).await,
         Command::Invoke(args) => invoke::run(&cli.nats, args).await,
         Command::Ls => admin::ls(&cli.nats).await,
+        Command::Nodes => admin::nodes(&cli.nats).await,
         Command::Get { name } => admin::get(&cli.nats, &name).await,
         Command::Rm { name } => admin::rm(&cli.nats, &name).await,
         Command::Stats { name } => stats::run(&cli.nats, name).await,

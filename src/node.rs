@@ -41,6 +41,10 @@ pub async fn serve(client: async_nats::Client, args: cli::NodeArgs) -> anyhow::R
     );
     let mut sigterm = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let metrics = Arc::new(Metrics::new(&client));
+    let metrics_server = match args.metrics {
+        Some(addr) => Some(crate::metrics::serve(addr, metrics.clone()).await?),
+        None => None,
+    };
     let (node, mut handle) = Actor::spawn(
         None,
         NodeActor,
@@ -73,6 +77,9 @@ pub async fn serve(client: async_nats::Client, args: cli::NodeArgs) -> anyhow::R
         _ = tokio::time::sleep(DRAIN_WITHIN) => tracing::warn!("drain took longer than {DRAIN_WITHIN:?}"),
     }
     let _ = node.stop_and_wait(None, Some(SHUTDOWN_WITHIN)).await;
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
     let _ = client.flush().await;
     Ok(())
 }
