@@ -331,3 +331,42 @@ impl Drop for Share {
         self.gauge.dec_by(self.mine);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_of_one_gauge_add_up_and_are_given_back_when_dropped() {
+        let gauge = Gauge::default();
+        let mut old = Share::of(gauge.clone());
+        let mut new = Share::of(gauge.clone());
+        old.set(3);
+        new.set(2);
+        assert_eq!(gauge.get(), 5);
+        old.set(1);
+        assert_eq!(gauge.get(), 3);
+        drop(new);
+        assert_eq!(gauge.get(), 1);
+        drop(old);
+        assert_eq!(gauge.get(), 0);
+    }
+
+    #[test]
+    fn outcomes_follow_the_error_codes() {
+        assert_eq!(Outcome::from(ErrorCode::FunctionError), Outcome::Error);
+        assert_eq!(Outcome::from(ErrorCode::TimedOut), Outcome::Timeout);
+        assert_eq!(Outcome::from(ErrorCode::WorkerFailed), Outcome::Crashed);
+        assert_eq!(
+            Outcome::from(ErrorCode::TooManyRequests),
+            Outcome::Throttled
+        );
+        assert_eq!(Outcome::from(ErrorCode::Unavailable), Outcome::Unavailable);
+        assert_eq!(Outcome::from(ErrorCode::BadRequest), Outcome::BadRequest);
+        assert_eq!(Outcome::from(ErrorCode::PayloadTooLarge), Outcome::TooLarge);
+        // Every outcome has its own counter.
+        for (i, outcome) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(*outcome as usize, i);
+        }
+    }
+}

@@ -24,6 +24,7 @@ use ractor::{
 use crate::context::NodeContext;
 use crate::invocation::Invocation;
 use crate::launch::LaunchPlan;
+use crate::metrics::FunctionMetrics;
 use crate::node_actor::NodeMsg;
 use crate::worker::{WorkerActor, WorkerArgs, WorkerMsg};
 use health::{StartHealth, Verdict};
@@ -137,6 +138,7 @@ pub(crate) struct FunctionState {
     standby_capped: bool,
     last_status: Option<(State, Option<String>, u64)>,
     retiring: bool,
+    metrics: FunctionMetrics,
 }
 
 impl Actor for FunctionActor {
@@ -159,6 +161,7 @@ impl Actor for FunctionActor {
         let plan = make_plan(&ctx, &name, revision, &spec);
         let service = ServiceStats::new(&name, invoke_subject(&name), &ctx.node_id);
         let discovery = Discovery::start(&ctx, &name, service.id(), myself.clone()).await?;
+        let metrics = ctx.metrics.function(&name);
         let mut state = FunctionState {
             arn: format!("arn:aws:lambda:local:000000000000:function:{name}").into(),
             logs_subject: logs_subject(&name).into(),
@@ -180,6 +183,7 @@ impl Actor for FunctionActor {
             standby_capped: false,
             last_status: None,
             retiring: false,
+            metrics,
         };
         state.subscribe(&myself).await?;
         state.report_configured();
@@ -252,6 +256,7 @@ impl Actor for FunctionActor {
             }
             FunctionMsg::Service(request) => state.answer_discovery(request).await,
         }
+        state.record_load();
         Ok(())
     }
 
@@ -279,6 +284,7 @@ impl Actor for FunctionActor {
             }
             _ => {}
         }
+        state.record_load();
         Ok(())
     }
 
@@ -300,14 +306,16 @@ impl Actor for FunctionActor {
 }
 
 /// Answers an invocation the FunctionActor turns away itself (429, 503), counting it
-/// in the function's stats like one a worker answered.
+/// in the function's stats and metrics like one a worker answered.
 async fn refuse(
     ctx: &NodeContext,
     service: &mut ServiceStats,
+    metrics: &FunctionMetrics,
     invocation: Invocation,
     code: ErrorCode,
     error: &LambdaError,
 ) {
+    metrics.finished(code.into(), invocation.received.elapsed());
     let text = format!("{}: {}", error.error_type, error.error_message);
     service.record(
         invocation.endpoint,
@@ -341,6 +349,7 @@ impl FunctionState {
             return refuse(
                 &self.ctx,
                 &mut self.service,
+                &self.metrics,
                 invocation,
                 ErrorCode::Unavailable,
                 error,
@@ -351,6 +360,7 @@ impl FunctionState {
             return refuse(
                 &self.ctx,
                 &mut self.service,
+                &self.metrics,
                 invocation,
                 ErrorCode::Unavailable,
                 &error,
@@ -379,6 +389,7 @@ impl FunctionState {
             return refuse(
                 &self.ctx,
                 &mut self.service,
+                &self.metrics,
                 invocation,
                 ErrorCode::TooManyRequests,
                 &error,
@@ -396,6 +407,9 @@ impl FunctionState {
         };
         // It waited for its worker to start: a cold start.
         let cold = assigned.first && invocation.received < assigned.ready_at;
+        if cold {
+            self.metrics.cold_start();
+        }
         let id = assigned.id;
         match assigned.handle.cast(WorkerMsg::Invoke { invocation, cold }) {
             Err(MessagingErr::SendErr(WorkerMsg::Invoke { invocation, .. })) => {
@@ -510,6 +524,8 @@ impl FunctionState {
     }
 
     async fn invocation_finished(&mut self, myself: &ActorRef<FunctionMsg>, done: Finished) {
+        self.metrics
+            .finished((&done.outcome).into(), done.since_received);
         if done.ran.is_some() {
             self.health.clear();
         }
@@ -672,7 +688,15 @@ impl FunctionState {
 
     async fn fail_queue(&mut self, code: ErrorCode, error: &LambdaError) {
         for invocation in self.queue.drain() {
-            refuse(&self.ctx, &mut self.service, invocation, code, error).await;
+            refuse(
+                &self.ctx,
+                &mut self.service,
+                &self.metrics,
+                invocation,
+                code,
+                error,
+            )
+            .await;
         }
     }
 
@@ -695,6 +719,14 @@ impl FunctionState {
         if let Err(e) = self.ctx.client.publish(reply, body.into()).await {
             tracing::warn!(function = %self.name, error = %e, "cannot publish a service reply");
         }
+    }
+
+    /// The queue and the pool as the metrics show them; after every message, since
+    /// most change one or the other.
+    fn record_load(&mut self) {
+        self.metrics.queue_depth(self.queue.len());
+        let (starting, idle, busy) = self.pool.counts();
+        self.metrics.workers(starting, idle, busy);
     }
 
     /// The state right after a (re)configuration.

@@ -364,6 +364,20 @@ impl<H> WorkerPool<H> {
     pub(crate) fn any_busy(&self) -> bool {
         self.workers.iter().any(|w| w.held > 0)
     }
+
+    /// Workers starting, idle and busy; retired ones still running count too (they
+    /// hold a worker slot of the node until they are gone).
+    pub(crate) fn counts(&self) -> (usize, usize, usize) {
+        self.workers
+            .iter()
+            .fold((0, 0, 0), |(starting, idle, busy), w| {
+                match (w.ready_at, w.held) {
+                    (None, _) => (starting + 1, idle, busy),
+                    (Some(_), 0) => (starting, idle + 1, busy),
+                    _ => (starting, idle, busy + 1),
+                }
+            })
+    }
 }
 
 #[cfg(test)]
@@ -399,6 +413,20 @@ mod tests {
 
     fn assign(pool: &mut WorkerPool<u64>, t: &Target) -> Option<u64> {
         pool.assign(t).map(|a| *a.handle)
+    }
+
+    #[test]
+    fn counts_say_how_many_workers_start_wait_and_run() {
+        let t0 = Instant::now();
+        let t = target(0, 4);
+        let mut pool = ready_pool(3, t0);
+        pool.started(ActorId::Local(9), 9, 1, t0);
+        assert_eq!(pool.counts(), (1, 3, 0));
+        assign(&mut pool, &t);
+        assign(&mut pool, &t);
+        assert_eq!(pool.counts(), (1, 1, 2));
+        pool.finished(ActorId::Local(2), Some(ms(5)), &t, t0 + ms(10));
+        assert_eq!(pool.counts(), (1, 2, 1));
     }
 
     #[test]
