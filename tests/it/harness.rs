@@ -187,6 +187,12 @@ impl Node {
         .await
     }
 
+    /// SIGKILL, as a crash or `kill -9` would: the node says nothing, removes nothing.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -227,6 +233,10 @@ pub fn process_state(pid: u32) -> Option<char> {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        // Already gone (and reaped): its pid may be another process's by now.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         // SIGTERM lets the node stop its workers; SIGKILL if it does not within 5 s.
         self.terminate();
         let started = Instant::now();
@@ -361,7 +371,16 @@ pub async fn request(client: &async_nats::Client, subject: &str, payload: Bytes)
 }
 
 /// Polls `check` until it returns `Some`, failing the test at the deadline.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually_within(DEADLINE, what, check).await
+}
+
+/// `eventually`, for events that may take longer than `DEADLINE` (a TTL running out).
+pub async fn eventually_within<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -372,11 +391,19 @@ where
             return value;
         }
         assert!(
-            started.elapsed() < DEADLINE,
-            "timed out waiting for: {what}"
+            started.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for: {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A TCP port nobody listens on now (the OS's pick), for a server a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 /// A directory holding a function's code.
