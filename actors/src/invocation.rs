@@ -96,11 +96,17 @@ impl Caller {
         self.reply = None;
     }
 
-    /// Sends the handler's result. A result the server cannot carry becomes a 413.
-    pub(crate) async fn succeed(mut self, ctx: &NodeContext, payload: Bytes, cold: bool) {
+    /// Sends the handler's result. A result the server cannot carry becomes a 413,
+    /// returned so that the invocation is counted as what its caller got.
+    pub(crate) async fn succeed(
+        mut self,
+        ctx: &NodeContext,
+        payload: Bytes,
+        cold: bool,
+    ) -> Result<(), (ErrorCode, LambdaError)> {
         let Some(reply) = self.reply.take() else {
             tracing::debug!(request_id = %self.request_id, bytes = payload.len(), "result (no reply subject)");
-            return;
+            return Ok(());
         };
         if payload.len() + 256 > ctx.max_payload {
             let err = LambdaError::new(
@@ -112,7 +118,8 @@ impl Caller {
                 ),
             );
             self.reply = Some(reply);
-            return self.fail(ctx, ErrorCode::PayloadTooLarge, &err).await;
+            self.fail(ctx, ErrorCode::PayloadTooLarge, &err).await;
+            return Err((ErrorCode::PayloadTooLarge, err));
         }
         let mut headers = HeaderMap::new();
         headers.insert(HEADER_REQUEST_ID, self.request_id.as_str());
@@ -126,6 +133,7 @@ impl Caller {
         {
             tracing::warn!(request_id = %self.request_id, error = %e, "cannot publish reply");
         }
+        Ok(())
     }
 
     /// Sends an error reply: ADR-32 headers and Lambda's error body.

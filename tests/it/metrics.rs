@@ -141,3 +141,67 @@ async fn metrics_count_invocations_by_outcome_cold_starts_and_workers() {
     );
     assert_eq!(series("natsfn_nats_connected", &[]), Some(1.0), "{text}");
 }
+
+#[tokio::test]
+async fn metrics_count_results_too_large_and_functions_that_cannot_start() {
+    let port = free_port();
+    let server = NatsServer::start();
+    let addr = format!("127.0.0.1:{port}");
+    let node = Node::start_with(&server, "node-a", &["--metrics", &addr]);
+    let env = Env::with(server, node).await;
+    let big = code_dir(&[(
+        "app.py",
+        "def handler(event, context):\n    return 'x' * event\n",
+    )]);
+    env.bind_ready(
+        "big",
+        json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(big.path())}}),
+    )
+    .await;
+    let max = env.client.server_info().max_payload;
+    let reply = env.invoke("big", (max + 1).to_string()).await;
+    assert_eq!(error_code(&reply), Some(413), "{reply:?}");
+
+    let broken = code_dir(&[("app.py", "import no_such_module\n")]);
+    let revision = env
+        .put_binding(
+            "broken",
+            json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(broken.path())}}),
+        )
+        .await;
+    env.wait_status("broken", |s| {
+        s.revision >= revision
+            && matches!(
+                s.state,
+                natsfn_protocol::FunctionState::Error | natsfn_protocol::FunctionState::Crashloop
+            )
+    })
+    .await;
+    let reply = env.invoke("broken", "{}").await;
+    assert_eq!(error_code(&reply), Some(503), "{reply:?}");
+
+    let text = eventually("the 413 and the 503 to be counted", || async {
+        let text = scrape(port).await;
+        let big = value(
+            &text,
+            "natsfn_invocations_total",
+            &[("function", "big"), ("outcome", "too_large")],
+        );
+        let broken = value(
+            &text,
+            "natsfn_invocations_total",
+            &[("function", "broken"), ("outcome", "unavailable")],
+        );
+        (big == Some(1.0) && broken == Some(1.0)).then_some(text)
+    })
+    .await;
+    assert_eq!(
+        value(
+            &text,
+            "natsfn_invocations_total",
+            &[("function", "big"), ("outcome", "ok")]
+        ),
+        Some(0.0),
+        "{text}"
+    );
+}

@@ -366,10 +366,10 @@ impl WorkerState {
         let endpoint = call.invocation.endpoint;
         let caller = call.invocation.caller;
         let outcome = match outcome {
-            Ok(payload) => {
-                caller.succeed(&self.args.ctx, payload, call.cold).await;
-                Outcome::Success
-            }
+            Ok(payload) => match caller.succeed(&self.args.ctx, payload, call.cold).await {
+                Ok(()) => Outcome::Success,
+                Err((code, error)) => failed(code, &error),
+            },
             Err((code, error)) => {
                 caller.fail(&self.args.ctx, code, &error).await;
                 failed(code, &error)
