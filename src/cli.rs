@@ -54,7 +54,8 @@ pub enum Command {
 
 #[derive(Args)]
 pub struct NodeArgs {
-    /// This node's id in natsfn-status (default: hostname and a random suffix).
+    /// This node's id in natsfn-status and its key in natsfn-nodes (default: hostname and a
+    /// random suffix).
     #[arg(long)]
     pub node_id: Option<String>,
     /// Where to write the runtime bootstraps (default: a directory under the system temp dir).

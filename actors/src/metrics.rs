@@ -189,7 +189,7 @@ impl Metrics {
         let max_workers = Gauge::default();
         registry.register(
             "natsfn_node_max_workers",
-            "Most worker processes this node may run at once (the sum of pool.max)",
+            "Most worker processes this node may run at once (--max-workers)",
             max_workers.clone(),
         );
         registry.register_collector(Box::new(NatsConnection(client.clone())));
@@ -261,7 +261,7 @@ impl Collector for NatsConnection {
         let gauge = ConstGauge::new(i64::from(connected));
         let metric = encoder.encode_descriptor(
             "natsfn_nats_connected",
-            "1 while the node is connected to NATS, else 0",
+            "1 while the node is connected to NATS, else 0.",
             None,
             gauge.metric_type(),
         )?;
