@@ -222,9 +222,14 @@ impl Metrics {
                 state,
             }))
         });
+        let duration = self.duration.get_or_create_owned(&function);
         FunctionMetrics {
+            refused: Refused {
+                bad_request: outcomes[Outcome::BadRequest as usize].clone(),
+                duration: duration.clone(),
+            },
             outcomes,
-            duration: self.duration.get_or_create_owned(&function),
+            duration,
             cold_starts: self.cold_starts.get_or_create_owned(&function),
             queue_depth: Share::of(self.queue_depth.get_or_create_owned(&function)),
             workers,
@@ -276,6 +281,7 @@ pub(crate) struct FunctionMetrics {
     /// Indexed by `Outcome as usize`.
     outcomes: [Counter; Outcome::ALL.len()],
     duration: Histogram,
+    refused: Refused,
     cold_starts: Counter,
     queue_depth: Share,
     workers: [Share; WorkerState::ALL.len()],
@@ -287,6 +293,11 @@ impl FunctionMetrics {
     pub(crate) fn finished(&self, outcome: Outcome, took: Duration) {
         self.outcomes[outcome as usize].inc();
         self.duration.observe(took.as_secs_f64());
+    }
+
+    /// For the subscriptions, which answer a malformed request themselves.
+    pub(crate) fn refused(&self) -> &Refused {
+        &self.refused
     }
 
     pub(crate) fn cold_start(&self) {
@@ -303,6 +314,20 @@ impl FunctionMetrics {
         i.set(idle);
         b.set(busy);
         self.node_workers.set(starting + idle + busy);
+    }
+}
+
+/// The series of requests a subscription answers 400 before they become invocations.
+#[derive(Clone)]
+pub(crate) struct Refused {
+    bad_request: Counter,
+    duration: Histogram,
+}
+
+impl Refused {
+    pub(crate) fn bad_request(&self, took: Duration) {
+        self.bad_request.inc();
+        self.duration.observe(took.as_secs_f64());
     }
 }
 

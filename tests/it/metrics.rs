@@ -86,12 +86,25 @@ async fn metrics_count_invocations_by_outcome_cold_starts_and_workers() {
     assert_eq!(error_code(&second), None, "{second:?}");
     let failed = env.invoke("counted", r#"{"fail": true}"#).await;
     assert_eq!(error_code(&failed), Some(500), "{failed:?}");
+    // Refused by the subscription, before the function sees it.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Natsfn-Deadline-Ms", "tomorrow");
+    let request = async_nats::Request::new()
+        .headers(headers)
+        .payload("{}".into())
+        .timeout(Some(DEADLINE));
+    let refused = env
+        .client
+        .send_request("natsfn.invoke.counted", request)
+        .await
+        .expect("request");
+    assert_eq!(error_code(&refused), Some(400), "{refused:?}");
 
-    // The FunctionActor counts an invocation just after its reply went out.
+    // An answer is counted just after it went out.
     let f = ("function", "counted");
-    let text = eventually("all three invocations to be counted", || async {
+    let text = eventually("all four answers to be counted", || async {
         let text = scrape(port).await;
-        (value(&text, "natsfn_invocation_duration_seconds_count", &[f]) == Some(3.0))
+        (value(&text, "natsfn_invocation_duration_seconds_count", &[f]) == Some(4.0))
             .then_some(text)
     })
     .await;
@@ -107,6 +120,11 @@ async fn metrics_count_invocations_by_outcome_cold_starts_and_workers() {
         "{text}"
     );
     assert_eq!(
+        series("natsfn_invocations_total", &[f, ("outcome", "bad_request")]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
         series("natsfn_invocations_total", &[f, ("outcome", "timeout")]),
         Some(0.0),
         "{text}"
@@ -116,7 +134,7 @@ async fn metrics_count_invocations_by_outcome_cold_starts_and_workers() {
             "natsfn_invocation_duration_seconds_bucket",
             &[f, ("le", "+Inf")]
         ),
-        Some(3.0),
+        Some(4.0),
         "{text}"
     );
     let sum = series("natsfn_invocation_duration_seconds_sum", &[f]).expect("duration sum");

@@ -676,7 +676,14 @@ impl FunctionState {
             .collect();
         self.service.serve(&wanted);
         self.subscriptions
-            .set(&self.ctx, &self.name, &wanted, &self.service, myself)
+            .set(
+                &self.ctx,
+                &self.name,
+                &wanted,
+                &self.service,
+                myself,
+                self.metrics.refused(),
+            )
             .await
     }
 

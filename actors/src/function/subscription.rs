@@ -14,6 +14,7 @@ use crate::context::NodeContext;
 use crate::function::service::{EndpointId, ServiceStats};
 use crate::function::FunctionMsg;
 use crate::invocation::Invocation;
+use crate::metrics::Refused;
 
 /// The subjects a function listens on, and those it left whose last messages are
 /// still being forwarded.
@@ -33,13 +34,20 @@ impl Subscriptions {
         wanted: &BTreeSet<String>,
         service: &ServiceStats,
         actor: &ActorRef<FunctionMsg>,
+        refused: &Refused,
     ) -> Result<(), async_nats::SubscribeError> {
         for subject in wanted {
             if !self.active.contains_key(subject) {
                 let endpoint = service.endpoint(subject);
-                let sub =
-                    Subscription::start(ctx, function, subject.clone(), endpoint, actor.clone())
-                        .await?;
+                let sub = Subscription::start(
+                    ctx,
+                    function,
+                    subject.clone(),
+                    endpoint,
+                    actor.clone(),
+                    refused.clone(),
+                )
+                .await?;
                 self.active.insert(subject.clone(), sub);
             }
         }
@@ -101,6 +109,7 @@ impl Subscription {
         subject: String,
         endpoint: EndpointId,
         actor: ActorRef<FunctionMsg>,
+        refused: Refused,
     ) -> Result<Subscription, async_nats::SubscribeError> {
         let mut subscriber = ctx
             .client
@@ -122,10 +131,15 @@ impl Subscription {
                     }
                     msg = subscriber.next() => match msg {
                         Some(msg) => {
-                            if let Some(invocation) = Invocation::from_message(&ctx, msg, endpoint).await {
-                                if actor.cast(FunctionMsg::Invoke(invocation)).is_err() {
-                                    break;
+                            let arrived = std::time::Instant::now();
+                            match Invocation::from_message(&ctx, msg, endpoint).await {
+                                Some(invocation) => {
+                                    if actor.cast(FunctionMsg::Invoke(invocation)).is_err() {
+                                        break;
+                                    }
                                 }
+                                // Answered 400 already.
+                                None => refused.bad_request(arrived.elapsed()),
                             }
                         }
                         None => break,
