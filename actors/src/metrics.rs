@@ -290,8 +290,8 @@ pub(crate) struct FunctionMetrics {
 
 impl FunctionMetrics {
     /// An invocation was answered, `took` after its request arrived.
-    pub(crate) fn finished(&self, outcome: Outcome, took: Duration) {
-        self.outcomes[outcome as usize].inc();
+    pub(crate) fn finished(&self, outcome: impl Into<Outcome>, took: Duration) {
+        self.outcomes[outcome.into() as usize].inc();
         self.duration.observe(took.as_secs_f64());
     }
 

@@ -315,7 +315,7 @@ async fn refuse(
     code: ErrorCode,
     error: &LambdaError,
 ) {
-    metrics.finished(code.into(), invocation.received.elapsed());
+    metrics.finished(code, invocation.received.elapsed());
     let text = format!("{}: {}", error.error_type, error.error_message);
     service.record(
         invocation.endpoint,
@@ -524,8 +524,7 @@ impl FunctionState {
     }
 
     async fn invocation_finished(&mut self, myself: &ActorRef<FunctionMsg>, done: Finished) {
-        self.metrics
-            .finished((&done.outcome).into(), done.since_received);
+        self.metrics.finished(&done.outcome, done.since_received);
         if done.ran.is_some() {
             self.health.clear();
         }
