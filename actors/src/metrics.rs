@@ -1,7 +1,7 @@
 //! The node's Prometheus series. Families live in one [`Metrics`] (shared through
-//! [`NodeContext`](crate::NodeContext)); each FunctionActor takes a [`FunctionMetrics`]
-//! once, holding its own series, so that recording on the hot path is an atomic add
-//! with no label lookup.
+//! [`NodeContext`](crate::context::NodeContext)); each FunctionActor takes a
+//! [`FunctionMetrics`] once, holding its own series, so that recording on the hot path
+//! is an atomic add with no label lookup.
 
 use std::time::Duration;
 
