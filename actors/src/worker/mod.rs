@@ -190,7 +190,7 @@ impl Actor for WorkerActor {
         state: &mut WorkerState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            WorkerMsg::Invoke { invocation, cold } => state.invoke(invocation, cold).await,
+            WorkerMsg::Invoke { invocation, cold } => state.invoke(&myself, invocation, cold).await,
             WorkerMsg::Frame(frame) => state.on_frame(&myself, frame).await,
             WorkerMsg::Output { stream, line } => state.on_output(stream, line).await,
             WorkerMsg::ProtocolViolation(why) => {
@@ -262,7 +262,7 @@ fn failed(code: ErrorCode, error: &LambdaError) -> Outcome {
 }
 
 impl WorkerState {
-    async fn invoke(&mut self, invocation: Invocation, cold: bool) {
+    async fn invoke(&mut self, myself: &ActorRef<WorkerMsg>, invocation: Invocation, cold: bool) {
         if self.phase != Phase::Ready {
             // The FunctionActor's view was stale (this worker just failed): hand the
             // invocation back rather than lose it.
@@ -298,7 +298,6 @@ impl WorkerState {
             );
             return;
         }
-        let frame = self.frame_buf.split().freeze();
         self.in_flight.push_back(InFlight {
             invocation,
             cold,
@@ -308,7 +307,10 @@ impl WorkerState {
         if self.in_flight.len() == 1 {
             self.start_next();
         }
-        self.writer.send(frame);
+        if let Err(e) = self.writer.send(&self.frame_buf) {
+            let why = format!("cannot write to the worker: {e}");
+            self.fail(myself, why, "Runtime.ExitError").await;
+        }
     }
 
     /// The invocation at the front has the process now: its time starts.
