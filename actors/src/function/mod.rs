@@ -3,11 +3,14 @@
 //! for (standby `min`, up to `max` on demand, idle ones above `min` reaped), replaces
 //! dead workers with backoff, and reports the function's state.
 
+mod admission;
 mod health;
 mod pool;
 mod queue;
+mod reporting;
 mod service;
 mod subscription;
+mod workers;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -15,19 +18,16 @@ use std::time::{Duration, Instant};
 
 use async_nats::Subject;
 use natsfn_protocol::names::{invoke_subject, logs_subject};
-use natsfn_protocol::service::Verb;
 use natsfn_protocol::{BindingSpec, ErrorCode, FunctionState as State, LambdaError};
-use ractor::{
-    Actor, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent,
-};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use crate::context::NodeContext;
 use crate::invocation::Invocation;
 use crate::launch::LaunchPlan;
 use crate::metrics::FunctionMetrics;
 use crate::node_actor::NodeMsg;
-use crate::worker::{WorkerActor, WorkerArgs, WorkerMsg};
-use health::{StartHealth, Verdict};
+use crate::worker::WorkerMsg;
+use health::StartHealth;
 use pool::{Target, WorkerPool};
 use queue::WaitQueue;
 pub(crate) use service::EndpointId;
@@ -305,26 +305,6 @@ impl Actor for FunctionActor {
     }
 }
 
-/// Answers an invocation the FunctionActor turns away itself (429, 503), counting it
-/// in the function's stats and metrics like one a worker answered.
-async fn refuse(
-    ctx: &NodeContext,
-    service: &mut ServiceStats,
-    metrics: &FunctionMetrics,
-    invocation: Invocation,
-    code: ErrorCode,
-    error: &LambdaError,
-) {
-    metrics.finished(code, invocation.received.elapsed());
-    let text = format!("{}: {}", error.error_type, error.error_message);
-    service.record(
-        invocation.endpoint,
-        invocation.received.elapsed(),
-        Some((code, &text)),
-    );
-    invocation.caller.fail(ctx, code, error).await;
-}
-
 fn make_plan(
     ctx: &NodeContext,
     name: &str,
@@ -342,266 +322,6 @@ impl FunctionState {
             &self.spec.pool,
             self.retiring && self.queue.is_empty(),
         )
-    }
-
-    async fn invoke(&mut self, myself: &ActorRef<FunctionMsg>, invocation: Invocation) {
-        if let Err(error) = &self.plan {
-            return refuse(
-                &self.ctx,
-                &mut self.service,
-                &self.metrics,
-                invocation,
-                ErrorCode::Unavailable,
-                error,
-            )
-            .await;
-        }
-        if let Some(error) = self.unstartable().cloned() {
-            return refuse(
-                &self.ctx,
-                &mut self.service,
-                &self.metrics,
-                invocation,
-                ErrorCode::Unavailable,
-                &error,
-            )
-            .await;
-        }
-        // An idle worker takes it at once; otherwise it waits, if there is room.
-        let invocation = if self.queue.is_empty() {
-            match self.dispatch(invocation) {
-                None => return self.start_workers(myself).await,
-                Some(invocation) => invocation,
-            }
-        } else {
-            invocation
-        };
-        if let Some(invocation) = self.queue.admit(invocation) {
-            let error = LambdaError::new(
-                "TooManyRequestsException",
-                format!(
-                    "function {} is at its concurrency limit ({} running) and {} invocations wait",
-                    self.name,
-                    self.spec.pool.max,
-                    self.queue.limit()
-                ),
-            );
-            return refuse(
-                &self.ctx,
-                &mut self.service,
-                &self.metrics,
-                invocation,
-                ErrorCode::TooManyRequests,
-                &error,
-            )
-            .await;
-        }
-        self.pump(myself).await;
-    }
-
-    /// Hands `invocation` to a worker that can take it now; gives it back when none can.
-    fn dispatch(&mut self, invocation: Invocation) -> Option<Invocation> {
-        let target = self.target();
-        let Some(assigned) = self.pool.assign(&target) else {
-            return Some(invocation);
-        };
-        // It waited for its worker to start: a cold start.
-        let cold = assigned.first && invocation.received < assigned.ready_at;
-        if cold {
-            self.metrics.cold_start();
-        }
-        let id = assigned.id;
-        match assigned.handle.cast(WorkerMsg::Invoke { invocation, cold }) {
-            Err(MessagingErr::SendErr(WorkerMsg::Invoke { invocation, .. })) => {
-                // The worker is gone (news of its exit is on the way): another takes it.
-                self.pool.undo_assign(id);
-                self.dispatch(invocation)
-            }
-            // Delivered (any other failure gives no message back to retry).
-            _ => None,
-        }
-    }
-
-    /// Hands queued invocations to workers and starts the workers the queue and
-    /// `pool.min` call for.
-    async fn pump(&mut self, myself: &ActorRef<FunctionMsg>) {
-        while let Some(invocation) = self.queue.next() {
-            if let Some(invocation) = self.dispatch(invocation) {
-                self.queue.put_back(invocation);
-                break;
-            }
-        }
-        if let Some(error) = self.unstartable().cloned() {
-            self.fail_queue(ErrorCode::Unavailable, &error).await;
-        }
-        self.start_workers(myself).await;
-    }
-
-    async fn start_workers(&mut self, myself: &ActorRef<FunctionMsg>) {
-        let target = self.target();
-        let wanted = if self.standby_capped {
-            self.pool.for_demand(&target, self.queue.len())
-        } else {
-            self.pool.to_start(&target, self.queue.len())
-        };
-        if wanted == 0 || self.plan.is_err() || self.wait_for_backoff(myself) {
-            return;
-        }
-        let Ok(plan) = self.plan.clone() else { return };
-        for started in 0..wanted {
-            let Ok(slot) = self.ctx.worker_slots.clone().try_acquire_owned() else {
-                self.wait_for_slot(
-                    myself,
-                    started < self.pool.for_demand(&target, self.queue.len()),
-                );
-                return;
-            };
-            let args = WorkerArgs {
-                ctx: self.ctx.clone(),
-                function: self.name.clone(),
-                plan: plan.clone(),
-                timeout: Duration::from_millis(self.spec.timeout_ms),
-                memory_mb: self.spec.memory_mb,
-                arn: self.arn.clone(),
-                logs_subject: self.logs_subject.clone(),
-                parent: myself.clone(),
-                slot: Some(slot),
-            };
-            match WorkerActor::spawn_linked(None, WorkerActor, args, myself.get_cell()).await {
-                Ok((actor, _)) => {
-                    self.pool
-                        .started(actor.get_id(), actor, self.code_revision, Instant::now())
-                }
-                Err(e) => {
-                    let error = LambdaError::new(
-                        "Runtime.InvalidEntrypoint",
-                        format!("cannot start a worker process: {e}"),
-                    );
-                    self.start_failed(error).await;
-                    self.wait_for_backoff(myself);
-                    return;
-                }
-            }
-        }
-    }
-
-    /// The node is out of worker slots. Invocations waiting here get the node to
-    /// evict another function's least recently used idle worker, and the start is
-    /// tried again shortly. A standby short of `pool.min` waits for the function's
-    /// next invocation instead: a thousand capped functions must not poll.
-    fn wait_for_slot(&mut self, myself: &ActorRef<FunctionMsg>, for_demand: bool) {
-        if for_demand {
-            let _ = self.node.cast(NodeMsg::SlotWanted(myself.get_id()));
-            if !self.slot_retry {
-                self.slot_retry = true;
-                myself.send_after(SLOT_RETRY, || FunctionMsg::RetryStart);
-            }
-        } else if !self.standby_capped {
-            self.standby_capped = true;
-            tracing::warn!(function = %self.name, min = self.spec.pool.min,
-                "the node is at --max-workers: fewer standby workers than pool.min");
-        }
-        if self.standby_ready() {
-            self.report(State::Ready, None);
-        }
-    }
-
-    async fn worker_ready(&mut self, myself: &ActorRef<FunctionMsg>, id: ActorId) {
-        let target = self.target();
-        if let Err(worker) = self.pool.ready(id, &target, Instant::now()) {
-            worker.stop(None);
-            return;
-        }
-        self.health.clear();
-        if self.pool.ready_count(self.code_revision) >= self.spec.pool.min as usize {
-            self.standby_capped = false;
-        }
-        if self.standby_ready() {
-            self.report(State::Ready, None);
-        }
-        self.pump(myself).await;
-        self.schedule_reap(myself);
-    }
-
-    async fn invocation_finished(&mut self, myself: &ActorRef<FunctionMsg>, done: Finished) {
-        self.metrics.finished(&done.outcome, done.since_received);
-        if done.ran.is_some() {
-            self.health.clear();
-        }
-        let error = match &done.outcome {
-            Outcome::Success => None,
-            Outcome::Failed(code, error) => {
-                tracing::debug!(function = %self.name, code = code.code(), error = %error,
-                    took_us = done.since_received.as_micros() as u64, "invocation failed");
-                Some((*code, error.as_str()))
-            }
-        };
-        self.service
-            .record(done.endpoint, done.since_received, error);
-        let target = self.target();
-        if let Some(worker) = self
-            .pool
-            .finished(done.worker, done.ran, &target, Instant::now())
-        {
-            worker.stop(None);
-        }
-        self.pump(myself).await;
-        self.schedule_reap(myself);
-        self.stop_if_retired(myself);
-    }
-
-    /// Stops the idle workers the pool no longer wants.
-    fn retire_idle(&mut self) {
-        let target = self.target();
-        for worker in self.pool.retire_idle(&target, Instant::now()) {
-            worker.stop(None);
-        }
-    }
-
-    /// Makes sure a `Reap` comes when the next idle worker above `min` may go. One
-    /// timer at a time: it only ever fires early (a worker used since then is kept),
-    /// and is then set again.
-    fn schedule_reap(&mut self, myself: &ActorRef<FunctionMsg>) {
-        if self.reap_at.is_some() {
-            return;
-        }
-        if let Some(at) = self.pool.next_reap(&self.target()) {
-            self.reap_at = Some(at);
-            let wait = at.saturating_duration_since(Instant::now());
-            myself.send_after(wait, || FunctionMsg::Reap);
-        }
-    }
-
-    /// While a failed start's pause runs, whether the timer that ends it is set.
-    fn wait_for_backoff(&mut self, myself: &ActorRef<FunctionMsg>) -> bool {
-        let Some(at) = self.health.pause_until() else {
-            return false;
-        };
-        if !self.health.retry_scheduled {
-            self.health.retry_scheduled = true;
-            myself.send_after(at - Instant::now(), || FunctionMsg::RetryStart);
-        }
-        true
-    }
-
-    /// A worker could not start (spawn failure or init error): count it, answer those
-    /// waiting when no other worker can serve them, and keep the error for new callers.
-    async fn start_failed(&mut self, error: LambdaError) {
-        let reason = format!("{}: {}", error.error_type, error.error_message);
-        match self.health.start_failed(error.clone()) {
-            Verdict::Crashloop => self.report(State::Crashloop, Some(reason)),
-            _ => self.report(State::Error, Some(reason)),
-        }
-        if !self.pool.has_live(self.code_revision) {
-            self.fail_queue(ErrorCode::Unavailable, &error).await;
-        }
-    }
-
-    fn crashed(&mut self, reason: String) {
-        match self.health.crashed() {
-            Verdict::Crashloop => self.report(State::Crashloop, Some(reason)),
-            _ => tracing::warn!(function = %self.name, reason = %reason, "worker failure"),
-        }
     }
 
     async fn reconfigure(
@@ -684,86 +404,5 @@ impl FunctionState {
                 self.metrics.refused(),
             )
             .await
-    }
-
-    /// The init error to answer with while no worker of this revision can start.
-    fn unstartable(&self) -> Option<&LambdaError> {
-        self.health
-            .unstartable(self.pool.has_live(self.code_revision))
-    }
-
-    async fn fail_queue(&mut self, code: ErrorCode, error: &LambdaError) {
-        for invocation in self.queue.drain() {
-            refuse(
-                &self.ctx,
-                &mut self.service,
-                &self.metrics,
-                invocation,
-                code,
-                error,
-            )
-            .await;
-        }
-    }
-
-    /// Answers a `$SRV.PING|INFO|STATS` request; other verbs, and requests nobody
-    /// waits for, get nothing.
-    async fn answer_discovery(&self, request: async_nats::Message) {
-        let (Some(verb), Some(reply)) = (Verb::of_subject(&request.subject), request.reply) else {
-            return;
-        };
-        let body = match self
-            .service
-            .reply(verb, &self.name, self.revision, &self.spec)
-        {
-            Ok(body) => body,
-            Err(e) => {
-                tracing::warn!(function = %self.name, error = %e, "cannot encode a service reply");
-                return;
-            }
-        };
-        if let Err(e) = self.ctx.client.publish(reply, body.into()).await {
-            tracing::warn!(function = %self.name, error = %e, "cannot publish a service reply");
-        }
-    }
-
-    /// The queue and the pool as the metrics show them; after every message, since
-    /// most change one or the other.
-    fn record_load(&mut self) {
-        self.metrics.queue_depth(self.queue.len());
-        let (starting, idle, busy) = self.pool.counts();
-        self.metrics.workers(starting, idle, busy);
-    }
-
-    /// The state right after a (re)configuration.
-    fn report_configured(&mut self) {
-        match &self.plan {
-            Err(error) => {
-                let reason = format!("{}: {}", error.error_type, error.error_message);
-                self.report(State::Error, Some(reason))
-            }
-            // Nothing to wait for: the first invocation starts a worker, or warm ones
-            // (kept through a change of subjects or pool size) serve.
-            Ok(_) if self.standby_ready() => self.report(State::Ready, None),
-            Ok(_) => self.report(State::Starting, None),
-        }
-    }
-
-    /// `pool.min` workers are ready (or as many as the node has slots for): the
-    /// function reports `ready` only then, so its first request is served warm.
-    fn standby_ready(&self) -> bool {
-        self.standby_capped
-            || self.pool.ready_count(self.code_revision) >= self.spec.pool.min as usize
-    }
-
-    fn report(&mut self, state: State, reason: Option<String>) {
-        let status = (state, reason, self.revision);
-        if self.last_status.as_ref() == Some(&status) {
-            return;
-        }
-        self.ctx
-            .status
-            .report(&self.name, status.0, status.2, status.1.clone());
-        self.last_status = Some(status);
     }
 }

@@ -1,0 +1,70 @@
+//! What the function tells the world: its state in `natsfn-status`, its load in the
+//! metrics, its micro service replies.
+
+use natsfn_protocol::service::Verb;
+use natsfn_protocol::FunctionState as State;
+
+use super::FunctionState;
+
+impl FunctionState {
+    /// Answers a `$SRV.PING|INFO|STATS` request; other verbs, and requests nobody
+    /// waits for, get nothing.
+    pub(super) async fn answer_discovery(&self, request: async_nats::Message) {
+        let (Some(verb), Some(reply)) = (Verb::of_subject(&request.subject), request.reply) else {
+            return;
+        };
+        let body = match self
+            .service
+            .reply(verb, &self.name, self.revision, &self.spec)
+        {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::warn!(function = %self.name, error = %e, "cannot encode a service reply");
+                return;
+            }
+        };
+        if let Err(e) = self.ctx.client.publish(reply, body.into()).await {
+            tracing::warn!(function = %self.name, error = %e, "cannot publish a service reply");
+        }
+    }
+
+    /// The queue and the pool as the metrics show them; after every message, since
+    /// most change one or the other.
+    pub(super) fn record_load(&mut self) {
+        self.metrics.queue_depth(self.queue.len());
+        let (starting, idle, busy) = self.pool.counts();
+        self.metrics.workers(starting, idle, busy);
+    }
+
+    /// The state right after a (re)configuration.
+    pub(super) fn report_configured(&mut self) {
+        match &self.plan {
+            Err(error) => {
+                let reason = format!("{}: {}", error.error_type, error.error_message);
+                self.report(State::Error, Some(reason))
+            }
+            // Nothing to wait for: the first invocation starts a worker, or warm ones
+            // (kept through a change of subjects or pool size) serve.
+            Ok(_) if self.standby_ready() => self.report(State::Ready, None),
+            Ok(_) => self.report(State::Starting, None),
+        }
+    }
+
+    /// `pool.min` workers are ready (or as many as the node has slots for): the
+    /// function reports `ready` only then, so its first request is served warm.
+    pub(super) fn standby_ready(&self) -> bool {
+        self.standby_capped
+            || self.pool.ready_count(self.code_revision) >= self.spec.pool.min as usize
+    }
+
+    pub(super) fn report(&mut self, state: State, reason: Option<String>) {
+        let status = (state, reason, self.revision);
+        if self.last_status.as_ref() == Some(&status) {
+            return;
+        }
+        self.ctx
+            .status
+            .report(&self.name, status.0, status.2, status.1.clone());
+        self.last_status = Some(status);
+    }
+}
