@@ -5,8 +5,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_nats::{HeaderMap, Message, Subject};
 use bytes::Bytes;
 use natsfn_protocol::names::{
-    HEADER_COLD_START, HEADER_DEADLINE_MS, HEADER_FUNCTION_ERROR, HEADER_REQUEST_ID,
-    HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE,
+    is_valid_request_id, HEADER_COLD_START, HEADER_DEADLINE_MS, HEADER_FUNCTION_ERROR,
+    HEADER_REQUEST_ID, HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE,
 };
 use natsfn_protocol::{ErrorCode, LambdaError};
 
@@ -54,14 +54,26 @@ impl Invocation {
         msg: Message,
         endpoint: EndpointId,
     ) -> Option<Invocation> {
+        let headers = msg.headers.as_ref();
+        // A caller may choose the request id (the gateway does, to find its log lines).
+        let chosen = headers.and_then(|h| h.get(HEADER_REQUEST_ID));
         let caller = Caller {
             reply: msg.reply,
-            request_id: uuid::Uuid::new_v4().to_string(),
+            request_id: match chosen {
+                Some(id) if is_valid_request_id(id.as_str()) => id.as_str().to_owned(),
+                _ => uuid::Uuid::new_v4().to_string(),
+            },
             client: ctx.client.clone(),
         };
-        let deadline = msg
-            .headers
-            .as_ref()
+        if chosen.is_some_and(|id| !is_valid_request_id(id.as_str())) {
+            let err = LambdaError::new(
+                "InvalidRequestContentException",
+                format!("{HEADER_REQUEST_ID} must be 1 to 64 characters of A-Za-z0-9-"),
+            );
+            caller.fail(ctx, ErrorCode::BadRequest, &err).await;
+            return None;
+        }
+        let deadline = headers
             .and_then(|h| h.get(HEADER_DEADLINE_MS))
             .map(|v| v.as_str().trim().parse::<u64>());
         let deadline_ms = match deadline {

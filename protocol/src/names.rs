@@ -8,6 +8,8 @@ pub const STATUS_BUCKET: &str = "natsfn-status";
 pub const NODES_BUCKET: &str = "natsfn-nodes";
 
 /// Request id of an invocation (Lambda's `aws_request_id`), on replies and log lines.
+/// A request may carry one of its own (see [`is_valid_request_id`]), which the node
+/// adopts: the HTTP gateway does, to find the invocation's log lines.
 pub const HEADER_REQUEST_ID: &str = "Natsfn-Request-Id";
 /// `true` on a reply whose invocation started a worker.
 pub const HEADER_COLD_START: &str = "Natsfn-Cold-Start";
@@ -47,6 +49,12 @@ pub fn is_valid_function_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
 }
 
+/// A request id a caller may choose: 1 to 64 of `A-Za-z0-9-` (a UUID fits), so that it
+/// is safe in headers, log lines and the worker's environment.
+pub fn is_valid_request_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +72,18 @@ mod tests {
         assert!(!is_valid_function_name("a.b"));
         assert!(!is_valid_function_name("a b"));
         assert!(!is_valid_function_name("naïve"));
+    }
+
+    #[test]
+    fn request_ids() {
+        assert!(is_valid_request_id("0b9e1c52-6d3f-4a8e-9f1a-2c3d4e5f6a7b"));
+        assert!(is_valid_request_id("a"));
+        assert!(is_valid_request_id(&"a".repeat(64)));
+        assert!(!is_valid_request_id(&"a".repeat(65)));
+        assert!(!is_valid_request_id(""));
+        assert!(!is_valid_request_id("a b"));
+        assert!(!is_valid_request_id("a\nb"));
+        assert!(!is_valid_request_id("a_b"));
     }
 
     #[test]

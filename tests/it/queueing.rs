@@ -80,6 +80,52 @@ async fn a_bad_deadline_header_is_a_400() {
 }
 
 #[tokio::test]
+async fn a_chosen_request_id_is_adopted_and_a_bad_one_is_a_400() {
+    let env = Env::start().await;
+    let code = code_dir(&[(
+        "app.py",
+        "def handler(event, context):\n    print('line of', context.aws_request_id)\n    return context.aws_request_id\n",
+    )]);
+    env.bind_ready(
+        "chosen",
+        json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(code.path())}}),
+    )
+    .await;
+    let mut logs = env
+        .client
+        .subscribe("natsfn.logs.chosen")
+        .await
+        .expect("subscribe");
+    env.client.flush().await.expect("flush");
+    let send = |id: &'static str| {
+        let mut headers = HeaderMap::new();
+        headers.insert("Natsfn-Request-Id", id);
+        let request = async_nats::Request::new()
+            .headers(headers)
+            .payload("{}".into())
+            .timeout(Some(DEADLINE));
+        env.client.send_request("natsfn.invoke.chosen", request)
+    };
+    let id = "0b9e1c52-6d3f-4a8e-9f1a-2c3d4e5f6a7b";
+    let reply = send(id).await.expect("request");
+    assert_eq!(error_code(&reply), None, "{reply:?}");
+    assert_eq!(json(&reply), json!(id));
+    assert_eq!(header(&reply, "Natsfn-Request-Id").as_deref(), Some(id));
+    let line = tokio::time::timeout(DEADLINE, logs.next())
+        .await
+        .expect("a log line")
+        .expect("log stream");
+    assert_eq!(header(&line, "Natsfn-Request-Id").as_deref(), Some(id));
+
+    let refused = send("not an id").await.expect("request");
+    assert_eq!(error_code(&refused), Some(400), "{refused:?}");
+    assert_ne!(
+        header(&refused, "Natsfn-Request-Id").as_deref(),
+        Some("not an id")
+    );
+}
+
+#[tokio::test]
 async fn past_the_queue_limit_requests_get_429_and_the_rest_are_served() {
     let env = Env::start().await;
     let _code = one_slow_worker(&env, "busy").await;
