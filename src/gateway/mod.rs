@@ -1,0 +1,256 @@
+//! `--http ADDR`: the HTTP gateway that speaks Lambda. Function URLs (`ANY /{function}`,
+//! `ANY /{function}/{*path}`) and the Invoke API (`POST /2015-03-31/functions/{name}/invocations`)
+//! become requests on `natsfn.invoke.<function>`: the gateway is a plain NATS client and
+//! needs no local function.
+//!
+//! Every client costs a bounded amount: at most `MAX_CONNECTIONS` connections (more wait
+//! in the listen backlog), `HEADER_READ_TIMEOUT` to send a request's head (idle
+//! keep-alive connections included), `BODY_READ_TIMEOUT` and the server's `max_payload`
+//! for its body; each connection is its own task, so a slow one delays nobody else.
+
+mod invoke_api;
+mod url_event;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::jetstream::kv::Store;
+use async_nats::{HeaderMap, Request, RequestErrorKind};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Request as HttpRequest};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use natsfn_protocol::names::{
+    invoke_subject, HEADER_REQUEST_ID, HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE,
+};
+use tokio::sync::Semaphore;
+use tower_service::Service;
+
+/// Connections served at once; further ones wait in the kernel's listen backlog.
+const MAX_CONNECTIONS: usize = 4096;
+/// Time a client has to send a request's line and headers (and an idle keep-alive
+/// connection to start its next request).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has to send a request's whole body.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// What the NATS headers of a request (its request id) may take of `max_payload`.
+const HEADERS_ROOM: usize = 256;
+/// How long the gateway waits for a function: Lambda's longest timeout (15 min) and a
+/// little more, so that the node's own 504 arrives first.
+const INVOKE_WAIT: Duration = Duration::from_secs(15 * 60 + 5);
+
+/// What every request handler shares: immutable after start-up.
+#[derive(Clone)]
+struct Gateway {
+    client: async_nats::Client,
+    /// `natsfn-bindings`: whether a function exists, for `Event` and `DryRun` invocations
+    /// (which get no reply to tell).
+    bindings: Store,
+    /// The largest event a request may carry: the server's `max_payload` less room for
+    /// the request's headers.
+    max_event: usize,
+}
+
+/// The peer of a connection, as the function URL event's `sourceIp`.
+#[derive(Clone, Copy)]
+struct Peer(SocketAddr);
+
+/// Binds `addr` (failing at start-up if it is taken) and serves until the returned task
+/// is aborted.
+pub async fn serve(
+    addr: SocketAddr,
+    client: async_nats::Client,
+) -> anyhow::Result<tokio::task::AbortHandle> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("--http {addr}: cannot listen"))?;
+    let js = async_nats::jetstream::new(client.clone());
+    let bindings = natsfn_actors::buckets::bindings(&js).await?;
+    let gateway = Gateway {
+        max_event: client
+            .server_info()
+            .max_payload
+            .saturating_sub(HEADERS_ROOM),
+        client,
+        bindings,
+    };
+    let app = router(gateway);
+    tracing::info!(%addr, "serving the HTTP gateway (function URLs and the Lambda Invoke API)");
+    let task = tokio::spawn(accept(listener, app));
+    Ok(task.abort_handle())
+}
+
+fn router(gateway: Gateway) -> Router {
+    Router::new()
+        .route("/_natsfn/health", get(|| async { "ok\n" }))
+        .route(
+            "/2015-03-31/functions/{name}/invocations",
+            post(invoke_api::invoke),
+        )
+        .route("/{function}", any(url_event::invoke))
+        .route("/{function}/", any(url_event::invoke))
+        .route("/{function}/{*path}", any(url_event::invoke))
+        // The handlers bound the body themselves (a 413 at once, from Content-Length).
+        .layer(DefaultBodyLimit::disable())
+        .with_state(gateway)
+}
+
+async fn accept(listener: tokio::net::TcpListener, app: Router) {
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = connections.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: pause rather than spin.
+                tracing::warn!(error = %e, "the HTTP gateway cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |mut request: HttpRequest<_>| {
+                request.extensions_mut().insert(Peer(peer));
+                let mut app = app.clone();
+                async move {
+                    let response: Result<Response, Infallible> =
+                        app.call(request.map(Body::new)).await;
+                    response
+                }
+            });
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Why a request's body could not be read.
+enum BodyError {
+    TooLarge,
+    TimedOut,
+    Broken,
+}
+
+/// Reads a request's body: refused at once if its Content-Length is over `limit`,
+/// stopped as soon as it grows past it, and given `BODY_READ_TIMEOUT` in all.
+async fn read_body(
+    headers: &axum::http::HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, BodyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+        Err(_) => Err(BodyError::TimedOut),
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            // http-body-util's Limited says so in its error's source chain.
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            Err(if too_large {
+                BodyError::TooLarge
+            } else {
+                BodyError::Broken
+            })
+        }
+    }
+}
+
+/// How one request to a function ended, as the NATS reply (or its absence) said.
+enum Outcome {
+    Success {
+        payload: Bytes,
+        request_id: String,
+    },
+    /// An error reply: its `Nats-Service-Error-Code`, Lambda's error JSON and the
+    /// one-line message.
+    Error {
+        code: u16,
+        payload: Bytes,
+        message: String,
+        request_id: String,
+    },
+    /// Nobody serves the function: it is not bound (or no node runs).
+    NoResponders,
+    /// No reply within `INVOKE_WAIT`.
+    TimedOut,
+    /// NATS itself failed (disconnected, or the request was refused).
+    Unavailable(String),
+}
+
+/// Sends the event on the function's canonical subject with the request id the gateway
+/// chose, and waits for the reply.
+async fn request(gateway: &Gateway, function: &str, request_id: &str, event: Bytes) -> Outcome {
+    let mut headers = HeaderMap::new();
+    headers.insert(HEADER_REQUEST_ID, request_id);
+    let request = Request::new()
+        .headers(headers)
+        .payload(event)
+        .timeout(Some(INVOKE_WAIT));
+    let reply = match gateway
+        .client
+        .send_request(invoke_subject(function), request)
+        .await
+    {
+        Ok(reply) => reply,
+        Err(e) if e.kind() == RequestErrorKind::NoResponders => return Outcome::NoResponders,
+        Err(e) if e.kind() == RequestErrorKind::TimedOut => return Outcome::TimedOut,
+        Err(e) => return Outcome::Unavailable(e.to_string()),
+    };
+    let text = |name: &str| {
+        reply
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_owned())
+    };
+    let request_id = text(HEADER_REQUEST_ID).unwrap_or_else(|| request_id.to_owned());
+    match text(HEADER_SERVICE_ERROR_CODE) {
+        None => Outcome::Success {
+            payload: reply.payload,
+            request_id,
+        },
+        Some(code) => Outcome::Error {
+            // An unreadable code is still an error, and the worker's fault.
+            code: code.trim().parse().unwrap_or(502),
+            message: text(HEADER_SERVICE_ERROR).unwrap_or_default(),
+            payload: reply.payload,
+            request_id,
+        },
+    }
+}
+
+/// A plain-text response (the gateway's own answers).
+fn plain(status: StatusCode, text: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text.into(),
+    )
+        .into_response()
+}
+
+fn new_request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}

@@ -1,0 +1,271 @@
+//! Function URLs: `ANY /{function}[/{*path}]` → a Lambda function URL event (payload
+//! format 2.0), and the function's result → the HTTP response, as Lambda maps them.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header::{self, HeaderName, HeaderValue};
+use axum::http::{request::Parts, StatusCode, Version};
+use axum::response::Response;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use natsfn_protocol::names::is_valid_function_name;
+use serde_json::{json, Map, Value};
+
+use super::{new_request_id, plain, read_body, request, BodyError, Gateway, Outcome, Peer};
+
+/// `x-amzn-RequestId`, as function URLs answer it: the invocation's request id.
+const REQUEST_ID_HEADER: &str = "x-amzn-requestid";
+
+pub(super) async fn invoke(State(gateway): State<Gateway>, request_in: Request) -> Response {
+    let (parts, body) = request_in.into_parts();
+    // `/{function}` then the function's own path (the part a function URL's host
+    // would be followed by), kept as sent, percent-encoding and all.
+    let full = parts.uri.path().strip_prefix('/').unwrap_or_default();
+    let (function, rest) = full.split_once('/').unwrap_or((full, ""));
+    if !is_valid_function_name(function) {
+        return plain(StatusCode::NOT_FOUND, "Not Found\n");
+    }
+    let raw_path = format!("/{rest}");
+    let body = match read_body(&parts.headers, body, gateway.max_event).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            return plain(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large\n")
+        }
+        Err(BodyError::TimedOut) => return plain(StatusCode::REQUEST_TIMEOUT, "Request Timeout\n"),
+        Err(BodyError::Broken) => return plain(StatusCode::BAD_REQUEST, "Bad Request\n"),
+    };
+    let request_id = new_request_id();
+    let peer = parts.extensions.get::<Peer>().map(|p| p.0.ip().to_string());
+    let event = event(&parts, &raw_path, &body, peer.as_deref(), &request_id);
+    let event = match serde_json::to_vec(&event) {
+        Ok(bytes) if bytes.len() <= gateway.max_event => bytes,
+        // The body fitted, its event (headers, base64) does not.
+        _ => return plain(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large\n"),
+    };
+    let outcome = request(&gateway, function, &request_id, event.into()).await;
+    let (mut response, request_id) = match outcome {
+        Outcome::Success {
+            payload,
+            request_id,
+        } => (result_response(&payload), request_id),
+        Outcome::Error {
+            code,
+            message,
+            request_id,
+            ..
+        } => {
+            tracing::debug!(function, %request_id, code, %message, "function URL invocation failed");
+            let status = match code {
+                400 => StatusCode::BAD_REQUEST,
+                413 => StatusCode::PAYLOAD_TOO_LARGE,
+                429 => StatusCode::TOO_MANY_REQUESTS,
+                503 => StatusCode::SERVICE_UNAVAILABLE,
+                504 => StatusCode::GATEWAY_TIMEOUT,
+                // A handler's error, a crashed worker: what function URLs answer.
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            (error_response(status), request_id)
+        }
+        Outcome::NoResponders => (plain(StatusCode::NOT_FOUND, "Not Found\n"), request_id),
+        Outcome::TimedOut => (error_response(StatusCode::GATEWAY_TIMEOUT), request_id),
+        Outcome::Unavailable(why) => {
+            tracing::warn!(function, error = %why, "function URL request failed on NATS");
+            (error_response(StatusCode::SERVICE_UNAVAILABLE), request_id)
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+fn error_response(status: StatusCode) -> Response {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    plain(status, format!("{reason}\n"))
+}
+
+/// The function URL event (payload format 2.0) of one request.
+fn event(
+    parts: &Parts,
+    raw_path: &str,
+    body: &[u8],
+    source_ip: Option<&str>,
+    request_id: &str,
+) -> Value {
+    // Lower-case names (the http crate's own), repeated headers comma-joined, cookies
+    // apart; bytes that are not UTF-8 are replaced, never refused.
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    let mut cookies: Vec<String> = Vec::new();
+    for (name, value) in &parts.headers {
+        let value = String::from_utf8_lossy(value.as_bytes());
+        if name == header::COOKIE {
+            cookies.extend(
+                value
+                    .split(';')
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_owned),
+            );
+            continue;
+        }
+        headers
+            .entry(name.as_str().to_owned())
+            .and_modify(|joined| {
+                joined.push(',');
+                joined.push_str(&value);
+            })
+            .or_insert_with(|| value.into_owned());
+    }
+    if let Some(ip) = source_ip {
+        headers
+            .entry("x-forwarded-for".into())
+            .or_insert_with(|| ip.to_owned());
+    }
+    headers
+        .entry("x-forwarded-proto".into())
+        .or_insert_with(|| "http".into());
+    let host = headers
+        .get("host")
+        .cloned()
+        .unwrap_or_else(|| "localhost".into());
+    let prefix = host.split(['.', ':']).next().unwrap_or_default().to_owned();
+    let user_agent = headers.get("user-agent").cloned().unwrap_or_default();
+    let raw_query = parts.uri.query().unwrap_or_default();
+    let mut query: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in form_urlencoded::parse(raw_query.as_bytes()) {
+        query
+            .entry(name.into_owned())
+            .and_modify(|joined| {
+                joined.push(',');
+                joined.push_str(&value);
+            })
+            .or_insert_with(|| value.into_owned());
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut event = json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": raw_path,
+        "rawQueryString": raw_query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": prefix,
+            "domainName": host,
+            "domainPrefix": prefix,
+            "http": {
+                "method": parts.method.as_str(),
+                "path": raw_path,
+                "protocol": protocol(parts.version),
+                "sourceIp": source_ip.unwrap_or_default(),
+                "userAgent": user_agent,
+            },
+            "requestId": request_id,
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": clf_time(now.as_secs()),
+            "timeEpoch": now.as_millis() as u64,
+        },
+        "isBase64Encoded": false,
+    });
+    // Absent rather than empty, as Lambda sends them.
+    if !cookies.is_empty() {
+        event["cookies"] = json!(cookies);
+    }
+    if !query.is_empty() {
+        event["queryStringParameters"] = json!(query);
+    }
+    if !body.is_empty() {
+        match std::str::from_utf8(body) {
+            Ok(text) => event["body"] = json!(text),
+            Err(_) => {
+                event["body"] = json!(BASE64.encode(body));
+                event["isBase64Encoded"] = json!(true);
+            }
+        }
+    }
+    event
+}
+
+fn protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// `12/Mar/2020:19:03:58 +0000`, the time format of function URL events.
+fn clf_time(unix_secs: u64) -> String {
+    let format = time::macros::format_description!(
+        "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000"
+    );
+    time::OffsetDateTime::from_unix_timestamp(unix_secs as i64)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_default()
+}
+
+/// The function's result as the HTTP response: `{statusCode, headers, cookies, body,
+/// isBase64Encoded}` as given, anything else (any JSON without `statusCode`) as a 200
+/// `application/json` whose body is the result.
+fn result_response(payload: &[u8]) -> Response {
+    let result: Option<Map<String, Value>> = serde_json::from_slice(payload).ok();
+    let Some(result) = result.filter(|r| r.contains_key("statusCode")) else {
+        return Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(payload.to_vec()))
+            .unwrap_or_else(|_| error_response(StatusCode::BAD_GATEWAY));
+    };
+    structured(&result).unwrap_or_else(|why| {
+        tracing::debug!(%why, "a function URL result could not be mapped");
+        error_response(StatusCode::BAD_GATEWAY)
+    })
+}
+
+fn structured(result: &Map<String, Value>) -> Result<Response, String> {
+    let status = result["statusCode"]
+        .as_u64()
+        .and_then(|code| u16::try_from(code).ok())
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .ok_or("statusCode: expected an HTTP status")?;
+    let body = match result.get("body") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(text)) if result.get("isBase64Encoded") == Some(&json!(true)) => BASE64
+            .decode(text)
+            .map_err(|e| format!("body: not base64 ({e})"))?,
+        Some(Value::String(text)) => text.clone().into_bytes(),
+        Some(other) => other.to_string().into_bytes(),
+    };
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    if let Some(Value::Object(given)) = result.get("headers") {
+        for (name, value) in given {
+            let value = match value {
+                Value::String(text) => text.clone(),
+                Value::Number(_) | Value::Bool(_) => value.to_string(),
+                _ => continue,
+            };
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("headers: {name:?} is not a header name"))?;
+            let value = HeaderValue::from_str(&value)
+                .map_err(|_| format!("headers: the value of {name} is not a header value"))?;
+            headers.insert(name, value);
+        }
+    }
+    if let Some(Value::Array(cookies)) = result.get("cookies") {
+        for cookie in cookies.iter().filter_map(Value::as_str) {
+            let value = HeaderValue::from_str(cookie)
+                .map_err(|_| format!("cookies: {cookie:?} is not a header value"))?;
+            headers.append(header::SET_COOKIE, value);
+        }
+    }
+    Ok(response)
+}

@@ -1,0 +1,45 @@
+"""Invokes a natsfn function through the HTTP gateway with boto3, as a Lambda user
+would: endpoint_url, dummy credentials. Prints one JSON object for the Rust test."""
+
+import base64
+import json
+import sys
+
+import boto3
+from botocore.config import Config
+
+endpoint, name = sys.argv[1], sys.argv[2]
+client = boto3.client(
+    "lambda",
+    endpoint_url=endpoint,
+    region_name="eu-west-1",
+    aws_access_key_id="AKIDEXAMPLE",
+    aws_secret_access_key="not-a-secret",
+    config=Config(retries={"max_attempts": 1}),
+)
+
+
+def summary(response):
+    return {
+        "status": response["StatusCode"],
+        "function_error": response.get("FunctionError"),
+        "version": response.get("ExecutedVersion"),
+        "payload": response["Payload"].read().decode(),
+    }
+
+
+out = {}
+out["ok"] = summary(client.invoke(FunctionName=name, Payload=json.dumps({"n": 1})))
+out["error"] = summary(client.invoke(FunctionName=name, Payload=json.dumps({"fail": True})))
+out["event"] = summary(
+    client.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"n": 2}))
+)
+tail = client.invoke(FunctionName=name, LogType="Tail", Payload=json.dumps({"n": 3}))
+out["tail"] = summary(tail)
+out["tail"]["log"] = base64.b64decode(tail["LogResult"]).decode()
+try:
+    client.invoke(FunctionName="missing-function", Payload=b"{}")
+    out["missing"] = "no error"
+except client.exceptions.ResourceNotFoundException as e:
+    out["missing"] = e.response["Error"]["Code"] + ": " + e.response["Error"]["Message"]
+print(json.dumps(out))
