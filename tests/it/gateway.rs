@@ -544,3 +544,27 @@ async fn boto3_invokes_through_the_gateway() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn header_bytes_that_are_not_utf8_are_replaced_not_refused() {
+    let gw = Gateway::start().await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .expect("connect");
+    stream
+        .write_all(
+            b"GET /web/raw HTTP/1.1\r\nHost: x\r\nX-Odd: a\xffb\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .expect("send the request");
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let echo: Value = serde_json::from_str(body).expect("the echo");
+    assert_eq!(echo["event"]["headers"]["x-odd"], "a\u{fffd}b");
+}
