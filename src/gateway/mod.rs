@@ -25,6 +25,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
+use http_body_util::BodyExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use natsfn_protocol::names::{
     invoke_subject, HEADER_REQUEST_ID, HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE,
@@ -39,6 +40,9 @@ const MAX_CONNECTIONS: usize = 4096;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a client has to send a request's whole body.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long, and how much of, a refused body is still read before its connection closes.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 16 << 20;
 /// What the NATS headers of a request (its request id) may take of `max_payload`.
 const HEADERS_ROOM: usize = 256;
 /// How long the gateway waits for a function: Lambda's longest timeout (15 min) and a
@@ -69,7 +73,9 @@ pub async fn serve(
 ) -> anyhow::Result<tokio::task::AbortHandle> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("--http {addr}: cannot listen"))?;
+        .with_context(|| {
+            format!("cannot serve the HTTP gateway on {addr} (--http ADDR to move it; under natsfn dev, --no-http to turn it off)")
+        })?;
     let js = async_nats::jetstream::new(client.clone());
     let bindings = natsfn_actors::buckets::bindings(&js).await?;
     let gateway = Gateway {
@@ -151,7 +157,7 @@ enum BodyError {
 /// stopped as soon as it grows past it, and given `BODY_READ_TIMEOUT` in all.
 async fn read_body(
     headers: &axum::http::HeaderMap,
-    body: Body,
+    mut body: Body,
     limit: usize,
 ) -> Result<Bytes, BodyError> {
     let declared = headers
@@ -159,22 +165,49 @@ async fn read_body(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
+        linger(body);
         return Err(BodyError::TooLarge);
     }
-    match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit)).await {
-        Err(_) => Err(BodyError::TimedOut),
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) => {
-            // http-body-util's Limited says so in its error's source chain.
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            Err(if too_large {
-                BodyError::TooLarge
-            } else {
-                BodyError::Broken
-            })
+    let read = async {
+        let mut buf = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.map_err(|_| BodyError::Broken)?.into_data() else {
+                continue; // trailers
+            };
+            if buf.len() + data.len() > limit {
+                return Err(BodyError::TooLarge);
+            }
+            buf.extend_from_slice(&data);
         }
+        Ok(Bytes::from(buf))
+    };
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, read).await;
+    match read {
+        Err(_) => Err(BodyError::TimedOut),
+        Ok(Err(BodyError::TooLarge)) => {
+            linger(body);
+            Err(BodyError::TooLarge)
+        }
+        Ok(result) => result,
     }
+}
+
+/// Reads and drops what is left of a refused body for a little while (`LINGER_TIME`,
+/// `LINGER_BYTES`), as nginx's lingering close does: a client still sending when the
+/// 413 went out then reads it, instead of a connection reset that would lose it.
+fn linger(mut body: Body) {
+    tokio::spawn(async move {
+        let drain = async {
+            let mut drained = 0usize;
+            while let Some(Ok(frame)) = body.frame().await {
+                drained += frame.data_ref().map_or(0, |d| d.len());
+                if drained > LINGER_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+    });
 }
 
 /// How one request to a function ended, as the NATS reply (or its absence) said.
