@@ -2,6 +2,7 @@
 //! here, and from what a user would write instead, measured side by side in one run on
 //! the test harness's real nats-server and node processes.
 
+mod gateway;
 #[path = "../../tests/it/harness.rs"]
 mod harness;
 mod load;
@@ -18,7 +19,7 @@ use futures::StreamExt;
 use natsfn_protocol::FunctionState;
 use serde_json::json;
 
-use crate::harness::{code_dir, dir_str, Env, NatsServer, Node};
+use crate::harness::{code_dir, dir_str, free_port, Env, NatsServer, Node};
 use crate::load::Latency;
 use crate::report::{ColdStart, DispatcherCpu, Report, Target};
 
@@ -111,7 +112,11 @@ async fn bind_echo(env: &Env, name: &str, runtime: &str, dir: &tempfile::TempDir
 }
 
 async fn run(plan: &Plan, quick: bool) -> Report {
-    let env = Env::start().await;
+    // The node under test also serves the HTTP gateway, for the gateway's rows.
+    let http_addr = format!("127.0.0.1:{}", free_port());
+    let server = NatsServer::start();
+    let node = Node::start_with(&server, "node-a", &["--http", &http_addr]);
+    let env = Env::with(server, node).await;
     // The node to compare with, on its own server (nodes on one server share every
     // binding): an older build when scripts/bench was given `--before REV`, else this
     // build on several threads.
@@ -227,6 +232,15 @@ async fn run(plan: &Plan, quick: bool) -> Report {
         dispatcher_cpu(&before, &subjects[4], &payload, plan).await,
     ];
     drop((bare, pyservice, before));
+    let gateway = gateway::measure(
+        env.server.client().await,
+        &format!("http://{http_addr}"),
+        &payload,
+        plan.rounds,
+        plan.latency_requests / 4,
+        plan.throughput_requests / 2,
+    )
+    .await;
 
     // The interpreters the node runs (not a shim on PATH, such as pyenv's).
     let interpreters = natsfn_actors::Interpreters::discover().await;
@@ -266,6 +280,7 @@ async fn run(plan: &Plan, quick: bool) -> Report {
         node_rss_empty_kb: rss_empty_kb,
         node_rss_idle_kb: rss_idle_kb,
         pool,
+        gateway,
     }
 }
 

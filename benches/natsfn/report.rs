@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::gateway::GatewayReport;
 use crate::load::{Latency, Throughput};
 use crate::pool::PoolReport;
 
@@ -43,6 +44,7 @@ pub struct Report {
     pub node_rss_empty_kb: u64,
     pub node_rss_idle_kb: u64,
     pub pool: PoolReport,
+    pub gateway: GatewayReport,
 }
 
 impl Report {
@@ -82,6 +84,7 @@ impl Report {
                 Self::per_second(t, 64) / Self::per_second(bare, 64),
             ));
         }
+        md.push_str(&self.gateway.markdown());
         md.push_str("\n| measure | value |\n|---|---:|\n");
         for c in &self.cold_starts {
             md.push_str(&format!(
