@@ -22,8 +22,9 @@ use super::{new_request_id, read_body, request, BodyError, Gateway, Outcome};
 /// How much of an invocation's log `X-Amz-Log-Type: Tail` returns, as Lambda does.
 const TAIL_BYTES: usize = 4096;
 /// After the reply, how long log lines of the invocation may still arrive (they travel
-/// apart from it); a `REPORT` line ends the wait early.
-const LOG_SETTLE: Duration = Duration::from_millis(100);
+/// apart from it, and a busy node may be slow to read them); the invocation's `REPORT`
+/// line, which nodes publish after the reply, ends the wait early.
+const LOG_SETTLE: Duration = Duration::from_secs(1);
 /// The version every invocation reports: natsfn has no published versions.
 const EXECUTED_VERSION: &str = "$LATEST";
 
@@ -234,7 +235,10 @@ impl Tail {
                 self.bytes -= old.len();
             }
         }
-        line.payload.starts_with(b"REPORT RequestId: ")
+        // One record may hold several lines (`END ...\nREPORT ...`).
+        line.payload
+            .split(|b| *b == b'\n')
+            .any(|l| l.starts_with(b"REPORT RequestId: "))
     }
 
     fn encode(&self) -> String {
