@@ -355,3 +355,32 @@ impl Reply<'_> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_names_from_every_form_the_sdks_send() {
+        assert_eq!(function_name("hello"), "hello");
+        assert_eq!(function_name("hello:prod"), "hello");
+        assert_eq!(function_name("123456789012:function:hello"), "hello");
+        assert_eq!(
+            function_name("arn:aws:lambda:eu-west-1:123456789012:function:hello:$LATEST"),
+            "hello"
+        );
+    }
+
+    #[test]
+    fn the_region_comes_from_the_credential_scope() {
+        let mut headers = axum::http::HeaderMap::new();
+        assert_eq!(region(&headers), "us-east-1");
+        headers.insert(
+            "authorization",
+            HeaderValue::from_static(
+                "AWS4-HMAC-SHA256 Credential=AKID/20261202/eu-west-1/lambda/aws4_request, SignedHeaders=host, Signature=00",
+            ),
+        );
+        assert_eq!(region(&headers), "eu-west-1");
+    }
+}
