@@ -315,11 +315,27 @@ async fn a_rust_function_on_the_lambda_runtime_crate_echoes() {
     let env = Env::start().await;
     let code = code_dir(&[]);
     std::fs::copy(rust_echo_bootstrap(), code.path().join("bootstrap")).expect("copy bootstrap");
-    env.bind_ready("rustecho", spec(code.path())).await;
+    let mut spec = spec(code.path());
+    spec["pool"] = json!({"min": 2, "max": 2});
+    env.bind_ready("rustecho", spec).await;
 
     for n in 0..20 {
         let event = json!({"n": n, "text": "héllo"});
         let reply = env.invoke("rustecho", event.to_string()).await;
+        assert_eq!(error_code(&reply), None, "{reply:?}");
+        assert_eq!(json(&reply), event);
+    }
+    // Many at once on two workers: each waits its turn for a /next, none is lost or
+    // answered with another's result.
+    let calls = (0..64).map(|n| {
+        let client = env.client.clone();
+        async move {
+            let event = json!({"n": n});
+            let reply = request(&client, "natsfn.invoke.rustecho", event.to_string().into()).await;
+            (event, reply)
+        }
+    });
+    for (event, reply) in futures::future::join_all(calls).await {
         assert_eq!(error_code(&reply), None, "{reply:?}");
         assert_eq!(json(&reply), event);
     }

@@ -187,7 +187,7 @@ async fn response(State(s): State<Arc<Shared>>, Path(id): Path<String>, body: Bo
         Ok(payload) => payload,
         Err(refused) => {
             // As in Lambda, the invocation fails rather than waiting out its timeout.
-            s.answer(
+            let _ = s.answer(
                 &id,
                 FromWorker::Error(InvocationError {
                     id: id.clone(),
@@ -202,14 +202,14 @@ async fn response(State(s): State<Arc<Shared>>, Path(id): Path<String>, body: Bo
             return refused.into_response();
         }
     };
-    s.answer(
+    let answered = s.answer(
         &id,
         FromWorker::Response {
             id: id.clone(),
             payload: payload.into(),
         },
     );
-    accepted()
+    answered.map_or_else(IntoResponse::into_response, |()| accepted())
 }
 
 async fn error(
@@ -226,7 +226,7 @@ async fn error(
         Err(refused) => (Bytes::new(), Some(refused)),
     };
     let fields = error_fields(&headers, &body);
-    s.answer(
+    let answered = s.answer(
         &id,
         FromWorker::Error(InvocationError {
             id: id.clone(),
@@ -235,7 +235,10 @@ async fn error(
             stack_trace: fields.stack_trace,
         }),
     );
-    refused.map_or_else(accepted, IntoResponse::into_response)
+    match (answered, refused) {
+        (Err(refused), _) | (Ok(()), Some(refused)) => refused.into_response(),
+        (Ok(()), None) => accepted(),
+    }
 }
 
 async fn init_error(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
@@ -266,37 +269,22 @@ async fn not_found() -> Response {
 }
 
 impl Shared {
-    /// Whether `id` is the invocation the worker holds.
+    /// Whether `id` is the invocation the worker holds (checked before its body is
+    /// read, and again when it is answered).
     fn check(&self, id: &str) -> Result<(), Refused> {
-        let ids = lock(&self.ids);
-        if ids.running.as_deref() == Some(id) {
-            Ok(())
-        } else if ids.answered.as_deref() == Some(id) {
-            Err(Refused::new(
-                StatusCode::FORBIDDEN,
-                "InvalidStateTransition",
-                "this invocation has been answered already",
-            ))
-        } else {
-            Err(Refused::new(
-                StatusCode::BAD_REQUEST,
-                "InvalidRequestID",
-                "Invalid request ID",
-            ))
-        }
+        check(&lock(&self.ids), id)
     }
 
-    /// Records the answer (once: of two racing posts, the second is refused here) and
-    /// hands it to the WorkerActor.
-    fn answer(&self, id: &str, frame: FromWorker) {
+    /// Records the answer and hands it to the WorkerActor; of two racing posts for one
+    /// invocation, the second is refused here.
+    fn answer(&self, id: &str, frame: FromWorker) -> Result<(), Refused> {
         {
             let mut ids = lock(&self.ids);
-            if ids.running.as_deref() != Some(id) {
-                return;
-            }
+            check(&ids, id)?;
             ids.answered = ids.running.take();
         }
         let _ = self.worker.cast(WorkerMsg::Frame(frame));
+        Ok(())
     }
 
     /// The body, refused with 413 past `max_body` (read no further than that).
@@ -313,6 +301,24 @@ impl Shared {
                     ),
                 )
             })
+    }
+}
+
+fn check(ids: &Ids, id: &str) -> Result<(), Refused> {
+    if ids.running.as_deref() == Some(id) {
+        Ok(())
+    } else if ids.answered.as_deref() == Some(id) {
+        Err(Refused::new(
+            StatusCode::FORBIDDEN,
+            "InvalidStateTransition",
+            "this invocation has been answered already",
+        ))
+    } else {
+        Err(Refused::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestID",
+            "Invalid request ID",
+        ))
     }
 }
 
