@@ -16,6 +16,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use natsfn_protocol::frame::{ErrorFields, InvocationError};
 use natsfn_protocol::FromWorker;
@@ -107,6 +108,10 @@ impl RuntimeApi {
             .route("/2018-06-01/runtime/init/error", post(init_error))
             .fallback(not_found)
             .with_state(shared);
+        // Answers are small writes that must not wait for the peer's delayed ACK.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::warn!("runtime API server stopped: {e}");
