@@ -60,10 +60,15 @@ pub(crate) struct LaunchPlan {
     pub(crate) args: Vec<PathBuf>,
     pub(crate) cwd: PathBuf,
     pub(crate) env: Vec<(String, String)>,
+    /// The worker is a `provided` one: its WorkerActor serves it the Lambda Runtime
+    /// API instead of speaking frames on the private channel.
+    pub(crate) runtime_api: bool,
 }
 
 /// PATH inside a worker: the interpreter's own directory, then the usual system ones.
 const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// `AWS_REGION` of a provided worker unless its binding's env says otherwise.
+const DEFAULT_REGION: &str = "us-east-1";
 
 impl LaunchPlan {
     /// Everything but the per-worker variables. An error is why the function cannot
@@ -93,12 +98,7 @@ impl LaunchPlan {
         let (interpreter, bootstrap, execution_env) = match spec.runtime {
             Runtime::Python3 => (&interpreters.python3, "python3/bootstrap.py", "python3"),
             Runtime::Nodejs => (&interpreters.node, "nodejs/bootstrap.js", "nodejs"),
-            Runtime::Provided => {
-                return Err(LambdaError::new(
-                    "Runtime.InvalidEntrypoint",
-                    "runtime \"provided\" is not supported by this node yet",
-                ))
-            }
+            Runtime::Provided => return Self::provided(function, revision, spec, cwd, runtime_dir),
         };
         let Some(program) = interpreter.clone() else {
             return Err(LambdaError::new(
@@ -149,6 +149,64 @@ impl LaunchPlan {
             args: vec![runtime_dir.join(bootstrap)],
             cwd,
             env,
+            runtime_api: false,
+        })
+    }
+
+    /// A custom runtime: the code directory's own `bootstrap`, with the environment
+    /// Lambda gives one (`AWS_LAMBDA_RUNTIME_API` is added per worker).
+    fn provided(
+        function: &str,
+        revision: u64,
+        spec: &BindingSpec,
+        cwd: PathBuf,
+        runtime_dir: &Path,
+    ) -> Result<LaunchPlan, LambdaError> {
+        use std::os::unix::fs::PermissionsExt;
+        let program = cwd.join("bootstrap");
+        let executable = std::fs::metadata(&program)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if !executable {
+            return Err(LambdaError::new(
+                "Runtime.InvalidEntrypoint",
+                format!(
+                    "runtime provided: {} is missing or not executable",
+                    program.display()
+                ),
+            ));
+        }
+        let mut env: Vec<(String, String)> = vec![
+            ("PATH".into(), SYSTEM_PATH.into()),
+            ("LANG".into(), "C.UTF-8".into()),
+            ("TZ".into(), ":UTC".into()),
+            ("LAMBDA_TASK_ROOT".into(), cwd.display().to_string()),
+            (
+                "LAMBDA_RUNTIME_DIR".into(),
+                runtime_dir.display().to_string(),
+            ),
+            ("AWS_LAMBDA_FUNCTION_NAME".into(), function.to_owned()),
+            ("AWS_LAMBDA_FUNCTION_VERSION".into(), revision.to_string()),
+            (
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(),
+                spec.memory_mb.to_string(),
+            ),
+            (
+                "AWS_LAMBDA_LOG_GROUP_NAME".into(),
+                format!("/aws/lambda/{function}"),
+            ),
+            // Runtime clients read it; a binding's env may name another.
+            ("AWS_REGION".into(), DEFAULT_REGION.into()),
+        ];
+        if let Some(handler) = &spec.handler {
+            env.push(("_HANDLER".into(), handler.clone()));
+        }
+        env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(LaunchPlan {
+            program,
+            args: Vec::new(),
+            cwd,
+            env,
+            runtime_api: true,
         })
     }
 }

@@ -140,6 +140,17 @@ async fn run(plan: &Plan, quick: bool) -> Report {
     bind_echo(&env, "echo-python", "python3", &py).await;
     bind_echo(&env, "echo-node", "nodejs", &js).await;
     bind_echo(&before, "echo-python", "python3", &py).await;
+    // The Rust echo on the lambda_runtime crate (scripts/bench builds it).
+    let rust = code_dir(&[]);
+    let rust_bootstrap =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/provided-rust/release/bootstrap");
+    std::fs::copy(&rust_bootstrap, rust.path().join("bootstrap")).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (scripts/bench builds it from examples/provided-rust)",
+            rust_bootstrap.display()
+        )
+    });
+    bind_echo(&env, "echo-rust", "provided", &rust).await;
     let bare = Service::start(
         Command::new(std::env::current_exe().expect("bench binary"))
             .args(["--bare-responder", &env.server.url]),
@@ -175,6 +186,11 @@ async fn run(plan: &Plan, quick: bool) -> Report {
             name: before_name,
             subject: "natsfn.invoke.echo-python",
             clients: clients(&before.server, 1).await,
+        },
+        Subject {
+            name: "natsfn provided (Rust, lambda_runtime)".into(),
+            subject: "natsfn.invoke.echo-rust",
+            clients: clients(&env.server, 1).await,
         },
     ];
     let payload = Bytes::from_static(EVENT.as_bytes());

@@ -15,6 +15,7 @@ mod nodes;
 mod payloads;
 mod pipelining;
 mod pool;
+mod provided;
 mod python;
 mod queueing;
 mod registry;

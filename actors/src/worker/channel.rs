@@ -34,15 +34,17 @@ impl OutputStream {
 
 pub(crate) fn spawn_reader(
     worker: ActorRef<WorkerMsg>,
-    channel: OwnedReadHalf,
+    channel: Option<OwnedReadHalf>,
     stdout: impl AsyncRead + Send + Unpin + 'static,
     stderr: impl AsyncRead + Send + Unpin + 'static,
 ) {
     tokio::spawn(async move {
-        let mut frames = FramedRead::new(channel, FrameCodec(FrameDecoder::new()));
+        // A provided worker has no channel: only its output is read here.
+        let mut frames_open = channel.is_some();
+        let mut frames = channel.map(|c| FramedRead::new(c, FrameCodec(FrameDecoder::new())));
         let mut out = FramedRead::new(stdout, LineCodec);
         let mut err = FramedRead::new(stderr, LineCodec);
-        let (mut frames_open, mut out_open, mut err_open) = (true, true, true);
+        let (mut out_open, mut err_open) = (true, true);
         while frames_open || out_open || err_open {
             let msg = tokio::select! {
                 biased;
@@ -54,7 +56,7 @@ pub(crate) fn spawn_reader(
                     Some(Ok(line)) => WorkerMsg::Output { stream: OutputStream::Stderr, line },
                     _ => { err_open = false; continue }
                 },
-                frame = frames.next(), if frames_open => match frame {
+                frame = async { frames.as_mut()?.next().await }, if frames_open => match frame {
                     Some(Ok(frame)) => {
                         // Output printed without a final newline still belongs to the
                         // invocation this frame ends.

@@ -8,6 +8,7 @@
 mod channel;
 mod memory;
 mod process;
+mod runtime_api;
 mod watchdog;
 mod writer;
 
@@ -16,9 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::{HeaderMap, Subject};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use natsfn_protocol::names::{HEADER_LOG_STREAM, HEADER_REQUEST_ID};
-use natsfn_protocol::{frame, ErrorCode, FromWorker, Invoke, LambdaError, ToWorker};
+use natsfn_protocol::{ErrorCode, FromWorker, Invoke, LambdaError};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::AbortHandle;
@@ -30,8 +31,9 @@ use crate::launch::LaunchPlan;
 use channel::{spawn_reader, OutputStream};
 use memory::MemoryWatch;
 use process::{ProcessGroup, Reaped};
+use runtime_api::RuntimeApi;
 use watchdog::Watchdog;
-use writer::ChannelWriter;
+use writer::{InvokeWriter, SendError};
 
 /// Lambda's init phase limit.
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -85,8 +87,7 @@ pub(crate) struct WorkerState {
     group: Option<ProcessGroup>,
     /// Done once the process has been waited for.
     reaped: Reaped,
-    writer: ChannelWriter,
-    frame_buf: BytesMut,
+    writer: InvokeWriter,
     phase: Phase,
     /// Invocations written to the channel, the running one first; the others wait in
     /// the channel and start the moment the one before them answers.
@@ -144,8 +145,25 @@ impl Actor for WorkerActor {
                 .map_or("", |(_, v)| v.as_str()),
             myself.get_id()
         );
-        let proc = process::spawn(&args.plan, &log_stream)?;
-        let (reader, writer) = proc.channel.into_split();
+        let api = match args.plan.runtime_api {
+            true => Some(
+                RuntimeApi::start(
+                    myself.clone(),
+                    &args.arn,
+                    args.timeout,
+                    args.ctx.max_payload,
+                )
+                .await?,
+            ),
+            false => None,
+        };
+        let proc = process::spawn(&args.plan, &log_stream, api.as_ref().map(RuntimeApi::addr))?;
+        let (reader, writer) = InvokeWriter::new(api, proc.channel, &myself)?;
+        // Without a channel, the exit status is the whole news of an exit.
+        let exit = ExitNews {
+            channel_closed: reader.is_none(),
+            ..ExitNews::default()
+        };
         spawn_reader(myself.clone(), reader, proc.stdout, proc.stderr);
         let mut child = proc.child;
         let memory = MemoryWatch::spawn(
@@ -170,8 +188,7 @@ impl Actor for WorkerActor {
             args,
             group: Some(proc.group),
             reaped,
-            writer: ChannelWriter::spawn(writer, myself.clone()),
-            frame_buf: BytesMut::with_capacity(4096),
+            writer,
             phase: Phase::Starting,
             in_flight: VecDeque::new(),
             log_request_id: None,
@@ -179,7 +196,7 @@ impl Actor for WorkerActor {
             init_timer: Some(init_timer),
             watchdog: Watchdog::spawn(myself.clone()),
             _memory: memory,
-            exit: ExitNews::default(),
+            exit,
         })
     }
 
@@ -274,15 +291,15 @@ impl WorkerState {
         }
         self.invocations += 1;
         let seq = self.invocations;
-        let frame = ToWorker::Invoke(Invoke {
+        let invoke = Invoke {
             id: &invocation.caller.request_id,
             deadline_ms: now_ms() + self.args.timeout.as_millis() as u64,
             timeout_ms: self.args.timeout.as_millis() as u64,
             invoked_function_arn: &self.args.arn,
             payload: &invocation.payload,
-        });
-        self.frame_buf.clear();
-        if let Err(e) = frame::encode(&frame, &mut self.frame_buf) {
+        };
+        let sent = self.writer.send(invoke, &invocation.payload);
+        if let Err(SendError::TooLarge(e)) = sent {
             let error = LambdaError::new("Function.RequestTooLarge", e.to_string());
             let since_received = invocation.received.elapsed();
             let endpoint = invocation.endpoint;
@@ -307,7 +324,7 @@ impl WorkerState {
         if self.in_flight.len() == 1 {
             self.start_next();
         }
-        if let Err(e) = self.writer.send(&self.frame_buf) {
+        if let Err(SendError::Io(e)) = sent {
             let why = format!("cannot write to the worker: {e}");
             self.fail(myself, why, "Runtime.ExitError").await;
         }

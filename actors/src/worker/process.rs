@@ -22,14 +22,21 @@ pub(crate) struct WorkerProcess {
     pub(crate) pid: u32,
     pub(crate) group: ProcessGroup,
     pub(crate) child: Child,
-    pub(crate) channel: UnixStream,
+    /// The private channel; none for a provided worker (it has the Runtime API).
+    pub(crate) channel: Option<UnixStream>,
     pub(crate) stdout: ChildStdout,
     pub(crate) stderr: ChildStderr,
 }
 
-pub(crate) fn spawn(plan: &LaunchPlan, log_stream: &str) -> std::io::Result<WorkerProcess> {
+/// `runtime_api`: the address of the worker's Lambda Runtime API, for a provided one.
+pub(crate) fn spawn(
+    plan: &LaunchPlan,
+    log_stream: &str,
+    runtime_api: Option<std::net::SocketAddr>,
+) -> std::io::Result<WorkerProcess> {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
     let theirs_fd = theirs.as_raw_fd();
+    let no_channel = runtime_api.is_some();
     let mut command = tokio::process::Command::new(&plan.program);
     command
         .args(&plan.args)
@@ -37,25 +44,28 @@ pub(crate) fn spawn(plan: &LaunchPlan, log_stream: &str) -> std::io::Result<Work
         .env_clear()
         .envs(plan.env.iter().map(|(k, v)| (k, v)))
         .env("AWS_LAMBDA_LOG_STREAM_NAME", log_stream)
-        .env("NATSFN_CHANNEL_FD", CHANNEL_FD.to_string())
+        .envs(runtime_api.map(|addr| ("AWS_LAMBDA_RUNTIME_API", addr.to_string())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    // SAFETY: between fork and exec only async-signal-safe calls (dup2, fcntl).
-    unsafe {
-        command.pre_exec(move || {
-            if theirs_fd == CHANNEL_FD {
-                // dup2 onto itself keeps close-on-exec: clear it instead.
-                if libc::fcntl(CHANNEL_FD, libc::F_SETFD, 0) == -1 {
+    if !no_channel {
+        command.env("NATSFN_CHANNEL_FD", CHANNEL_FD.to_string());
+        // SAFETY: between fork and exec only async-signal-safe calls (dup2, fcntl).
+        unsafe {
+            command.pre_exec(move || {
+                if theirs_fd == CHANNEL_FD {
+                    // dup2 onto itself keeps close-on-exec: clear it instead.
+                    if libc::fcntl(CHANNEL_FD, libc::F_SETFD, 0) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(theirs_fd, CHANNEL_FD) == -1 {
                     return Err(std::io::Error::last_os_error());
                 }
-            } else if libc::dup2(theirs_fd, CHANNEL_FD) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+                Ok(())
+            });
+        }
     }
     let mut child = command.spawn()?;
     drop(theirs);
@@ -63,8 +73,12 @@ pub(crate) fn spawn(plan: &LaunchPlan, log_stream: &str) -> std::io::Result<Work
         .id()
         .ok_or_else(|| std::io::Error::other("worker exited during spawn"))?;
     let group = ProcessGroup(Some(Pid::from_raw(pid as i32)));
-    ours.set_nonblocking(true)?;
-    let channel = UnixStream::from_std(ours)?;
+    let channel = if no_channel {
+        None
+    } else {
+        ours.set_nonblocking(true)?;
+        Some(UnixStream::from_std(ours)?)
+    };
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(std::io::Error::other("worker pipes missing"));
     };

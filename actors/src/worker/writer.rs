@@ -11,13 +11,70 @@ use std::io::ErrorKind;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use natsfn_protocol::frame::{self, FrameError};
+use natsfn_protocol::{Invoke, ToWorker};
 use ractor::ActorRef;
-use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
+use super::runtime_api::RuntimeApi;
 use super::WorkerMsg;
+
+/// How an invocation reaches the worker process: a frame on the private channel, or
+/// the Runtime API's `/next` for a provided worker.
+pub(crate) enum InvokeWriter {
+    Channel {
+        writer: ChannelWriter,
+        /// Reused for every frame.
+        buf: BytesMut,
+    },
+    RuntimeApi(RuntimeApi),
+}
+
+pub(crate) enum SendError {
+    /// The invocation cannot be framed (it is past the frame limit).
+    TooLarge(FrameError),
+    /// The channel or the server is gone.
+    Io(std::io::Error),
+}
+
+impl InvokeWriter {
+    /// The writer for a worker spawned with `api` (a provided one) or else `channel`;
+    /// with the channel's read half, if there is one.
+    pub(crate) fn new(
+        api: Option<RuntimeApi>,
+        channel: Option<UnixStream>,
+        worker: &ActorRef<WorkerMsg>,
+    ) -> std::io::Result<(Option<OwnedReadHalf>, InvokeWriter)> {
+        match (api, channel) {
+            (Some(api), _) => Ok((None, InvokeWriter::RuntimeApi(api))),
+            (None, Some(channel)) => {
+                let (reader, writer) = channel.into_split();
+                let writer = InvokeWriter::Channel {
+                    writer: ChannelWriter::spawn(writer, worker.clone()),
+                    buf: BytesMut::with_capacity(4096),
+                };
+                Ok((Some(reader), writer))
+            }
+            (None, None) => Err(std::io::Error::other("worker spawned without its channel")),
+        }
+    }
+
+    /// Hands `invoke` to the worker; never waits. `payload` is `invoke.payload`, shared.
+    pub(crate) fn send(&mut self, invoke: Invoke<'_>, payload: &Bytes) -> Result<(), SendError> {
+        match self {
+            InvokeWriter::Channel { writer, buf } => {
+                buf.clear();
+                frame::encode(&ToWorker::Invoke(invoke), buf).map_err(SendError::TooLarge)?;
+                writer.send(buf).map_err(SendError::Io)
+            }
+            InvokeWriter::RuntimeApi(api) => api.send(invoke.id, payload).map_err(SendError::Io),
+        }
+    }
+}
 
 pub(crate) struct ChannelWriter {
     socket: Arc<OwnedWriteHalf>,
@@ -30,7 +87,7 @@ pub(crate) struct ChannelWriter {
 
 impl ChannelWriter {
     /// The worker gets `WriteFailed` if the channel cannot be written to.
-    pub(crate) fn spawn(socket: OwnedWriteHalf, worker: ActorRef<WorkerMsg>) -> ChannelWriter {
+    fn spawn(socket: OwnedWriteHalf, worker: ActorRef<WorkerMsg>) -> ChannelWriter {
         let socket = Arc::new(socket);
         let pending = Arc::new(AtomicUsize::new(0));
         let (backlog, mut queued) = mpsc::unbounded_channel::<Bytes>();
@@ -57,7 +114,7 @@ impl ChannelWriter {
 
     /// Writes `frame` now, or queues (a copy of) what the socket does not take;
     /// never waits.
-    pub(crate) fn send(&self, mut frame: &[u8]) -> std::io::Result<()> {
+    fn send(&self, mut frame: &[u8]) -> std::io::Result<()> {
         if self.pending.load(Ordering::Acquire) == 0 {
             match self.socket.try_write(frame) {
                 Ok(n) if n == frame.len() => return Ok(()),
