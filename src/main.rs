@@ -5,6 +5,7 @@ mod admin;
 mod cli;
 mod dev;
 mod invoke;
+mod logs;
 mod metrics;
 mod node;
 mod stats;
@@ -60,6 +61,7 @@ async fn run(cli: Cli) -> std::process::ExitCode {
         Command::Get { name } => admin::get(&cli.nats, &name).await,
         Command::Rm { name } => admin::rm(&cli.nats, &name).await,
         Command::Stats { name } => stats::run(&cli.nats, name).await,
+        Command::Logs(args) => logs::run(&cli.nats, args).await,
     };
     match result {
         Ok(code) => code,
