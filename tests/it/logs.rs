@@ -429,3 +429,40 @@ async fn natsfn_logs_follow_prints_what_is_logged_after_it_started() {
     read_until(&format!("END RequestId: {id}")).await;
     follow.kill().await.expect("kill natsfn logs -f");
 }
+
+#[tokio::test]
+async fn a_timed_out_invocation_still_gets_its_end_and_report() {
+    let env = Env::start().await;
+    let code = code_dir(&[(
+        "app.py",
+        "import time\ndef handler(event, context):\n    print('going to sleep')\n    time.sleep(30)\n",
+    )]);
+    let version = env
+        .bind_ready(
+            "sleepy",
+            json!({"runtime": "python3", "handler": "app.handler",
+               "code": {"dir": dir_str(code.path())}, "timeout_ms": 500}),
+        )
+        .await;
+    let mut logs = env
+        .client
+        .subscribe("natsfn.logs.sleepy")
+        .await
+        .expect("subscribe");
+    env.client.flush().await.expect("flush");
+    let reply = env.invoke("sleepy", "{}").await;
+    assert_eq!(error_code(&reply), Some(504), "{reply:?}");
+    let id = header(&reply, "Natsfn-Request-Id").expect("request id");
+    let lines = lines_until_report(&mut logs, Some(&id)).await;
+    let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+    assert_eq!(
+        texts[0],
+        format!("START RequestId: {id} Version: {version}"),
+        "{texts:?}"
+    );
+    assert_eq!(texts[1], "going to sleep");
+    assert_eq!(texts[2], format!("END RequestId: {id}"));
+    let report = report_fields(texts[3]);
+    let duration = number(&report, "Duration", "ms");
+    assert!(duration >= 500.0, "ran until the timeout: {report:?}");
+}
