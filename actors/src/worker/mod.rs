@@ -372,11 +372,7 @@ impl WorkerState {
             return;
         };
         let took = call.started.map_or(Duration::ZERO, |t| t.elapsed());
-        let ran = Ran {
-            duration: took,
-            cold: call.cold,
-        };
-        let record = self.framing.finished(&id, ran);
+        let with_start = self.framing.take_start();
         self.start_next();
         let since_received = call.invocation.received.elapsed();
         let endpoint = call.invocation.endpoint;
@@ -392,6 +388,11 @@ impl WorkerState {
             }
         };
         // Logged after the reply, which is what the caller waits for.
+        let ran = Ran {
+            duration: took,
+            cold: call.cold,
+        };
+        let record = self.framing.finished(&id, with_start, ran);
         self.publish_log(&id, LOG_STREAM_PLATFORM, record.into())
             .await;
         self.report_finished(endpoint, outcome, Some(took), since_received);
@@ -532,7 +533,8 @@ impl WorkerState {
                 duration: running.started.map_or(Duration::ZERO, |t| t.elapsed()),
                 cold: running.cold,
             };
-            let record = self.framing.finished(&caller.request_id, ran);
+            let with_start = self.framing.take_start();
+            let record = self.framing.finished(&caller.request_id, with_start, ran);
             let request_id = caller.request_id.clone();
             caller.fail(&self.args.ctx, code, &error).await;
             self.publish_log(&request_id, LOG_STREAM_PLATFORM, record.into())

@@ -58,21 +58,24 @@ impl LogFraming {
         self.start_logged = false;
     }
 
-    /// The START line to publish before an output line of `request_id`, if it is due.
-    pub(super) fn start_due(&mut self, request_id: &str) -> Option<String> {
-        if self.start_logged {
-            return None;
-        }
-        self.start_logged = true;
-        Some(start_line(request_id, &self.version))
+    /// Whether the START line is still owed; it is not from now on.
+    pub(super) fn take_start(&mut self) -> bool {
+        !std::mem::replace(&mut self.start_logged, true)
     }
 
-    /// The record that ends the invocation `request_id`: its START if still owed, END
-    /// and REPORT.
-    pub(super) fn finished(&mut self, request_id: &str, ran: Ran) -> String {
+    /// The START line to publish before an output line of `request_id`, if it is due.
+    pub(super) fn start_due(&mut self, request_id: &str) -> Option<String> {
+        self.take_start()
+            .then(|| start_line(request_id, &self.version))
+    }
+
+    /// The record that ends the invocation `request_id`: its START if `take_start`
+    /// said it was owed, END and REPORT. Built after the reply is sent (REPORT may read
+    /// /proc), so the START debt is settled before, when the next invocation starts.
+    pub(super) fn finished(&mut self, request_id: &str, with_start: bool, ran: Ran) -> String {
         let mut record = String::with_capacity(256);
-        if let Some(start) = self.start_due(request_id) {
-            record.push_str(&start);
+        if with_start {
+            record.push_str(&start_line(request_id, &self.version));
             record.push('\n');
         }
         let init = if ran.cold { self.init.take() } else { None };
@@ -182,7 +185,9 @@ mod tests {
             duration: Duration::from_millis(3),
             cold: false,
         };
-        let record = framing.finished("a", warm);
+        let owed = framing.take_start();
+        assert!(!owed, "START went out before the output");
+        let record = framing.finished("a", owed, warm);
         assert!(record.starts_with("END RequestId: a\nREPORT RequestId: a\t"));
         assert!(record.contains("\tMemory Size: 256 MB\t"));
         assert!(!record.contains("Init Duration"));
@@ -194,7 +199,9 @@ mod tests {
             duration: Duration::from_millis(3),
             cold: true,
         };
-        let record = framing.finished("b", cold);
+        let owed = framing.take_start();
+        assert!(owed, "nothing printed: START is still owed");
+        let record = framing.finished("b", owed, cold);
         let lines: Vec<&str> = record.lines().collect();
         assert_eq!(lines[0], "START RequestId: b Version: 7");
         assert_eq!(lines[1], "END RequestId: b");
@@ -205,6 +212,9 @@ mod tests {
             duration: Duration::ZERO,
             cold: true,
         };
-        assert!(!framing.finished("c", cold_again).contains("Init Duration"));
+        let owed = framing.take_start();
+        assert!(!framing
+            .finished("c", owed, cold_again)
+            .contains("Init Duration"));
     }
 }
