@@ -53,55 +53,73 @@ impl Drop for MemoryWatch {
 
 /// A reading older than this is refreshed even after short invocations.
 const PEAK_FRESH: Duration = Duration::from_secs(1);
-/// An invocation shorter than this reuses a fresh reading: touching memory runs at a
-/// few GB/s at best, so a sub-millisecond handler can hardly move the peak, and a read
-/// of /proc per invocation would cost the hot path a syscall each time.
+/// An invocation shorter than this reuses a fresh reading: page faults run at a few
+/// GB/s at best, so a sub-millisecond handler can move the peak by a few MB at most,
+/// and reading /proc after every invocation would cost the hot path a syscall each.
 const PEAK_SHORT_RUN: Duration = Duration::from_millis(1);
 
 /// The peak resident memory of a worker's process tree, for REPORT's Max Memory Used:
-/// the worker process's high-water mark (`VmHWM`) plus what its descendants hold now
-/// (their own peaks are not kept once they exit). Never decreases.
+/// the worker process's high-water mark (`VmHWM`) plus what its descendants hold (their
+/// own peaks are not kept once they exit). Never decreases.
+///
+/// Cheap enough for the hot path: /proc/PID/status stays open and is re-read with one
+/// `pread`, only after an invocation that ran for [`PEAK_SHORT_RUN`] or more (or once
+/// the last reading is [`PEAK_FRESH`] old); the descendants' walk (a few syscalls per
+/// thread) only on the latter.
 pub(crate) struct PeakMemory {
     pid: u32,
-    bytes: u64,
-    read_at: Option<Instant>,
+    status: Option<std::fs::File>,
+    buf: Vec<u8>,
+    hwm: u64,
+    descendants: u64,
+    peak: u64,
+    walked_at: Option<Instant>,
 }
 
 impl PeakMemory {
     pub(crate) fn new(pid: u32) -> PeakMemory {
         PeakMemory {
             pid,
-            bytes: 0,
-            read_at: None,
+            status: std::fs::File::open(format!("/proc/{pid}/status")).ok(),
+            buf: Vec::with_capacity(4096),
+            hwm: 0,
+            descendants: 0,
+            peak: 0,
+            walked_at: None,
         }
     }
 
-    /// The peak after an invocation that ran for `ran`.
+    /// The peak after an invocation that ran for `ran`, in bytes.
     pub(crate) fn after(&mut self, ran: Duration) -> u64 {
-        let fresh = self.read_at.is_some_and(|t| t.elapsed() < PEAK_FRESH);
-        if !fresh || ran >= PEAK_SHORT_RUN {
+        let stale = self.walked_at.is_none_or(|t| t.elapsed() >= PEAK_FRESH);
+        if stale || ran >= PEAK_SHORT_RUN {
             // A process already gone keeps the last reading.
-            if let Some(bytes) = tree_peak(self.pid) {
-                self.bytes = self.bytes.max(bytes);
+            if let Some(kb) = self.read_hwm_kb() {
+                self.hwm = self.hwm.max(kb * 1024);
             }
-            self.read_at = Some(Instant::now());
         }
-        self.bytes
+        if stale {
+            self.descendants = descendants_rss(self.pid, 0);
+            self.walked_at = Some(Instant::now());
+        }
+        self.peak = self.peak.max(self.hwm + self.descendants);
+        self.peak
     }
-}
 
-/// `VmHWM` of `pid` plus the resident bytes of its descendants.
-fn tree_peak(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let hwm_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(hwm_kb * 1024 + descendants_rss(pid, 0))
+    fn read_hwm_kb(&mut self) -> Option<u64> {
+        use std::os::unix::fs::FileExt;
+        let file = self.status.as_ref()?;
+        self.buf.resize(4096, 0);
+        let n = file.read_at(&mut self.buf, 0).ok()?;
+        let text = std::str::from_utf8(&self.buf[..n]).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    }
 }
 
 /// Resident bytes of `pid` and its descendants; `None` once `pid` is gone.
