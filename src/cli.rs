@@ -95,6 +95,16 @@ pub struct NodeArgs {
     /// oldest go first.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub logs_max_mb: u32,
+    /// Where NATSFN_LOGS keeps records, if this node creates it: memory (cheapest for
+    /// the server; history survives node restarts, not a server restart) or file.
+    #[arg(long, value_enum, default_value_t = LogStorage::Memory)]
+    pub logs_storage: LogStorage,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogStorage {
+    Memory,
+    File,
 }
 
 #[derive(Args)]

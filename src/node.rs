@@ -59,6 +59,7 @@ pub async fn serve(client: async_nats::Client, args: cli::NodeArgs) -> anyhow::R
             logs: LogRetention {
                 max_age: args.logs_max_age,
                 max_bytes: i64::from(args.logs_max_mb) * 1024 * 1024,
+                on_disk: args.logs_storage == cli::LogStorage::File,
             },
         },
     )

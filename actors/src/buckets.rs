@@ -68,13 +68,16 @@ pub struct StreamError(async_nats::jetstream::context::CreateStreamError);
 pub struct LogRetention {
     pub max_age: Duration,
     pub max_bytes: i64,
+    /// File storage (history survives a server restart) instead of memory (cheaper for
+    /// the server per record).
+    pub on_disk: bool,
 }
 
 /// `NATSFN_LOGS`, created with `retention` if missing. An existing stream is left as
 /// it is: its limits are the operator's to change (`nats stream edit`).
 ///
-/// File storage, so history outlives a server restart too; the oldest records go
-/// first when a limit is reached. Publishers never ask for an acknowledgement.
+/// The oldest records go first when a limit is reached. Publishers never ask for an
+/// acknowledgement.
 pub async fn logs(js: &Context, retention: LogRetention) -> Result<(), StreamError> {
     if js.get_stream(LOGS_STREAM).await.is_ok() {
         return Ok(());
@@ -83,7 +86,11 @@ pub async fn logs(js: &Context, retention: LogRetention) -> Result<(), StreamErr
         .create_stream(stream::Config {
             name: LOGS_STREAM.to_owned(),
             subjects: vec![LOGS_SUBJECTS.to_owned()],
-            storage: StorageType::File,
+            storage: if retention.on_disk {
+                StorageType::File
+            } else {
+                StorageType::Memory
+            },
             discard: DiscardPolicy::Old,
             max_age: retention.max_age,
             max_bytes: retention.max_bytes,

@@ -466,3 +466,68 @@ async fn a_timed_out_invocation_still_gets_its_end_and_report() {
     let duration = number(&report, "Duration", "ms");
     assert!(duration >= 500.0, "ran until the timeout: {report:?}");
 }
+
+#[tokio::test]
+async fn nodes_create_natsfn_logs_with_their_limits_and_leave_an_existing_one_alone() {
+    use async_nats::jetstream::stream::{Config, StorageType};
+    use std::time::Duration;
+
+    /// NATSFN_LOGS's config, once a node has created it.
+    async fn config(server: &NatsServer) -> Config {
+        let js = async_nats::jetstream::new(server.client().await);
+        eventually("a node to create NATSFN_LOGS", || async {
+            let mut stream = js.get_stream("NATSFN_LOGS").await.ok()?;
+            Some(stream.info().await.ok()?.config.clone())
+        })
+        .await
+    }
+
+    // The defaults.
+    let env = Env::start().await;
+    let defaults = config(&env.server).await;
+    assert_eq!(defaults.subjects, vec!["natsfn.logs.>".to_owned()]);
+    assert_eq!(defaults.storage, StorageType::Memory);
+    assert_eq!(defaults.max_age, Duration::from_secs(24 * 3600));
+    assert_eq!(defaults.max_bytes, 256 * 1024 * 1024);
+
+    // Given on the command line.
+    let server = NatsServer::start();
+    let args = [
+        "--logs-storage",
+        "file",
+        "--logs-max-age",
+        "2h",
+        "--logs-max-mb",
+        "8",
+    ];
+    let _node = Node::start_with(&server, "node-a", &args);
+    let given = config(&server).await;
+    assert_eq!(given.storage, StorageType::File);
+    assert_eq!(given.max_age, Duration::from_secs(2 * 3600));
+    assert_eq!(given.max_bytes, 8 * 1024 * 1024);
+
+    // An operator's stream is kept as it is.
+    let server = NatsServer::start();
+    let js = async_nats::jetstream::new(server.client().await);
+    js.create_stream(Config {
+        name: "NATSFN_LOGS".into(),
+        subjects: vec!["natsfn.logs.>".into()],
+        max_age: Duration::from_secs(600),
+        ..Default::default()
+    })
+    .await
+    .expect("create the stream");
+    let env = Env::on(server).await;
+    let code = code_dir(&[("app.py", MARKED)]);
+    // Ready means the node is past its start-up, stream included.
+    env.bind_ready(
+        "kept",
+        json!({"runtime": "python3", "handler": "app.handler",
+               "code": {"dir": dir_str(code.path())}}),
+    )
+    .await;
+    let kept = config(&env.server).await;
+    assert_eq!(kept.max_age, Duration::from_secs(600));
+    assert_eq!(kept.storage, StorageType::File);
+    assert_eq!(kept.max_bytes, -1);
+}
