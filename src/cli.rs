@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -50,6 +51,19 @@ pub enum Command {
     /// What each node's instance of each function (or of NAME) has served: requests,
     /// errors, average time, last error, and totals (ADR-32 `$SRV.STATS`).
     Stats { name: Option<String> },
+    /// Print a function's recent log (from the NATSFN_LOGS stream); -f follows it.
+    Logs(LogsArgs),
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    pub name: String,
+    /// Keep printing new records as they are logged, until Ctrl-C.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// How far back to start, e.g. 10m, 2h, 30s.
+    #[arg(long, default_value = "10m", value_parser = parse_age)]
+    pub since: Duration,
 }
 
 #[derive(Args)]
@@ -77,6 +91,24 @@ pub struct NodeArgs {
     /// 127.0.0.1:8080 (off unless given; `natsfn dev` serves it on 127.0.0.1:8080).
     #[arg(long, value_name = "ADDR")]
     pub http: Option<SocketAddr>,
+    /// How long the NATSFN_LOGS stream keeps log records, if this node creates it
+    /// (an existing stream keeps its own limits), e.g. 24h, 90m.
+    #[arg(long, default_value = "24h", value_parser = parse_age)]
+    pub logs_max_age: Duration,
+    /// How many MB of log records NATSFN_LOGS keeps, if this node creates it; the
+    /// oldest go first.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub logs_max_mb: u32,
+    /// Where NATSFN_LOGS keeps records, if this node creates it: memory (cheapest for
+    /// the server; history survives node restarts, not a server restart) or file.
+    #[arg(long, value_enum, default_value_t = LogStorage::Memory)]
+    pub logs_storage: LogStorage,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogStorage {
+    Memory,
+    File,
 }
 
 #[derive(Args)]
@@ -185,9 +217,39 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
     Ok((number * factor).round() as u64)
 }
 
+/// A span of time back or kept: `parse_duration_ms`'s forms, or hours (`24h`); not 0.
+pub fn parse_age(text: &str) -> Result<Duration, String> {
+    let trimmed = text.trim();
+    let ms = match trimmed.strip_suffix('h') {
+        Some(hours) => {
+            let hours: f64 = hours
+                .parse()
+                .map_err(|_| format!("{text:?}: expected a duration such as 10m or 24h"))?;
+            (hours * 3_600_000.0).round() as u64
+        }
+        None => parse_duration_ms(trimmed)?,
+    };
+    if ms == 0 {
+        return Err(format!("{text:?}: must be longer than 0"));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_duration_ms;
+    use super::{parse_age, parse_duration_ms};
+    use std::time::Duration;
+
+    #[test]
+    fn ages() {
+        assert_eq!(parse_age("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_age("1.5h"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(parse_age("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_age("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_age("0s").is_err());
+        assert!(parse_age("ah").is_err());
+        assert!(parse_age("3d").is_err());
+    }
 
     #[test]
     fn durations() {

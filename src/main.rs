@@ -6,6 +6,7 @@ mod cli;
 mod dev;
 mod gateway;
 mod invoke;
+mod logs;
 mod metrics;
 mod node;
 mod stats;
@@ -61,6 +62,7 @@ async fn run(cli: Cli) -> std::process::ExitCode {
         Command::Get { name } => admin::get(&cli.nats, &name).await,
         Command::Rm { name } => admin::rm(&cli.nats, &name).await,
         Command::Stats { name } => stats::run(&cli.nats, name).await,
+        Command::Logs(args) => logs::run(&cli.nats, args).await,
     };
     match result {
         Ok(code) => code,

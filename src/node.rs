@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use natsfn_actors::buckets::LogRetention;
 use natsfn_actors::{Interpreters, Metrics, NodeActor, NodeArgs, NodeMsg};
 use ractor::Actor;
 use tokio::signal::unix::{signal, SignalKind};
@@ -59,6 +60,11 @@ pub async fn serve(client: async_nats::Client, args: cli::NodeArgs) -> anyhow::R
             interpreters,
             metrics,
             max_workers,
+            logs: LogRetention {
+                max_age: args.logs_max_age,
+                max_bytes: i64::from(args.logs_max_mb) * 1024 * 1024,
+                on_disk: args.logs_storage == cli::LogStorage::File,
+            },
         },
     )
     .await

@@ -1,11 +1,14 @@
 //! Opening natsfn's KV buckets, creating them on first use with the same settings
-//! whoever comes first (a node or the CLI).
+//! whoever comes first (a node or the CLI), and the log stream.
 
 use std::time::Duration;
 
 use async_nats::jetstream::kv::{Config, Store};
+use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
 use async_nats::jetstream::Context;
-use natsfn_protocol::names::{BINDINGS_BUCKET, NODES_BUCKET, STATUS_BUCKET};
+use natsfn_protocol::names::{
+    BINDINGS_BUCKET, LOGS_STREAM, LOGS_SUBJECTS, NODES_BUCKET, STATUS_BUCKET,
+};
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot open or create the KV bucket {bucket}: {source}")]
@@ -53,5 +56,56 @@ async fn open(
             .get_key_value(bucket)
             .await
             .map_err(|_| BucketError { bucket, source }),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open or create the stream {LOGS_STREAM}: {0}")]
+pub struct StreamError(async_nats::jetstream::context::CreateStreamError);
+
+/// How much log history `NATSFN_LOGS` keeps when a node creates it.
+#[derive(Debug, Clone, Copy)]
+pub struct LogRetention {
+    pub max_age: Duration,
+    pub max_bytes: i64,
+    /// File storage (history survives a server restart) instead of memory (cheaper for
+    /// the server per record).
+    pub on_disk: bool,
+}
+
+/// `NATSFN_LOGS`, created with `retention` if missing. An existing stream is left as
+/// it is: its limits are the operator's to change (`nats stream edit`).
+///
+/// The oldest records go first when a limit is reached. Publishers never ask for an
+/// acknowledgement.
+pub async fn logs(js: &Context, retention: LogRetention) -> Result<(), StreamError> {
+    if js.get_stream(LOGS_STREAM).await.is_ok() {
+        return Ok(());
+    }
+    let created = js
+        .create_stream(stream::Config {
+            name: LOGS_STREAM.to_owned(),
+            subjects: vec![LOGS_SUBJECTS.to_owned()],
+            storage: if retention.on_disk {
+                StorageType::File
+            } else {
+                StorageType::Memory
+            },
+            discard: DiscardPolicy::Old,
+            max_age: retention.max_age,
+            max_bytes: retention.max_bytes,
+            // Records carry no Nats-Msg-Id; the server still wants the window
+            // no longer than max_age.
+            duplicate_window: retention.max_age.min(Duration::from_secs(120)),
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(_) => Ok(()),
+        // Another node may have created it meanwhile.
+        Err(e) => match js.get_stream(LOGS_STREAM).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(StreamError(e)),
+        },
     }
 }

@@ -41,6 +41,8 @@ pub struct NodeArgs {
     /// Worker processes this node runs at most, all functions together.
     pub max_workers: usize,
     pub metrics: Arc<Metrics>,
+    /// Limits of `NATSFN_LOGS` if this node creates it.
+    pub logs: buckets::LogRetention,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,8 @@ pub(crate) enum NodeError {
     NodeId(String),
     #[error(transparent)]
     Bucket(#[from] buckets::BucketError),
+    #[error(transparent)]
+    Stream(#[from] buckets::StreamError),
     #[error("cannot write the runtime bootstraps to {dir}: {source}")]
     Runtimes {
         dir: PathBuf,
@@ -109,6 +113,7 @@ impl Actor for NodeActor {
         let bindings = buckets::bindings(&js).await?;
         let status = buckets::status(&js).await?;
         let nodes = buckets::nodes(&js).await?;
+        buckets::logs(&js, args.logs).await?;
         let node_id: Arc<str> = args.node_id.into();
         let ctx = NodeContext {
             max_payload: args.client.server_info().max_payload,

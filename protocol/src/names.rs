@@ -7,6 +7,11 @@ pub const STATUS_BUCKET: &str = "natsfn-status";
 /// JetStream KV bucket where each live node keeps a TTL'd key, its id.
 pub const NODES_BUCKET: &str = "natsfn-nodes";
 
+/// JetStream stream keeping the history of every function's log records.
+pub const LOGS_STREAM: &str = "NATSFN_LOGS";
+/// The subjects `NATSFN_LOGS` keeps: every function's [`logs_subject`].
+pub const LOGS_SUBJECTS: &str = "natsfn.logs.>";
+
 /// Request id of an invocation (Lambda's `aws_request_id`), on replies and log lines.
 /// A request may carry one of its own (see [`is_valid_request_id`]), which the node
 /// adopts: the HTTP gateway does, to find the invocation's log lines.
@@ -19,6 +24,9 @@ pub const HEADER_DEADLINE_MS: &str = "Natsfn-Deadline-Ms";
 pub const HEADER_FUNCTION_ERROR: &str = "Natsfn-Function-Error";
 /// Which stream of the worker a log line came from (`stdout` or `stderr`).
 pub const HEADER_LOG_STREAM: &str = "Natsfn-Log-Stream";
+/// `Natsfn-Log-Stream` of the START/END/REPORT records natsfn itself writes (Lambda's
+/// platform lines).
+pub const LOG_STREAM_PLATFORM: &str = "platform";
 /// ADR-32 service error headers.
 pub const HEADER_SERVICE_ERROR: &str = "Nats-Service-Error";
 pub const HEADER_SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";
@@ -33,7 +41,8 @@ pub fn queue_group(function: &str) -> String {
     format!("natsfn.{function}")
 }
 
-/// Where a function's log lines are published, one message per line.
+/// Where a function's log records are published: one message per output line, and
+/// one per invocation holding its END and REPORT lines (and START, if it printed nothing).
 pub fn logs_subject(function: &str) -> String {
     format!("natsfn.logs.{function}")
 }

@@ -6,7 +6,7 @@
 //! cgroup subtree the node can write to; this machine kind (cgroup v1 for memory)
 //! has none, so polling is what nodes use, and say so at start-up.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ractor::ActorRef;
 use tokio::task::AbortHandle;
@@ -51,10 +51,86 @@ impl Drop for MemoryWatch {
     }
 }
 
+/// A reading older than this is refreshed even after short invocations.
+const PEAK_FRESH: Duration = Duration::from_secs(1);
+/// An invocation shorter than this reuses a fresh reading: page faults run at a few
+/// GB/s at best, so a sub-millisecond handler can move the peak by a few MB at most,
+/// and reading /proc after every invocation would cost the hot path a syscall each.
+const PEAK_SHORT_RUN: Duration = Duration::from_millis(1);
+
+/// The peak resident memory of a worker's process tree, for REPORT's Max Memory Used:
+/// the worker process's high-water mark (`VmHWM`) plus what its descendants hold (their
+/// own peaks are not kept once they exit). Never decreases.
+///
+/// Cheap enough for the hot path: /proc/PID/status stays open and is re-read with one
+/// `pread`, only after an invocation that ran for [`PEAK_SHORT_RUN`] or more (or once
+/// the last reading is [`PEAK_FRESH`] old); the descendants' walk (a few syscalls per
+/// thread) only on the latter.
+pub(crate) struct PeakMemory {
+    pid: u32,
+    status: Option<std::fs::File>,
+    buf: Vec<u8>,
+    hwm: u64,
+    descendants: u64,
+    peak: u64,
+    walked_at: Option<Instant>,
+}
+
+impl PeakMemory {
+    pub(crate) fn new(pid: u32) -> PeakMemory {
+        PeakMemory {
+            pid,
+            status: std::fs::File::open(format!("/proc/{pid}/status")).ok(),
+            buf: Vec::with_capacity(4096),
+            hwm: 0,
+            descendants: 0,
+            peak: 0,
+            walked_at: None,
+        }
+    }
+
+    /// The peak after an invocation that ran for `ran`, in bytes.
+    pub(crate) fn after(&mut self, ran: Duration) -> u64 {
+        let stale = self.walked_at.is_none_or(|t| t.elapsed() >= PEAK_FRESH);
+        if stale || ran >= PEAK_SHORT_RUN {
+            // A process already gone keeps the last reading.
+            if let Some(kb) = self.read_hwm_kb() {
+                self.hwm = self.hwm.max(kb * 1024);
+            }
+        }
+        if stale {
+            self.descendants = descendants_rss(self.pid, 0);
+            self.walked_at = Some(Instant::now());
+        }
+        self.peak = self.peak.max(self.hwm + self.descendants);
+        self.peak
+    }
+
+    fn read_hwm_kb(&mut self) -> Option<u64> {
+        use std::os::unix::fs::FileExt;
+        let file = self.status.as_ref()?;
+        self.buf.resize(4096, 0);
+        let n = file.read_at(&mut self.buf, 0).ok()?;
+        let text = std::str::from_utf8(&self.buf[..n]).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
 /// Resident bytes of `pid` and its descendants; `None` once `pid` is gone.
 fn tree_rss(pid: u32) -> Option<u64> {
+    let own = rss_pages(pid)? * page_size();
+    Some(descendants_rss(pid, own))
+}
+
+/// `total` plus the resident bytes of every descendant of `pid`.
+fn descendants_rss(pid: u32, mut total: u64) -> u64 {
     let page = page_size();
-    let mut total = rss_pages(pid)? * page;
     let mut pending = children(pid);
     let mut seen = 1;
     while let Some(child) = pending.pop() {
@@ -65,7 +141,7 @@ fn tree_rss(pid: u32) -> Option<u64> {
         total += rss_pages(child).unwrap_or(0) * page;
         pending.extend(children(child));
     }
-    Some(total)
+    total
 }
 
 /// The second field of /proc/PID/statm: resident pages.
@@ -108,5 +184,24 @@ mod tests {
             "a test binary uses more than 1 MB: {rss}"
         );
         assert_eq!(tree_rss(u32::MAX), None);
+    }
+
+    #[test]
+    fn the_peak_sees_memory_that_was_freed_again_and_never_falls() {
+        let mut peak = PeakMemory::new(std::process::id());
+        let before = peak.after(Duration::ZERO);
+        assert!(before > 1024 * 1024, "{before}");
+        let mut big = vec![0u8; 64 * 1024 * 1024];
+        // Touch every page so that it is resident, then give it back.
+        for i in (0..big.len()).step_by(4096) {
+            big[i] = 1;
+        }
+        drop(std::hint::black_box(big));
+        // A short run within the fresh period reuses the reading...
+        assert_eq!(peak.after(Duration::ZERO), before);
+        // ...a long one reads again and sees the high-water mark.
+        let after = peak.after(PEAK_SHORT_RUN);
+        assert!(after >= before + 60 * 1024 * 1024, "{before} -> {after}");
+        assert_eq!(PeakMemory::new(u32::MAX).after(Duration::ZERO), 0);
     }
 }

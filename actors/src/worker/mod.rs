@@ -8,6 +8,7 @@
 mod channel;
 mod memory;
 mod process;
+mod report;
 mod runtime_api;
 mod watchdog;
 mod writer;
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
-use natsfn_protocol::names::{HEADER_LOG_STREAM, HEADER_REQUEST_ID};
+use natsfn_protocol::names::{HEADER_LOG_STREAM, HEADER_REQUEST_ID, LOG_STREAM_PLATFORM};
 use natsfn_protocol::{ErrorCode, FromWorker, Invoke, LambdaError};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef};
 use tokio::sync::OwnedSemaphorePermit;
@@ -31,6 +32,7 @@ use crate::launch::LaunchPlan;
 use channel::{spawn_reader, OutputStream};
 use memory::MemoryWatch;
 use process::{ProcessGroup, Reaped};
+use report::{LogFraming, Ran};
 use runtime_api::RuntimeApi;
 use watchdog::Watchdog;
 use writer::{InvokeWriter, SendError};
@@ -95,6 +97,8 @@ pub(crate) struct WorkerState {
     /// Request id that output lines are attributed to: the running invocation's, or
     /// the last one's for lines that trail its result.
     log_request_id: Option<String>,
+    /// START/END/REPORT of the invocations (report.rs).
+    framing: LogFraming,
     invocations: u64,
     init_timer: Option<AbortHandle>,
     watchdog: Watchdog,
@@ -135,14 +139,15 @@ impl Actor for WorkerActor {
         myself: ActorRef<WorkerMsg>,
         args: WorkerArgs,
     ) -> Result<WorkerState, ActorProcessingErr> {
+        let version = args
+            .plan
+            .env
+            .iter()
+            .find(|(k, _)| k == "AWS_LAMBDA_FUNCTION_VERSION")
+            .map_or("", |(_, v)| v.as_str());
         let log_stream = format!(
-            "{}/[{}]{}",
+            "{}/[{version}]{}",
             time::OffsetDateTime::now_utc().date(),
-            args.plan
-                .env
-                .iter()
-                .find(|(k, _)| k == "AWS_LAMBDA_FUNCTION_VERSION")
-                .map_or("", |(_, v)| v.as_str()),
             myself.get_id()
         );
         let api = match args.plan.runtime_api {
@@ -164,6 +169,7 @@ impl Actor for WorkerActor {
             channel_closed: reader.is_none(),
             ..ExitNews::default()
         };
+        let framing = LogFraming::new(version, args.memory_mb, proc.pid);
         spawn_reader(myself.clone(), reader, proc.stdout, proc.stderr);
         let mut child = proc.child;
         let memory = MemoryWatch::spawn(
@@ -192,6 +198,7 @@ impl Actor for WorkerActor {
             phase: Phase::Starting,
             in_flight: VecDeque::new(),
             log_request_id: None,
+            framing,
             invocations: 0,
             init_timer: Some(init_timer),
             watchdog: Watchdog::spawn(myself.clone()),
@@ -339,6 +346,7 @@ impl WorkerState {
         next.started = Some(now);
         self.watchdog.arm(next.seq, now + self.args.timeout);
         self.log_request_id = Some(next.invocation.caller.request_id.clone());
+        self.framing.started();
     }
 
     async fn on_frame(&mut self, myself: &ActorRef<WorkerMsg>, frame: FromWorker) {
@@ -348,6 +356,7 @@ impl WorkerState {
                     t.abort();
                 }
                 self.phase = Phase::Ready;
+                self.framing.ready();
                 let _ = self.args.parent.cast(FunctionMsg::WorkerReady(self.id));
                 return;
             }
@@ -380,6 +389,7 @@ impl WorkerState {
             return;
         };
         let took = call.started.map_or(Duration::ZERO, |t| t.elapsed());
+        let with_start = self.framing.take_start();
         self.start_next();
         let since_received = call.invocation.received.elapsed();
         let endpoint = call.invocation.endpoint;
@@ -394,11 +404,23 @@ impl WorkerState {
                 failed(code, &error)
             }
         };
+        // Logged after the reply, which is what the caller waits for.
+        let ran = Ran {
+            duration: took,
+            cold: call.cold,
+        };
+        let record = self.framing.finished(&id, with_start, ran);
+        self.publish_log(&id, LOG_STREAM_PLATFORM, record.into())
+            .await;
         self.report_finished(endpoint, outcome, Some(took), since_received);
     }
 
-    async fn on_output(&self, stream: OutputStream, line: String) {
+    async fn on_output(&mut self, stream: OutputStream, line: String) {
         let request_id = self.log_request_id.as_deref().unwrap_or("");
+        if let Some(start) = self.framing.start_due(request_id) {
+            self.publish_log(request_id, LOG_STREAM_PLATFORM, start.into())
+                .await;
+        }
         tracing::info!(
             target: "natsfn::function",
             function = %self.args.function,
@@ -406,14 +428,21 @@ impl WorkerState {
             stream = stream.as_str(),
             "{line}"
         );
+        self.publish_log(request_id, stream.as_str(), line.into())
+            .await;
+    }
+
+    /// A record on `natsfn.logs.<function>`: a plain publish, kept by the NATSFN_LOGS
+    /// stream without the node ever waiting for an acknowledgement.
+    async fn publish_log(&self, request_id: &str, stream: &str, record: Bytes) {
         let mut headers = HeaderMap::new();
         headers.insert(HEADER_REQUEST_ID, request_id);
-        headers.insert(HEADER_LOG_STREAM, stream.as_str());
+        headers.insert(HEADER_LOG_STREAM, stream);
         let _ = self
             .args
             .ctx
             .client
-            .publish_with_headers(self.args.logs_subject.clone(), headers, line.into())
+            .publish_with_headers(self.args.logs_subject.clone(), headers, record)
             .await;
     }
 
@@ -517,7 +546,16 @@ impl WorkerState {
             let caller = running.invocation.caller;
             let message = format!("RequestId: {} Error: {why}", caller.request_id);
             let error = LambdaError::new(error_type, message);
+            let ran = Ran {
+                duration: running.started.map_or(Duration::ZERO, |t| t.elapsed()),
+                cold: running.cold,
+            };
+            let with_start = self.framing.take_start();
+            let record = self.framing.finished(&caller.request_id, with_start, ran);
+            let request_id = caller.request_id.clone();
             caller.fail(&self.args.ctx, code, &error).await;
+            self.publish_log(&request_id, LOG_STREAM_PLATFORM, record.into())
+                .await;
             self.report_finished(endpoint, failed(code, &error), None, since_received);
         }
         let waiting: Vec<Invocation> = waiting.map(|c| c.invocation).collect();
