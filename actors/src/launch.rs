@@ -113,31 +113,12 @@ impl LaunchPlan {
             Some(dir) => format!("{}:{SYSTEM_PATH}", dir.display()),
             None => SYSTEM_PATH.to_owned(),
         };
-        let mut env: Vec<(String, String)> = vec![
-            ("PATH".into(), path),
-            ("LANG".into(), "C.UTF-8".into()),
-            ("TZ".into(), ":UTC".into()),
-            ("_HANDLER".into(), spec.handler.clone().unwrap_or_default()),
-            ("LAMBDA_TASK_ROOT".into(), cwd.display().to_string()),
-            (
-                "LAMBDA_RUNTIME_DIR".into(),
-                runtime_dir.display().to_string(),
-            ),
-            ("AWS_LAMBDA_FUNCTION_NAME".into(), function.to_owned()),
-            ("AWS_LAMBDA_FUNCTION_VERSION".into(), revision.to_string()),
-            (
-                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(),
-                spec.memory_mb.to_string(),
-            ),
-            (
-                "AWS_LAMBDA_LOG_GROUP_NAME".into(),
-                format!("/aws/lambda/{function}"),
-            ),
-            (
-                "AWS_EXECUTION_ENV".into(),
-                format!("AWS_Lambda_{execution_env}"),
-            ),
-        ];
+        let mut env = lambda_env(function, revision, spec, &cwd, runtime_dir, path);
+        env.push(("_HANDLER".into(), spec.handler.clone().unwrap_or_default()));
+        env.push((
+            "AWS_EXECUTION_ENV".into(),
+            format!("AWS_Lambda_{execution_env}"),
+        ));
         if spec.runtime == Runtime::Python3 {
             env.push(("PYTHONUNBUFFERED".into(), "1".into()));
             // The code directory is the user's: leave it as it was (Lambda's is read-only).
@@ -175,28 +156,16 @@ impl LaunchPlan {
                 ),
             ));
         }
-        let mut env: Vec<(String, String)> = vec![
-            ("PATH".into(), SYSTEM_PATH.into()),
-            ("LANG".into(), "C.UTF-8".into()),
-            ("TZ".into(), ":UTC".into()),
-            ("LAMBDA_TASK_ROOT".into(), cwd.display().to_string()),
-            (
-                "LAMBDA_RUNTIME_DIR".into(),
-                runtime_dir.display().to_string(),
-            ),
-            ("AWS_LAMBDA_FUNCTION_NAME".into(), function.to_owned()),
-            ("AWS_LAMBDA_FUNCTION_VERSION".into(), revision.to_string()),
-            (
-                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(),
-                spec.memory_mb.to_string(),
-            ),
-            (
-                "AWS_LAMBDA_LOG_GROUP_NAME".into(),
-                format!("/aws/lambda/{function}"),
-            ),
-            // Runtime clients read it; a binding's env may name another.
-            ("AWS_REGION".into(), DEFAULT_REGION.into()),
-        ];
+        let mut env = lambda_env(
+            function,
+            revision,
+            spec,
+            &cwd,
+            runtime_dir,
+            SYSTEM_PATH.into(),
+        );
+        // Runtime clients read it; a binding's env may name another.
+        env.push(("AWS_REGION".into(), DEFAULT_REGION.into()));
         if let Some(handler) = &spec.handler {
             env.push(("_HANDLER".into(), handler.clone()));
         }
@@ -209,4 +178,35 @@ impl LaunchPlan {
             runtime_api: true,
         })
     }
+}
+
+/// The variables Lambda gives every runtime (the per-worker ones are added at spawn).
+fn lambda_env(
+    function: &str,
+    revision: u64,
+    spec: &BindingSpec,
+    cwd: &Path,
+    runtime_dir: &Path,
+    path: String,
+) -> Vec<(String, String)> {
+    vec![
+        ("PATH".into(), path),
+        ("LANG".into(), "C.UTF-8".into()),
+        ("TZ".into(), ":UTC".into()),
+        ("LAMBDA_TASK_ROOT".into(), cwd.display().to_string()),
+        (
+            "LAMBDA_RUNTIME_DIR".into(),
+            runtime_dir.display().to_string(),
+        ),
+        ("AWS_LAMBDA_FUNCTION_NAME".into(), function.to_owned()),
+        ("AWS_LAMBDA_FUNCTION_VERSION".into(), revision.to_string()),
+        (
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(),
+            spec.memory_mb.to_string(),
+        ),
+        (
+            "AWS_LAMBDA_LOG_GROUP_NAME".into(),
+            format!("/aws/lambda/{function}"),
+        ),
+    ]
 }
