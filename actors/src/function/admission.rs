@@ -34,18 +34,11 @@ async fn refuse(
 
 impl FunctionState {
     pub(super) async fn invoke(&mut self, myself: &ActorRef<FunctionMsg>, invocation: Invocation) {
-        if let Err(error) = &self.plan {
-            return refuse(
-                &self.ctx,
-                &mut self.service,
-                &self.metrics,
-                invocation,
-                ErrorCode::Unavailable,
-                error,
-            )
-            .await;
-        }
-        if let Some(error) = self.unstartable().cloned() {
+        let cannot_start = match &self.plan {
+            Err(error) => Some(error.clone()),
+            Ok(_) => self.unstartable().cloned(),
+        };
+        if let Some(error) = cannot_start {
             return refuse(
                 &self.ctx,
                 &mut self.service,
