@@ -158,7 +158,7 @@ impl Actor for FunctionActor {
             spec,
             revision,
         } = args;
-        let plan = make_plan(&ctx, &name, revision, &spec);
+        let plan = make_plan(ctx.clone(), name.clone(), revision, spec.clone()).await;
         let service = ServiceStats::new(&name, invoke_subject(&name), &ctx.node_id);
         let discovery = Discovery::start(&ctx, &name, service.id(), myself.clone()).await?;
         let metrics = ctx.metrics.function(&name);
@@ -305,13 +305,14 @@ impl Actor for FunctionActor {
     }
 }
 
-fn make_plan(
-    ctx: &NodeContext,
-    name: &str,
+/// How this revision's workers start. Async: the code may have to be fetched first.
+async fn make_plan(
+    ctx: NodeContext,
+    name: Arc<str>,
     revision: u64,
-    spec: &BindingSpec,
+    spec: BindingSpec,
 ) -> Result<Arc<LaunchPlan>, LambdaError> {
-    LaunchPlan::for_spec(name, revision, spec, &ctx.runtime_dir, &ctx.interpreters).map(Arc::new)
+    LaunchPlan::for_spec(&name, revision, &spec, &ctx.runtime_dir, &ctx.interpreters).map(Arc::new)
 }
 
 impl FunctionState {
@@ -344,7 +345,13 @@ impl FunctionState {
         self.spec = spec;
         self.queue.set_limit(self.spec.pool.queue as usize);
         if !same_code {
-            self.plan = make_plan(&self.ctx, &self.name, revision, &self.spec);
+            self.plan = make_plan(
+                self.ctx.clone(),
+                self.name.clone(),
+                revision,
+                self.spec.clone(),
+            )
+            .await;
             self.code_revision = revision;
             self.health.clear();
         }
