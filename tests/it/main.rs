@@ -19,3 +19,4 @@ mod provided;
 mod python;
 mod queueing;
 mod registry;
+mod rollout;

@@ -6,7 +6,7 @@ use natsfn_protocol::{ErrorCode, LambdaError};
 use ractor::{ActorRef, MessagingErr};
 
 use super::service::ServiceStats;
-use super::{FunctionMsg, FunctionState};
+use super::{Code, FunctionMsg, FunctionState};
 use crate::context::NodeContext;
 use crate::invocation::Invocation;
 use crate::metrics::FunctionMetrics;
@@ -35,8 +35,9 @@ async fn refuse(
 impl FunctionState {
     pub(super) async fn invoke(&mut self, myself: &ActorRef<FunctionMsg>, invocation: Invocation) {
         let cannot_start = match &self.plan {
-            Err(error) => Some(error.clone()),
-            Ok(_) => self.unstartable().cloned(),
+            Code::Unavailable(error) => Some(error.clone()),
+            Code::Preparing => None,
+            Code::Ready(_) => self.unstartable().cloned(),
         };
         if let Some(error) = cannot_start {
             return refuse(
@@ -107,6 +108,7 @@ impl FunctionState {
     /// Hands queued invocations to workers and starts the workers the queue and
     /// `pool.min` call for.
     pub(super) async fn pump(&mut self, myself: &ActorRef<FunctionMsg>) {
+        self.switch_if_warm();
         while let Some(invocation) = self.queue.next() {
             if let Some(invocation) = self.dispatch(invocation) {
                 self.queue.put_back(invocation);
@@ -119,8 +121,12 @@ impl FunctionState {
         self.start_workers(myself).await;
     }
 
-    /// The init error to answer with while no worker of this revision can start.
+    /// The init error to answer with while no worker of this revision can start (and
+    /// no older one serves on).
     fn unstartable(&self) -> Option<&LambdaError> {
+        if self.old_revision_serves() {
+            return None;
+        }
         self.health
             .unstartable(self.pool.has_live(self.code_revision))
     }

@@ -8,6 +8,7 @@ mod health;
 mod pool;
 mod queue;
 mod reporting;
+mod rollout;
 mod service;
 mod subscription;
 mod workers;
@@ -63,6 +64,12 @@ pub(crate) enum FunctionMsg {
     },
     /// The binding was deleted: stop listening, finish what was received, stop.
     Retire,
+    /// How workers of code revision `revision` start (or why they cannot), worked out
+    /// off the actor (the code may have to be fetched).
+    CodePrepared {
+        revision: u64,
+        plan: Result<Arc<LaunchPlan>, LambdaError>,
+    },
     WorkerReady(ActorId),
     InvocationFinished(Finished),
     WorkerInitFailed {
@@ -113,11 +120,19 @@ pub(crate) struct FunctionState {
     spec: BindingSpec,
     /// The binding revision this actor serves (what the status reports).
     revision: u64,
-    /// The revision whose code the workers run: the last one that changed more than
-    /// subjects or pool size (`AWS_LAMBDA_FUNCTION_VERSION`).
+    /// The revision whose code new workers run: the last one that changed more than
+    /// subjects or pool size (`AWS_LAMBDA_FUNCTION_VERSION`) and whose code is ready.
     code_revision: u64,
-    /// Why the function cannot start at all, if it cannot.
-    plan: Result<Arc<LaunchPlan>, LambdaError>,
+    /// How workers of `code_revision` start.
+    plan: Code,
+    /// A newer code revision being prepared; until it is, `code_revision` serves.
+    preparing: Option<u64>,
+    /// During a rolling update, the code revision that still takes new invocations
+    /// while `code_revision` warms up.
+    previous: Option<u64>,
+    /// Why the binding's newest code is not the one running (it could not be
+    /// prepared, and an older revision serves on).
+    rejected_code: Option<String>,
     arn: Arc<str>,
     logs_subject: Subject,
     subscriptions: Subscriptions,
@@ -158,7 +173,6 @@ impl Actor for FunctionActor {
             spec,
             revision,
         } = args;
-        let plan = make_plan(ctx.clone(), name.clone(), revision, spec.clone()).await;
         let service = ServiceStats::new(&name, invoke_subject(&name), &ctx.node_id);
         let discovery = Discovery::start(&ctx, &name, service.id(), myself.clone()).await?;
         let metrics = ctx.metrics.function(&name);
@@ -172,7 +186,10 @@ impl Actor for FunctionActor {
             spec,
             revision,
             code_revision: revision,
-            plan,
+            plan: Code::Preparing,
+            preparing: None,
+            previous: None,
+            rejected_code: None,
             subscriptions: Subscriptions::default(),
             service,
             _discovery: discovery,
@@ -186,6 +203,7 @@ impl Actor for FunctionActor {
             metrics,
         };
         state.subscribe(&myself).await?;
+        state.prepare(&myself, revision);
         state.report_configured();
         Ok(state)
     }
@@ -215,18 +233,25 @@ impl Actor for FunctionActor {
                 state.reconfigure(&myself, spec, revision).await
             }
             FunctionMsg::Retire => state.retire(&myself),
+            FunctionMsg::CodePrepared { revision, plan } => {
+                state.code_prepared(&myself, revision, plan).await
+            }
             FunctionMsg::WorkerReady(id) => state.worker_ready(&myself, id).await,
             FunctionMsg::InvocationFinished(finished) => {
                 state.invocation_finished(&myself, finished).await
             }
+            // Only the current code's failures say anything of its health: workers of
+            // code overtaken by a newer revision just leave.
             FunctionMsg::WorkerInitFailed { worker, error } => {
-                state.pool.remove(worker);
-                state.start_failed(error).await;
+                if state.pool.remove(worker).map(|w| w.revision()) == Some(state.code_revision) {
+                    state.start_failed(error).await;
+                }
                 state.pump(&myself).await;
             }
             FunctionMsg::WorkerExited { worker, reason } => {
-                state.pool.remove(worker);
-                state.crashed(format!("a worker exited: {reason}"));
+                if state.pool.remove(worker).map(|w| w.revision()) == Some(state.code_revision) {
+                    state.crashed(format!("a worker exited: {reason}"));
+                }
                 state.pump(&myself).await;
             }
             FunctionMsg::RetryStart => {
@@ -305,6 +330,15 @@ impl Actor for FunctionActor {
     }
 }
 
+/// Where a revision's code stands.
+pub(crate) enum Code {
+    /// Being fetched or checked: invocations wait.
+    Preparing,
+    Ready(Arc<LaunchPlan>),
+    /// Why workers of this revision cannot start at all.
+    Unavailable(LambdaError),
+}
+
 /// How this revision's workers start. Async: the code may have to be fetched first.
 async fn make_plan(
     ctx: NodeContext,
@@ -320,6 +354,7 @@ impl FunctionState {
     fn target(&self) -> Target {
         Target::new(
             self.code_revision,
+            self.previous,
             &self.spec.pool,
             self.retiring && self.queue.is_empty(),
         )
@@ -345,27 +380,15 @@ impl FunctionState {
         self.spec = spec;
         self.queue.set_limit(self.spec.pool.queue as usize);
         if !same_code {
-            self.plan = make_plan(
-                self.ctx.clone(),
-                self.name.clone(),
-                revision,
-                self.spec.clone(),
-            )
-            .await;
-            self.code_revision = revision;
-            self.health.clear();
+            self.prepare(myself, revision);
         }
-        // Workers of the old code (or beyond a lowered max) finish what they run, then
-        // stop; idle ones now.
+        // Workers beyond a lowered max finish what they run, then stop; idle ones now.
         self.retire_idle();
         if let Err(e) = self.subscribe(myself).await {
             tracing::warn!(function = %self.name, error = %e, "cannot subscribe");
             self.report(State::Error, Some(format!("cannot subscribe: {e}")));
         }
         self.report_configured();
-        if let Err(error) = self.plan.clone() {
-            self.fail_queue(ErrorCode::Unavailable, &error).await;
-        }
         self.pump(myself).await;
         self.reap_at = None;
         self.schedule_reap(myself);

@@ -38,6 +38,10 @@ pub(crate) struct Worker<H> {
 }
 
 impl<H> Worker<H> {
+    pub(crate) fn revision(&self) -> u64 {
+        self.revision
+    }
+
     fn serves(&self, revision: u64) -> bool {
         self.revision == revision && !self.retired
     }
@@ -52,6 +56,9 @@ impl<H> Worker<H> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Target {
     pub(crate) revision: u64,
+    /// During a rolling update, the revision that still takes new invocations until
+    /// enough workers of `revision` are warm; only those start meanwhile.
+    pub(crate) previous: Option<u64>,
     pub(crate) min: usize,
     pub(crate) max: usize,
     pub(crate) idle: Duration,
@@ -62,15 +69,37 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    pub(crate) fn new(revision: u64, pool: &PoolSpec, retiring: bool) -> Target {
+    pub(crate) fn new(
+        revision: u64,
+        previous: Option<u64>,
+        pool: &PoolSpec,
+        retiring: bool,
+    ) -> Target {
         Target {
             revision,
+            previous,
             min: pool.min as usize,
             max: pool.max as usize,
             idle: Duration::from_millis(pool.idle_ms),
             max_invocations: pool.max_invocations,
             retiring,
         }
+    }
+
+    /// The revision new invocations go to.
+    fn dispatching(&self) -> u64 {
+        self.previous.unwrap_or(self.revision)
+    }
+
+    /// Whether workers of `revision` still have a use.
+    fn wants(&self, revision: u64) -> bool {
+        revision == self.revision || Some(revision) == self.previous
+    }
+
+    /// Workers of the new revision warm before a rolling update switches to them:
+    /// the standby, and at least one, so that the switch costs no cold start.
+    pub(crate) fn warm_up(&self) -> usize {
+        self.min.max(1).min(self.max)
     }
 
     fn floor(&self) -> usize {
@@ -130,7 +159,7 @@ impl<H> WorkerPool<H> {
         let Some(worker) = self.workers.iter_mut().find(|w| w.id == id) else {
             return Ok(());
         };
-        if worker.revision != target.revision || (target.retiring && worker.held == 0) {
+        if !target.wants(worker.revision) || (target.retiring && worker.held == 0) {
             worker.retired = true;
             return Err(&worker.handle);
         }
@@ -144,7 +173,7 @@ impl<H> WorkerPool<H> {
         Some(self.workers.swap_remove(index))
     }
 
-    /// Hands the next invocation to a worker of `target.revision`: the idle one used
+    /// Hands the next invocation to a worker of the dispatching revision: the idle one used
     /// last (so the others age out and can be reaped), else, for quick functions, the
     /// busy one holding the fewest with room behind what it runs.
     pub(crate) fn assign(&mut self, target: &Target) -> Option<Assignment<'_, H>> {
@@ -152,8 +181,9 @@ impl<H> WorkerPool<H> {
             Some(typical) if typical < PIPELINE_BELOW => PIPELINE_DEPTH,
             _ => 1,
         };
+        let revision = target.dispatching();
         let usable = |w: &Worker<H>| {
-            w.serves(target.revision)
+            w.serves(revision)
                 && w.ready_at.is_some()
                 && !(target.max_invocations > 0 && w.served >= target.max_invocations)
         };
@@ -193,8 +223,8 @@ impl<H> WorkerPool<H> {
     }
 
     /// Worker `id` finished one invocation (in `took`, when it ran to an answer). When
-    /// that leaves it idle and it should not serve on (an old revision, used up, or
-    /// beyond `max`), it is retired and its handle returned.
+    /// that leaves it idle and it should not serve on (a revision no longer wanted, used
+    /// up, or beyond `max`), it is retired and its handle returned.
     pub(crate) fn finished(
         &mut self,
         id: ActorId,
@@ -208,18 +238,15 @@ impl<H> WorkerPool<H> {
                 None => took,
             });
         }
-        let serving = self
-            .workers
-            .iter()
-            .filter(|w| w.serves(target.revision))
-            .count();
+        let revision = self.workers.iter().find(|w| w.id == id)?.revision;
+        let serving = self.workers.iter().filter(|w| w.serves(revision)).count();
         let worker = self.workers.iter_mut().find(|w| w.id == id)?;
         worker.held = worker.held.saturating_sub(1);
         if worker.held > 0 {
             return None;
         }
         worker.idle_since = now;
-        let stale = worker.revision != target.revision || target.used_up(worker.served);
+        let stale = !target.wants(worker.revision) || target.used_up(worker.served);
         let beyond_max = serving > target.max;
         if worker.retired || !(stale || beyond_max || target.retiring) {
             return None;
@@ -229,16 +256,28 @@ impl<H> WorkerPool<H> {
     }
 
     /// How many workers to start now: enough for the invocations waiting and those
-    /// held, at least the standby floor, never more than `max`.
+    /// held, at least the standby floor, never more than `max`; during a rolling
+    /// update, the new revision's warm-up (the old workers serve the demand).
     pub(crate) fn to_start(&self, target: &Target, waiting: usize) -> usize {
         let (live, held) = self.load(target.revision);
+        if target.previous.is_some() {
+            return if target.retiring {
+                0
+            } else {
+                target.warm_up().saturating_sub(live)
+            };
+        }
         let wanted = (held + waiting).max(target.floor()).min(target.max);
         wanted.saturating_sub(live)
     }
 
     /// How many of the workers `to_start` asks for the waiting invocations need (the
-    /// rest are standby): only those may evict other functions' workers.
+    /// rest are standby, as is a rolling update's warm-up): only those may evict other
+    /// functions' workers.
     pub(crate) fn for_demand(&self, target: &Target, waiting: usize) -> usize {
+        if target.previous.is_some() {
+            return 0;
+        }
         let (live, held) = self.load(target.revision);
         (held + waiting).min(target.max).saturating_sub(live)
     }
@@ -252,24 +291,30 @@ impl<H> WorkerPool<H> {
             .fold((0, 0), |(live, held), w| (live + 1, held + w.held))
     }
 
-    /// Idle workers that should stop now: those of an old revision, those past
-    /// `max_invocations`, those beyond `max` (after it was lowered), and those above
-    /// the standby floor idle for `target.idle` (the least recently used go first).
-    /// They are marked retired; the caller stops them.
+    /// Idle workers that should stop now: those of a revision no longer wanted, those
+    /// past `max_invocations`, those beyond `max` (after it was lowered), and those
+    /// above the standby floor idle for `target.idle` (the least recently used go
+    /// first). A rolling update's warm-up is kept whole. They are marked retired; the
+    /// caller stops them.
     pub(crate) fn retire_idle(&mut self, target: &Target, now: Instant) -> Vec<&H> {
         let mut idle: Vec<usize> = (0..self.workers.len())
             .filter(|&i| self.workers[i].idle())
             .collect();
         // Most recently used first: those are the ones to keep.
         idle.sort_by_key(|&i| std::cmp::Reverse(self.workers[i].idle_since));
-        let busy = self.busy_serving(target.revision);
+        let serving = target.dispatching();
+        let busy = self.busy_serving(serving);
         let room = target.max.saturating_sub(busy);
         let floor = target.floor().saturating_sub(busy);
         let mut kept = 0;
         let mut retire = Vec::new();
         for i in idle {
             let w = &self.workers[i];
-            let stale = w.revision != target.revision || target.used_up(w.served);
+            let warming = target.previous.is_some() && w.revision == target.revision;
+            if warming && !target.used_up(w.served) {
+                continue;
+            }
+            let stale = w.revision != serving || target.used_up(w.served);
             let expired = now.duration_since(w.idle_since) >= target.idle;
             if !stale && kept < room && (kept < floor || !expired) {
                 kept += 1;
@@ -310,10 +355,9 @@ impl<H> WorkerPool<H> {
 
     /// When the next idle worker above the floor would be reaped, if any is idle.
     pub(crate) fn next_reap(&self, target: &Target) -> Option<Instant> {
-        let floor = target
-            .floor()
-            .saturating_sub(self.busy_serving(target.revision));
-        let idle = |w: &&Worker<H>| w.idle() && w.serves(target.revision);
+        let serving = target.dispatching();
+        let floor = target.floor().saturating_sub(self.busy_serving(serving));
+        let idle = |w: &&Worker<H>| w.idle() && w.serves(serving);
         // Called after every invocation: no allocation unless there is one to reap.
         if self.workers.iter().filter(idle).count() <= floor {
             return None;
@@ -347,6 +391,10 @@ impl<H> WorkerPool<H> {
         let worker = self.workers.iter_mut().find(|w| w.id == id && w.idle())?;
         worker.retired = true;
         Some(&worker.handle)
+    }
+
+    pub(crate) fn revision_of(&self, id: ActorId) -> Option<u64> {
+        self.workers.iter().find(|w| w.id == id).map(|w| w.revision)
     }
 
     pub(crate) fn has_live(&self, revision: u64) -> bool {
@@ -387,6 +435,7 @@ mod tests {
     fn target(min: usize, max: usize) -> Target {
         Target {
             revision: 1,
+            previous: None,
             min,
             max,
             idle: Duration::from_secs(60),
@@ -559,6 +608,52 @@ mod tests {
             Some(&0)
         );
         assert_eq!(pool.to_start(&recycle, 1), 1, "its replacement");
+    }
+
+    #[test]
+    fn a_rolling_update_serves_on_the_old_revision_while_the_new_one_warms_up() {
+        let t0 = Instant::now();
+        let mut pool = ready_pool(2, t0);
+        let rolling = Target {
+            revision: 2,
+            previous: Some(1),
+            ..target(2, 4)
+        };
+        assert_eq!(pool.to_start(&rolling, 10), 2, "the new standby only");
+        assert_eq!(pool.for_demand(&rolling, 10), 0, "the warm-up never evicts");
+        assert!(
+            pool.retire_idle(&rolling, t0).is_empty(),
+            "the old ones serve"
+        );
+        pool.started(ActorId::Local(5), 5, 2, t0);
+        pool.started(ActorId::Local(6), 6, 2, t0);
+        assert!(pool.ready(ActorId::Local(5), &rolling, t0).is_ok());
+        assert!(pool.ready(ActorId::Local(6), &rolling, t0).is_ok());
+        assert_eq!(pool.ready_count(2), 2);
+        let first = assign(&mut pool, &rolling).expect("an old worker takes it");
+        assert!(first < 2, "still the old revision until the switch");
+        assert!(
+            pool.retire_idle(&rolling, t0).is_empty(),
+            "the warm-up is kept"
+        );
+
+        // The switch: new invocations go to revision 2, idle old workers stop, the
+        // busy one once it is done.
+        let switched = Target {
+            previous: None,
+            ..rolling
+        };
+        assert!(assign(&mut pool, &switched).is_some_and(|w| w >= 5));
+        let retired: Vec<u64> = pool
+            .retire_idle(&switched, t0)
+            .into_iter()
+            .copied()
+            .collect();
+        assert_eq!(retired, vec![1 - first]);
+        assert_eq!(
+            pool.finished(ActorId::Local(first), Some(ms(5)), &switched, t0),
+            Some(&first)
+        );
     }
 
     #[test]

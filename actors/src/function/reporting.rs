@@ -4,7 +4,7 @@
 use natsfn_protocol::service::Verb;
 use natsfn_protocol::FunctionState as State;
 
-use super::FunctionState;
+use super::{Code, FunctionState};
 
 impl FunctionState {
     /// Answers a `$SRV.PING|INFO|STATS` request; other verbs, and requests nobody
@@ -39,25 +39,39 @@ impl FunctionState {
     /// The state right after a (re)configuration.
     pub(super) fn report_configured(&mut self) {
         match &self.plan {
-            Err(error) => {
+            Code::Unavailable(error) => {
                 let reason = format!("{}: {}", error.error_type, error.error_message);
                 self.report(State::Error, Some(reason))
             }
             // Nothing to wait for: the first invocation starts a worker, or warm ones
             // (kept through a change of subjects or pool size) serve.
-            Ok(_) if self.standby_ready() => self.report(State::Ready, None),
-            Ok(_) => self.report(State::Starting, None),
+            Code::Ready(_) if self.standby_ready() => self.report(State::Ready, None),
+            Code::Ready(_) | Code::Preparing => self.report(State::Starting, None),
         }
     }
 
     /// `pool.min` workers are ready (or as many as the node has slots for): the
     /// function reports `ready` only then, so its first request is served warm.
     pub(super) fn standby_ready(&self) -> bool {
+        if self.preparing.is_some() || self.previous.is_some() {
+            return false; // the newest code is not serving yet
+        }
         self.standby_capped
             || self.pool.ready_count(self.code_revision) >= self.spec.pool.min as usize
     }
 
     pub(super) fn report(&mut self, state: State, reason: Option<String>) {
+        // While the newest code is prepared, the status is about it: what the workers
+        // of older code do meanwhile is not.
+        if self.preparing.is_some() && state != State::Starting {
+            return;
+        }
+        // A revision whose code could not be prepared is an error, however well the
+        // one before it serves.
+        let (state, reason) = match &self.rejected_code {
+            Some(why) => (State::Error, Some(why.clone())),
+            None => (state, reason),
+        };
         let status = (state, reason, self.revision);
         if self.last_status.as_ref() == Some(&status) {
             return;

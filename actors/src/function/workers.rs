@@ -7,7 +7,7 @@ use natsfn_protocol::{ErrorCode, FunctionState as State, LambdaError};
 use ractor::{Actor, ActorId, ActorRef};
 
 use super::health::Verdict;
-use super::{Finished, FunctionMsg, FunctionState, Outcome, SLOT_RETRY};
+use super::{Code, Finished, FunctionMsg, FunctionState, Outcome, SLOT_RETRY};
 use crate::node_actor::NodeMsg;
 use crate::worker::{WorkerActor, WorkerArgs};
 
@@ -19,12 +19,19 @@ impl FunctionState {
         } else {
             self.pool.to_start(&target, self.queue.len())
         };
-        if wanted == 0 || self.plan.is_err() || self.wait_for_backoff(myself) {
+        let Code::Ready(plan) = &self.plan else {
+            return;
+        };
+        let plan = plan.clone();
+        if wanted == 0 || self.wait_for_backoff(myself) {
             return;
         }
-        let Ok(plan) = self.plan.clone() else { return };
         for started in 0..wanted {
             let Ok(slot) = self.ctx.worker_slots.clone().try_acquire_owned() else {
+                // No slot to warm the new code up in: switch now; the old workers'
+                // slots come free as they finish.
+                self.switch();
+                let target = self.target();
                 self.wait_for_slot(
                     myself,
                     started < self.pool.for_demand(&target, self.queue.len()),
@@ -87,7 +94,9 @@ impl FunctionState {
             worker.stop(None);
             return;
         }
-        self.health.clear();
+        if self.pool.revision_of(id) == Some(self.code_revision) {
+            self.health.clear();
+        }
         if self.pool.ready_count(self.code_revision) >= self.spec.pool.min as usize {
             self.standby_capped = false;
         }
@@ -104,7 +113,8 @@ impl FunctionState {
         done: Finished,
     ) {
         self.metrics.finished(&done.outcome, done.since_received);
-        if done.ran.is_some() {
+        // An old revision serving through a rolling update says nothing of the new.
+        if done.ran.is_some() && self.pool.revision_of(done.worker) == Some(self.code_revision) {
             self.health.clear();
         }
         let error = match &done.outcome {
@@ -166,12 +176,15 @@ impl FunctionState {
     /// A worker could not start (spawn failure or init error): count it, answer those
     /// waiting when no other worker can serve them, and keep the error for new callers.
     pub(super) async fn start_failed(&mut self, error: LambdaError) {
-        let reason = format!("{}: {}", error.error_type, error.error_message);
+        let mut reason = format!("{}: {}", error.error_type, error.error_message);
+        if let Some(previous) = self.previous {
+            reason.push_str(&format!(" (still serving revision {previous})"));
+        }
         match self.health.start_failed(error.clone()) {
             Verdict::Crashloop => self.report(State::Crashloop, Some(reason)),
             _ => self.report(State::Error, Some(reason)),
         }
-        if !self.pool.has_live(self.code_revision) {
+        if !self.pool.has_live(self.code_revision) && !self.old_revision_serves() {
             self.fail_queue(ErrorCode::Unavailable, &error).await;
         }
     }
