@@ -19,6 +19,7 @@ use crate::cli::{parse_duration_ms, BindArgs, SubjectArgs};
 const CAS_ATTEMPTS: usize = 20;
 
 struct Buckets {
+    js: async_nats::jetstream::Context,
     bindings: Store,
     status: Store,
 }
@@ -28,6 +29,7 @@ async fn open(nats: &str) -> anyhow::Result<Buckets> {
     Ok(Buckets {
         bindings: buckets::bindings(&js).await?,
         status: buckets::status(&js).await?,
+        js,
     })
 }
 
@@ -264,7 +266,9 @@ pub async fn get(nats: &str, name: &str) -> anyhow::Result<ExitCode> {
     let spec = serde_json::from_slice::<Value>(&entry.value)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&entry.value).into_owned()));
     let status = read_status(&b.status, name).await;
-    let out = json!({"name": name, "revision": entry.revision, "spec": spec, "status": status});
+    let backlog = crate::events::backlog(&b.js, name).await;
+    let out = json!({"name": name, "revision": entry.revision, "spec": spec, "status": status,
+                     "async": backlog});
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -53,6 +53,19 @@ pub enum Command {
     Stats { name: Option<String> },
     /// Print a function's recent log (from the NATSFN_LOGS stream); -f follows it.
     Logs(LogsArgs),
+    /// A function's dead letters: async events that ran out of retries or age.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DlqCommand {
+    /// List the dead letters of a function.
+    Ls { name: String },
+    /// Put a function's dead letters back in its async queue (each once) and remove them.
+    Redrive { name: String },
 }
 
 #[derive(Args)]
@@ -196,6 +209,14 @@ pub struct InvokeArgs {
     /// How long to wait for the result, e.g. 30s.
     #[arg(long, default_value = "60s")]
     pub timeout: String,
+    /// Enqueue the event on NATSFN_ASYNC (Lambda's InvocationType Event) and print its
+    /// id once stored, instead of waiting for the result.
+    #[arg(long = "async")]
+    pub asynchronous: bool,
+    /// With --async: the event's id (its Nats-Msg-Id, so a repeat within 2 minutes runs
+    /// once, and its request id); default: a new UUID.
+    #[arg(long, requires = "asynchronous")]
+    pub event_id: Option<String>,
 }
 
 /// `3s`, `500ms`, `2m`, or plain milliseconds.

@@ -34,6 +34,9 @@ pub async fn run(nats: &str, args: InvokeArgs) -> anyhow::Result<ExitCode> {
             payload.len()
         );
     }
+    if args.asynchronous {
+        return crate::events::enqueue(client, &args.name, payload, args.event_id).await;
+    }
     let subject = invoke_subject(&args.name);
     let request = Request::new().payload(payload).timeout(Some(timeout));
     let reply = match client.send_request(subject.clone(), request).await {

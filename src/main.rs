@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod dev;
+mod events;
 mod gateway;
 mod invoke;
 mod logs;
@@ -13,7 +14,7 @@ mod stats;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, NatsCommand};
+use crate::cli::{Cli, Command, DlqCommand, NatsCommand};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -63,6 +64,12 @@ async fn run(cli: Cli) -> std::process::ExitCode {
         Command::Rm { name } => admin::rm(&cli.nats, &name).await,
         Command::Stats { name } => stats::run(&cli.nats, name).await,
         Command::Logs(args) => logs::run(&cli.nats, args).await,
+        Command::Dlq {
+            command: DlqCommand::Ls { name },
+        } => events::dlq_ls(&cli.nats, &name).await,
+        Command::Dlq {
+            command: DlqCommand::Redrive { name },
+        } => events::dlq_redrive(&cli.nats, &name).await,
     };
     match result {
         Ok(code) => code,

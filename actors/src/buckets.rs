@@ -7,7 +7,8 @@ use async_nats::jetstream::kv::{Config, Store};
 use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
 use async_nats::jetstream::Context;
 use natsfn_protocol::names::{
-    BINDINGS_BUCKET, LOGS_STREAM, LOGS_SUBJECTS, NODES_BUCKET, STATUS_BUCKET,
+    ASYNC_STREAM, ASYNC_SUBJECTS, BINDINGS_BUCKET, DLQ_STREAM, DLQ_SUBJECTS, LOGS_STREAM,
+    LOGS_SUBJECTS, NODES_BUCKET, STATUS_BUCKET,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -60,8 +61,11 @@ async fn open(
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot open or create the stream {LOGS_STREAM}: {0}")]
-pub struct StreamError(async_nats::jetstream::context::CreateStreamError);
+#[error("cannot open or create the stream {0}: {1}")]
+pub struct StreamError(
+    &'static str,
+    async_nats::jetstream::context::CreateStreamError,
+);
 
 /// How much log history `NATSFN_LOGS` keeps when a node creates it.
 #[derive(Debug, Clone, Copy)]
@@ -105,7 +109,59 @@ pub async fn logs(js: &Context, retention: LogRetention) -> Result<(), StreamErr
         // Another node may have created it meanwhile.
         Err(e) => match js.get_stream(LOGS_STREAM).await {
             Ok(_) => Ok(()),
-            Err(_) => Err(StreamError(e)),
+            Err(_) => Err(StreamError(LOGS_STREAM, e)),
         },
     }
+}
+
+/// `NATSFN_ASYNC` holds async invocations until they are settled: a work queue, so an
+/// acknowledged event is gone. Full, it refuses new events rather than drop stored
+/// ones; it keeps an event an hour past the oldest `async.max_event_age_s`, by which
+/// time natsfn has made it a dead letter.
+pub const ASYNC_MAX_BYTES: i64 = 1 << 30;
+pub const ASYNC_MAX_AGE: Duration = Duration::from_secs(7 * 3600);
+/// `NATSFN_DLQ` keeps dead letters two weeks (SQS's longest retention), at most 1 GiB.
+pub const DLQ_MAX_BYTES: i64 = 1 << 30;
+pub const DLQ_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 3600);
+/// Publishes with one `Nats-Msg-Id` within this window are stored once.
+pub const ASYNC_DEDUPE_WINDOW: Duration = Duration::from_secs(120);
+
+/// `NATSFN_ASYNC` and `NATSFN_DLQ`, created if missing (existing ones are left as
+/// they are).
+pub async fn async_streams(js: &Context) -> Result<(), StreamError> {
+    let queue = stream::Config {
+        name: ASYNC_STREAM.to_owned(),
+        subjects: vec![ASYNC_SUBJECTS.to_owned()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: StorageType::File,
+        discard: DiscardPolicy::New,
+        max_age: ASYNC_MAX_AGE,
+        max_bytes: ASYNC_MAX_BYTES,
+        duplicate_window: ASYNC_DEDUPE_WINDOW,
+        ..Default::default()
+    };
+    let dead = stream::Config {
+        name: DLQ_STREAM.to_owned(),
+        subjects: vec![DLQ_SUBJECTS.to_owned()],
+        storage: StorageType::File,
+        discard: DiscardPolicy::New,
+        max_age: DLQ_MAX_AGE,
+        max_bytes: DLQ_MAX_BYTES,
+        duplicate_window: ASYNC_DEDUPE_WINDOW,
+        // `natsfn dlq` reads dead letters by subject with direct gets.
+        allow_direct: true,
+        ..Default::default()
+    };
+    for (name, config) in [(ASYNC_STREAM, queue), (DLQ_STREAM, dead)] {
+        if js.get_stream(name).await.is_ok() {
+            continue;
+        }
+        if let Err(e) = js.create_stream(config).await {
+            // Another node may have created it meanwhile.
+            if js.get_stream(name).await.is_err() {
+                return Err(StreamError(name, e));
+            }
+        }
+    }
+    Ok(())
 }

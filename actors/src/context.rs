@@ -23,6 +23,8 @@ pub(crate) struct NodeContext {
     /// The node's `--max-workers` slots: every WorkerActor holds one while it lives,
     /// so the count cannot drift from the workers there are.
     pub(crate) worker_slots: Arc<Semaphore>,
+    /// How many slots there are.
+    pub(crate) max_workers: usize,
     pub(crate) metrics: Arc<Metrics>,
 }
 

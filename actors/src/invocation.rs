@@ -1,6 +1,6 @@
 //! One invocation on its way through the tree, and the replies sent to its caller.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::{HeaderMap, Message, Subject};
 use bytes::Bytes;
@@ -11,23 +11,38 @@ use natsfn_protocol::names::{
 use natsfn_protocol::{ErrorCode, LambdaError};
 
 use crate::context::NodeContext;
+use crate::events::Event;
 use crate::function::EndpointId;
 
 /// Who is waiting for an invocation's outcome: the reply subject (none for a plain
-/// publish) and the request id every reply and log line carries.
+/// publish) or the async event to settle, and the request id every reply and log line
+/// carries.
 ///
 /// The one record of whether the caller has been answered: answering consumes it, and
-/// one dropped unanswered (a worker actor that panicked with it) still gets a 502, so
-/// every caller gets exactly one reply wherever its invocation ends.
-#[derive(Debug)]
+/// one dropped unanswered (a worker actor that panicked with it) still gets a 502 (an
+/// event is put back), so every caller gets exactly one reply wherever its invocation
+/// ends.
 pub(crate) struct Caller {
-    reply: Option<Subject>,
+    answer: Answer,
     pub(crate) request_id: String,
     /// For the reply of last resort in `drop`, which has no context at hand.
     client: async_nats::Client,
 }
 
-#[derive(Debug)]
+enum Answer {
+    /// A plain publish, or answered already.
+    Nobody,
+    Reply(Subject),
+    /// An async invocation: its outcome settles the event in its stream.
+    Event(Box<Event>),
+}
+
+impl Answer {
+    fn take(&mut self) -> Answer {
+        std::mem::replace(self, Answer::Nobody)
+    }
+}
+
 pub(crate) struct Invocation {
     pub(crate) caller: Caller,
     /// The event, exactly as the caller sent it.
@@ -58,7 +73,7 @@ impl Invocation {
         // A caller may choose the request id (the gateway does, to find its log lines).
         let chosen = headers.and_then(|h| h.get(HEADER_REQUEST_ID));
         let caller = Caller {
-            reply: msg.reply,
+            answer: msg.reply.map_or(Answer::Nobody, Answer::Reply),
             request_id: match chosen {
                 Some(id) if is_valid_request_id(id.as_str()) => id.as_str().to_owned(),
                 _ => uuid::Uuid::new_v4().to_string(),
@@ -97,6 +112,21 @@ impl Invocation {
         })
     }
 
+    /// An async invocation, pulled from its stream.
+    pub(crate) fn from_event(ctx: &NodeContext, event: Event, endpoint: EndpointId) -> Invocation {
+        Invocation {
+            payload: event.payload(),
+            caller: Caller {
+                request_id: event.id.clone(),
+                answer: Answer::Event(Box::new(event)),
+                client: ctx.client.clone(),
+            },
+            deadline_ms: None,
+            received: std::time::Instant::now(),
+            endpoint,
+        }
+    }
+
     pub(crate) fn expired(&self, now_ms: u64) -> bool {
         self.deadline_ms.is_some_and(|d| d <= now_ms)
     }
@@ -105,7 +135,19 @@ impl Invocation {
 impl Caller {
     /// The caller no longer waits (its deadline passed): no reply.
     pub(crate) fn abandon(mut self) {
-        self.reply = None;
+        self.answer = Answer::Nobody;
+    }
+
+    /// Not run on this node (it stops): a request is answered 503, an event is put
+    /// back at once for another node.
+    pub(crate) async fn elsewhere(mut self, ctx: &NodeContext, error: &LambdaError) {
+        match self.answer.take() {
+            Answer::Event(event) => event.put_back(Duration::ZERO).await,
+            answer => {
+                self.answer = answer;
+                self.fail(ctx, ErrorCode::Unavailable, error).await;
+            }
+        }
     }
 
     /// Sends the handler's result. A result the server cannot carry becomes a 413,
@@ -116,9 +158,16 @@ impl Caller {
         payload: Bytes,
         cold: bool,
     ) -> Result<(), (ErrorCode, LambdaError)> {
-        let Some(reply) = self.reply.take() else {
-            tracing::debug!(request_id = %self.request_id, bytes = payload.len(), "result (no reply subject)");
-            return Ok(());
+        let reply = match self.answer.take() {
+            Answer::Reply(reply) => reply,
+            Answer::Event(event) => {
+                tokio::spawn(event.succeeded(payload));
+                return Ok(());
+            }
+            Answer::Nobody => {
+                tracing::debug!(request_id = %self.request_id, bytes = payload.len(), "result (no reply subject)");
+                return Ok(());
+            }
         };
         if payload.len() + 256 > ctx.max_payload {
             let err = LambdaError::new(
@@ -129,7 +178,7 @@ impl Caller {
                     ctx.max_payload
                 ),
             );
-            self.reply = Some(reply);
+            self.answer = Answer::Reply(reply);
             self.fail(ctx, ErrorCode::PayloadTooLarge, &err).await;
             return Err((ErrorCode::PayloadTooLarge, err));
         }
@@ -150,15 +199,23 @@ impl Caller {
 
     /// Sends an error reply: ADR-32 headers and Lambda's error body.
     pub(crate) async fn fail(mut self, ctx: &NodeContext, code: ErrorCode, error: &LambdaError) {
-        let Some(reply) = self.reply.take() else {
-            tracing::warn!(
-                request_id = %self.request_id,
-                code = code.code(),
-                error_type = %error.error_type,
-                error = %error.error_message,
-                "invocation failed (no reply subject)"
-            );
-            return;
+        let reply = match self.answer.take() {
+            Answer::Reply(reply) => reply,
+            Answer::Event(event) => {
+                let error = error.clone();
+                tokio::spawn(async move { event.failed(code, &error).await });
+                return;
+            }
+            Answer::Nobody => {
+                tracing::warn!(
+                    request_id = %self.request_id,
+                    code = code.code(),
+                    error_type = %error.error_type,
+                    error = %error.error_message,
+                    "invocation failed (no reply subject)"
+                );
+                return;
+            }
         };
         let (headers, body) = error_reply(&self.request_id, code, error);
         if let Err(e) = ctx.client.publish_with_headers(reply, headers, body).await {
@@ -169,7 +226,8 @@ impl Caller {
 
 impl Drop for Caller {
     fn drop(&mut self) {
-        let Some(reply) = self.reply.take() else {
+        // An event dropped here is put back by its own drop.
+        let Answer::Reply(reply) = self.answer.take() else {
             return;
         };
         tracing::error!(request_id = %self.request_id, "an invocation was lost without an answer; answering 502");

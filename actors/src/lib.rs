@@ -7,6 +7,7 @@
 pub mod buckets;
 mod children;
 mod context;
+mod events;
 mod function;
 mod invocation;
 mod launch;

@@ -114,6 +114,7 @@ impl Actor for NodeActor {
         let status = buckets::status(&js).await?;
         let nodes = buckets::nodes(&js).await?;
         buckets::logs(&js, args.logs).await?;
+        buckets::async_streams(&js).await?;
         let node_id: Arc<str> = args.node_id.into();
         let ctx = NodeContext {
             max_payload: args.client.server_info().max_payload,
@@ -123,6 +124,7 @@ impl Actor for NodeActor {
             status: StatusReporter::spawn(node_id.clone(), status),
             node_id,
             worker_slots: Arc::new(Semaphore::new(args.max_workers)),
+            max_workers: args.max_workers,
             metrics: args.metrics,
         };
         ctx.metrics.set_max_workers(args.max_workers);

@@ -4,6 +4,8 @@
 //! runtime.
 #![deny(unreachable_pub)]
 
+pub mod async_spec;
+pub mod destination;
 pub mod error;
 pub mod frame;
 pub mod names;
@@ -12,6 +14,7 @@ pub mod service;
 pub mod spec;
 pub mod status;
 
+pub use async_spec::{AfterFailure, AsyncSpec, Condition};
 pub use error::{ErrorCode, LambdaError};
 pub use frame::{FrameDecoder, FrameError, FromWorker, Invoke, ToWorker};
 pub use node::NodeInfo;

@@ -12,6 +12,26 @@ pub const LOGS_STREAM: &str = "NATSFN_LOGS";
 /// The subjects `NATSFN_LOGS` keeps: every function's [`logs_subject`].
 pub const LOGS_SUBJECTS: &str = "natsfn.logs.>";
 
+/// JetStream stream of async invocations (work queue): one subject per function.
+pub const ASYNC_STREAM: &str = "NATSFN_ASYNC";
+pub const ASYNC_SUBJECTS: &str = "natsfn.async.>";
+/// JetStream stream of async invocations that ran out of retries or age.
+pub const DLQ_STREAM: &str = "NATSFN_DLQ";
+pub const DLQ_SUBJECTS: &str = "natsfn.dlq.>";
+
+/// JetStream's own dedupe header: an async event published twice with one id runs once.
+pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
+/// On an async event natsfn re-enqueued for a retry: the attempt it is (the first is 1).
+pub const HEADER_ATTEMPT: &str = "Natsfn-Attempt";
+/// Unix ms before which a retried async event does not run (its backoff).
+pub const HEADER_NOT_BEFORE: &str = "Natsfn-Not-Before";
+/// Unix ms when an async event was first enqueued (what `max_event_age_s` counts from).
+pub const HEADER_ENQUEUED_AT: &str = "Natsfn-Enqueued-At";
+/// On a dead letter: why it is one (`RetriesExhausted`, `EventAgeExceeded`).
+pub const HEADER_CONDITION: &str = "Natsfn-Condition";
+/// On a dead letter: the last error, `errorType: errorMessage`.
+pub const HEADER_ERROR: &str = "Natsfn-Error";
+
 /// Request id of an invocation (Lambda's `aws_request_id`), on replies and log lines.
 /// A request may carry one of its own (see [`is_valid_request_id`]), which the node
 /// adopts: the HTTP gateway does, to find the invocation's log lines.
@@ -45,6 +65,21 @@ pub fn queue_group(function: &str) -> String {
 /// one per invocation holding its END and REPORT lines (and START, if it printed nothing).
 pub fn logs_subject(function: &str) -> String {
     format!("natsfn.logs.{function}")
+}
+
+/// Where async invocations of a function are published (stream `NATSFN_ASYNC`).
+pub fn async_subject(function: &str) -> String {
+    format!("natsfn.async.{function}")
+}
+
+/// Where a function's dead letters are kept (stream `NATSFN_DLQ`).
+pub fn dlq_subject(function: &str) -> String {
+    format!("natsfn.dlq.{function}")
+}
+
+/// The durable pull consumer of a function's async invocations, shared by every node.
+pub fn async_consumer(function: &str) -> String {
+    format!("natsfn-async-{function}")
 }
 
 /// Function names: `^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$` (also a valid ADR-32 service name).
@@ -100,5 +135,8 @@ mod tests {
         assert_eq!(invoke_subject("f"), "natsfn.invoke.f");
         assert_eq!(queue_group("f"), "natsfn.f");
         assert_eq!(logs_subject("f"), "natsfn.logs.f");
+        assert_eq!(async_subject("f"), "natsfn.async.f");
+        assert_eq!(dlq_subject("f"), "natsfn.dlq.f");
+        assert_eq!(async_consumer("f"), "natsfn-async-f");
     }
 }

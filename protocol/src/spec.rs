@@ -8,6 +8,7 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+pub use crate::async_spec::AsyncSpec;
 use crate::names::is_valid_function_name;
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 3_000;
@@ -86,6 +87,8 @@ pub struct BindingSpec {
     pub timeout_ms: u64,
     pub memory_mb: u32,
     pub pool: PoolSpec,
+    #[serde(rename = "async")]
+    pub async_invocations: AsyncSpec,
 }
 
 /// Why a binding was rejected: the offending field (dotted path, empty for the whole
@@ -106,7 +109,7 @@ impl fmt::Display for SpecError {
     }
 }
 
-fn reject(field: impl Into<String>, message: impl Into<String>) -> SpecError {
+pub(crate) fn reject(field: impl Into<String>, message: impl Into<String>) -> SpecError {
     SpecError {
         field: field.into(),
         message: message.into(),
@@ -114,7 +117,7 @@ fn reject(field: impl Into<String>, message: impl Into<String>) -> SpecError {
 }
 
 /// `got "soon"`, `got 3.5`, `got an object`: how a wrong value is quoted back.
-fn got(value: &Value) -> String {
+pub(crate) fn got(value: &Value) -> String {
     match value {
         Value::Null => "got null".into(),
         Value::Bool(b) => format!("got {b}"),
@@ -125,7 +128,7 @@ fn got(value: &Value) -> String {
     }
 }
 
-const FIELDS: [&str; 8] = [
+const FIELDS: [&str; 9] = [
     "runtime",
     "handler",
     "code",
@@ -134,6 +137,7 @@ const FIELDS: [&str; 8] = [
     "timeout_ms",
     "memory_mb",
     "pool",
+    "async",
 ];
 
 /// Environment variables the runtime sets itself; a binding may not override them.
@@ -205,6 +209,7 @@ impl BindingSpec {
             None => DEFAULT_POOL,
             Some(v) => parse_pool(v)?,
         };
+        let async_invocations = AsyncSpec::parse(obj.get("async"))?;
         Ok(BindingSpec {
             runtime,
             handler,
@@ -214,6 +219,7 @@ impl BindingSpec {
             timeout_ms,
             memory_mb,
             pool,
+            async_invocations,
         })
     }
 
@@ -355,7 +361,7 @@ fn parse_subjects(value: &Value) -> Result<Vec<String>, SpecError> {
 
 /// A subject a function may listen on: valid NATS syntax, and unable to catch natsfn's
 /// own traffic (its logs, replies, JetStream API) which would loop.
-fn check_subject(s: &str) -> Result<(), String> {
+pub(crate) fn check_subject(s: &str) -> Result<(), String> {
     let quoted = Value::String(s.to_owned());
     let tokens: Vec<&str> = s.split('.').collect();
     let valid_syntax = !s.is_empty()
@@ -491,7 +497,13 @@ fn parse_pool(value: &Value) -> Result<PoolSpec, SpecError> {
     })
 }
 
-fn int_in(value: &Value, field: &str, what: &str, lo: u64, hi: u64) -> Result<u64, SpecError> {
+pub(crate) fn int_in(
+    value: &Value,
+    field: &str,
+    what: &str,
+    lo: u64,
+    hi: u64,
+) -> Result<u64, SpecError> {
     match value.as_u64() {
         Some(n) if (lo..=hi).contains(&n) => Ok(n),
         Some(n) => Err(reject(
@@ -565,7 +577,7 @@ mod tests {
         );
         assert_eq!(
             rejection(r#"{"runtime":"python3","handler":"app.handler","code":{"dir":"/x"},"colour":"red"}"#),
-            "colour: unknown field; expected one of runtime, handler, code, subjects, env, timeout_ms, memory_mb, pool"
+            "colour: unknown field; expected one of runtime, handler, code, subjects, env, timeout_ms, memory_mb, pool, async"
         );
         assert_eq!(
             rejection(r#"{"runtime":"ruby","handler":"app.handler","code":{"dir":"/x"}}"#),

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use futures::StreamExt;
 use natsfn_protocol::names::{
-    invoke_subject, is_valid_function_name, logs_subject, HEADER_REQUEST_ID,
+    async_subject, is_valid_function_name, logs_subject, HEADER_MSG_ID, HEADER_REQUEST_ID,
 };
 use serde_json::json;
 
@@ -101,16 +101,22 @@ pub(super) async fn invoke(
                     "Could not parse request body into json",
                 );
             }
+            // Durable: 202 only once NATSFN_ASYNC has stored it; the request id is its
+            // event id (and dedupe id).
             let mut headers = HeaderMap::new();
             headers.insert(HEADER_REQUEST_ID, request_id.as_str());
-            // A publish without a reply subject: the node runs it and only logs the result.
-            return match gateway
-                .client
-                .publish_with_headers(invoke_subject(name), headers, body)
+            headers.insert(HEADER_MSG_ID, request_id.as_str());
+            let js = async_nats::jetstream::new(gateway.client.clone());
+            let stored = match js
+                .publish_with_headers(async_subject(name), headers, body)
                 .await
             {
+                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            return match stored {
                 Ok(()) => reply.empty(StatusCode::ACCEPTED),
-                Err(e) => reply.unavailable(&e.to_string()),
+                Err(e) => reply.unavailable(&format!("the event was not stored: {e}")),
             };
         }
         other => {

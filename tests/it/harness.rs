@@ -370,6 +370,17 @@ pub async fn request(client: &async_nats::Client, subject: &str, payload: Bytes)
         .unwrap_or_else(|e| panic!("request on {subject} failed: {e}"))
 }
 
+/// Runs the natsfn command line against `server`, as a user would.
+pub async fn run_cli(server: &NatsServer, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_natsfn"))
+        .arg("--nats")
+        .arg(&server.url)
+        .args(args)
+        .output()
+        .await
+        .expect("run natsfn")
+}
+
 /// Polls `check` until it returns `Some`, failing the test at the deadline.
 pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where

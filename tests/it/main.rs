@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod async_invocations;
 mod bindings;
 mod cli;
 mod dev;

@@ -1,13 +1,16 @@
-//! How an invocation gets in: answered at once when the function cannot start, handed
-//! to a worker that can take it now, queued while there is room, refused (429) when
-//! there is none.
+//! How an invocation gets in (a request on a subscription, or an async event pulled
+//! from `NATSFN_ASYNC`): answered at once when the function cannot start, handed to a
+//! worker that can take it now, queued while there is room, refused (429) when there
+//! is none.
 
+use natsfn_protocol::names::{async_consumer, async_subject, dlq_subject, ASYNC_STREAM};
 use natsfn_protocol::{ErrorCode, LambdaError};
 use ractor::{ActorRef, MessagingErr};
 
 use super::service::ServiceStats;
 use super::{Code, FunctionMsg, FunctionState};
 use crate::context::NodeContext;
+use crate::events::{EventSource, Settings, SourceSpec};
 use crate::invocation::Invocation;
 use crate::metrics::FunctionMetrics;
 use crate::worker::WorkerMsg;
@@ -33,6 +36,40 @@ async fn refuse(
 }
 
 impl FunctionState {
+    /// Pulls the function's async events, as many at once as its workers can run here.
+    pub(super) fn start_events(&self, myself: &ActorRef<FunctionMsg>) -> EventSource {
+        let spec = SourceSpec {
+            stream: ASYNC_STREAM,
+            consumer: async_consumer(&self.name),
+            filter: async_subject(&self.name),
+        };
+        let (ctx, actor) = (self.ctx.clone(), myself.clone());
+        let endpoint = self.service.endpoint(&async_subject(&self.name));
+        EventSource::start(
+            spec,
+            self.event_room(),
+            self.event_settings(),
+            move |event| {
+                let invocation = Invocation::from_event(&ctx, event, endpoint);
+                actor.cast(FunctionMsg::Invoke(invocation)).is_ok()
+            },
+        )
+    }
+
+    /// Events running here at once: the pool's `max`, within the node's cap.
+    pub(super) fn event_room(&self) -> usize {
+        (self.spec.pool.max as usize).min(self.ctx.max_workers)
+    }
+
+    pub(super) fn event_settings(&self) -> Settings {
+        Settings {
+            js: async_nats::jetstream::new(self.ctx.client.clone()),
+            policy: self.spec.async_invocations.clone(),
+            dead_letters: dlq_subject(&self.name),
+            arn: self.arn.clone(),
+        }
+    }
+
     pub(super) async fn invoke(&mut self, myself: &ActorRef<FunctionMsg>, invocation: Invocation) {
         let cannot_start = match &self.plan {
             Code::Unavailable(error) => Some(error.clone()),
@@ -129,6 +166,14 @@ impl FunctionState {
         }
         self.health
             .unstartable(self.pool.has_live(self.code_revision))
+    }
+
+    /// The function stops on this node: waiting requests get 503, waiting events go
+    /// back to their stream for another node.
+    pub(super) async fn hand_back_queue(&mut self, error: &LambdaError) {
+        for invocation in self.queue.drain() {
+            invocation.caller.elsewhere(&self.ctx, error).await;
+        }
     }
 
     pub(super) async fn fail_queue(&mut self, code: ErrorCode, error: &LambdaError) {

@@ -23,6 +23,7 @@ use natsfn_protocol::{BindingSpec, ErrorCode, FunctionState as State, LambdaErro
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use crate::context::NodeContext;
+use crate::events::EventSource;
 use crate::invocation::Invocation;
 use crate::launch::LaunchPlan;
 use crate::metrics::FunctionMetrics;
@@ -140,6 +141,8 @@ pub(crate) struct FunctionState {
     service: ServiceStats,
     /// Kept for its subscriptions' lifetime.
     _discovery: Discovery,
+    /// Pulls the function's async events; none once it retires.
+    events: Option<EventSource>,
     queue: WaitQueue,
     pool: WorkerPool<ActorRef<WorkerMsg>>,
     health: StartHealth,
@@ -193,6 +196,7 @@ impl Actor for FunctionActor {
             subscriptions: Subscriptions::default(),
             service,
             _discovery: discovery,
+            events: None,
             pool: WorkerPool::default(),
             health: StartHealth::default(),
             reap_at: None,
@@ -203,6 +207,7 @@ impl Actor for FunctionActor {
             metrics,
         };
         state.subscribe(&myself).await?;
+        state.events = Some(state.start_events(&myself));
         state.prepare(&myself, revision);
         state.report_configured();
         Ok(state)
@@ -323,7 +328,8 @@ impl Actor for FunctionActor {
             "ServiceException",
             format!("function {} stopped on this node", state.name),
         );
-        state.fail_queue(ErrorCode::Unavailable, &error).await;
+        state.events = None;
+        state.hand_back_queue(&error).await;
         // Each worker reaps its process as it stops.
         crate::children::stop_all(&myself.get_cell(), STOP_WORKERS_WITHIN).await;
         Ok(())
@@ -375,10 +381,15 @@ impl FunctionState {
         let same_code = BindingSpec {
             subjects: self.spec.subjects.clone(),
             pool: self.spec.pool,
+            async_invocations: self.spec.async_invocations.clone(),
             ..spec.clone()
         } == self.spec;
         self.spec = spec;
         self.queue.set_limit(self.spec.pool.queue as usize);
+        let (room, settings) = (self.event_room(), self.event_settings());
+        if let Some(events) = &mut self.events {
+            events.update(room, settings);
+        }
         if !same_code {
             self.prepare(myself, revision);
         }
@@ -396,6 +407,8 @@ impl FunctionState {
 
     fn retire(&mut self, myself: &ActorRef<FunctionMsg>) {
         self.retiring = true;
+        // No more events pulled; those held here run to the end.
+        self.events = None;
         self.subscriptions.drain_all();
         if self.queue.is_empty() {
             for worker in self.pool.retire_all_idle() {
