@@ -113,6 +113,43 @@ impl EncodeLabelValue for WorkerState {
     }
 }
 
+/// How an async event's delivery to this node was settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Settled {
+    Succeeded,
+    Retried,
+    DeadLettered,
+    /// Put back untouched (the function's queue was full): not an attempt.
+    Throttled,
+}
+
+impl Settled {
+    const ALL: [Settled; 4] = [
+        Settled::Succeeded,
+        Settled::Retried,
+        Settled::DeadLettered,
+        Settled::Throttled,
+    ];
+}
+
+impl EncodeLabelValue for Settled {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        let name = match self {
+            Settled::Succeeded => "succeeded",
+            Settled::Retried => "retried",
+            Settled::DeadLettered => "dead_lettered",
+            Settled::Throttled => "throttled",
+        };
+        EncodeLabelValue::encode(&name, encoder)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SettledLabels {
+    function: String,
+    outcome: Settled,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct FunctionLabels {
     function: String,
@@ -142,6 +179,8 @@ pub struct Metrics {
     workers: Family<WorkerLabels, Gauge>,
     node_workers: Gauge,
     max_workers: Gauge,
+    async_settled: Family<SettledLabels, Counter>,
+    async_pending: Family<FunctionLabels, Gauge>,
 }
 
 impl Metrics {
@@ -192,8 +231,22 @@ impl Metrics {
             "Most worker processes this node may run at once (--max-workers)",
             max_workers.clone(),
         );
+        let async_settled = Family::default();
+        registry.register(
+            "natsfn_async_events",
+            "Async events this node settled, by function and outcome",
+            async_settled.clone(),
+        );
+        let async_pending = Family::default();
+        registry.register(
+            "natsfn_async_pending",
+            "Async events of the function waiting in NATSFN_ASYNC, as of its last pull here",
+            async_pending.clone(),
+        );
         registry.register_collector(Box::new(NatsConnection(client.clone())));
         Metrics {
+            async_settled,
+            async_pending,
             registry,
             invocations,
             duration,
@@ -234,6 +287,21 @@ impl Metrics {
             queue_depth: Share::of(self.queue_depth.get_or_create_owned(&function)),
             workers,
             node_workers: Share::of(self.node_workers.clone()),
+        }
+    }
+
+    /// The series of one function's async events.
+    pub(crate) fn events(&self, name: &str) -> EventMetrics {
+        EventMetrics {
+            settled: Settled::ALL.map(|outcome| {
+                self.async_settled.get_or_create_owned(&SettledLabels {
+                    function: name.to_owned(),
+                    outcome,
+                })
+            }),
+            pending: self.async_pending.get_or_create_owned(&FunctionLabels {
+                function: name.to_owned(),
+            }),
         }
     }
 
@@ -314,6 +382,24 @@ impl FunctionMetrics {
         i.set(idle);
         b.set(busy);
         self.node_workers.set(starting + idle + busy);
+    }
+}
+
+/// One function's async event series, shared by its events as they settle.
+#[derive(Clone)]
+pub(crate) struct EventMetrics {
+    /// Indexed by `Settled as usize`.
+    settled: [Counter; Settled::ALL.len()],
+    pending: Gauge,
+}
+
+impl EventMetrics {
+    pub(crate) fn settled(&self, how: Settled) {
+        self.settled[how as usize].inc();
+    }
+
+    pub(crate) fn pending(&self, n: u64) {
+        self.pending.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 }
 

@@ -292,7 +292,14 @@ async fn a_redriven_dead_letter_runs_again_once() {
 
 #[tokio::test]
 async fn throttled_events_wait_and_are_not_counted_as_attempts() {
-    let env = Env::start().await;
+    let server = NatsServer::start();
+    let port = free_port();
+    let node = Node::start_with(
+        &server,
+        "node-a",
+        &["--metrics", &format!("127.0.0.1:{port}")],
+    );
+    let env = Env::with(server, node).await;
     let recorder = Recorder::new();
     // One worker, no queue: while requests keep it busy, an event pulled is refused
     // (429) and must be offered again, not failed; with max_retries 0 a throttle
@@ -328,11 +335,21 @@ async fn throttled_events_wait_and_are_not_counted_as_attempts() {
         assert_eq!(recorder.runs_of(&format!("t-{n}")), 1, "event t-{n}");
     }
     assert!(dead_letters(&js, "throttled").await.is_empty());
+    let text = crate::metrics::scrape(port).await;
+    let settled = |outcome| {
+        crate::metrics::value(
+            &text,
+            "natsfn_async_events_total",
+            &[("function", "throttled"), ("outcome", outcome)],
+        )
+        .unwrap_or(0.0)
+    };
     assert!(
-        env.node.log().contains("async event throttled"),
-        "no event was throttled, so the test proved nothing:\n{}",
-        env.node.log()
+        settled("throttled") >= 1.0,
+        "no event was throttled, so the test proved nothing:\n{text}"
     );
+    assert_eq!(settled("succeeded"), 4.0, "{text}");
+    assert_eq!(settled("dead_lettered"), 0.0, "{text}");
 }
 
 #[tokio::test]

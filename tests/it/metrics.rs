@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::harness::*;
 
 /// `GET /metrics` by hand (HTTP/1.0: the server closes when done); the body.
-async fn scrape(port: u16) -> String {
+pub async fn scrape(port: u16) -> String {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect to the metrics port");
@@ -37,7 +37,7 @@ async fn scrape(port: u16) -> String {
 }
 
 /// The value of the series `name` with exactly these labels, if it is exposed.
-fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let wanted: BTreeSet<(&str, &str)> = labels.iter().copied().collect();
     text.lines()
         .filter(|line| !line.starts_with('#'))

@@ -16,6 +16,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::AbortHandle;
 
 use crate::invocation::now_ms;
+use crate::metrics::{EventMetrics, Settled};
 
 /// A throttled event (the function's queue was full) is offered again after this.
 const THROTTLE_DELAY: Duration = Duration::from_secs(1);
@@ -38,6 +39,7 @@ pub(crate) struct Settings {
     pub(crate) dead_letters: String,
     /// The function's ARN, for destination records.
     pub(crate) arn: Arc<str>,
+    pub(crate) metrics: EventMetrics,
 }
 
 /// An event pulled from the stream and not settled yet. Dropped unsettled (its node
@@ -131,9 +133,12 @@ impl Event {
             self.destination(&subject, &message, Condition::Success, 200, false, &result)
                 .await;
         }
-        if let Err(e) = message.double_ack().await {
+        match message.double_ack().await {
+            Ok(()) => self.settings.metrics.settled(Settled::Succeeded),
             // Not acknowledged: it runs again elsewhere (at least once).
-            tracing::warn!(event = %self.id, error = %e, "cannot acknowledge an async event");
+            Err(e) => {
+                tracing::warn!(event = %self.id, error = %e, "cannot acknowledge an async event")
+            }
         }
     }
 
@@ -142,6 +147,7 @@ impl Event {
     pub(crate) async fn failed(mut self, code: ErrorCode, error: &LambdaError) {
         if code == ErrorCode::TooManyRequests {
             tracing::info!(event = %self.id, "async event throttled; offered again in {THROTTLE_DELAY:?}");
+            self.settings.metrics.settled(Settled::Throttled);
             return self.put_back(THROTTLE_DELAY).await;
         }
         let Some(message) = self.message.take() else {
@@ -216,6 +222,7 @@ impl Event {
         {
             Ok(()) => {
                 tracing::debug!(event = %self.id, attempt, delay_ms = delay.as_millis() as u64, "async event retried");
+                self.settings.metrics.settled(Settled::Retried);
                 let _ = message.double_ack().await;
             }
             Err(e) => {
@@ -250,6 +257,7 @@ impl Event {
         }
         tracing::warn!(event = %self.id, attempts = self.attempt, condition = condition.as_str(),
             error = %summary(error), "async event dead-lettered");
+        self.settings.metrics.settled(Settled::DeadLettered);
         if let Some(subject) = self.settings.policy.on_failure.clone() {
             let status = if code == ErrorCode::FunctionError {
                 200

@@ -152,6 +152,9 @@ async fn pull_loop<F>(
                 continue;
             };
             let current = settings.borrow().clone();
+            if let Ok(info) = message.info() {
+                current.metrics.pending(info.pending);
+            }
             let event = Event::arrive(message, current, permit, ACK_WAIT / 3);
             if event.expired() {
                 tokio::spawn(event.too_old());

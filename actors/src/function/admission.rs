@@ -67,6 +67,7 @@ impl FunctionState {
             policy: self.spec.async_invocations.clone(),
             dead_letters: dlq_subject(&self.name),
             arn: self.arn.clone(),
+            metrics: self.ctx.metrics.events(&self.name),
         }
     }
 
