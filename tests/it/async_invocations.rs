@@ -403,3 +403,102 @@ async fn a_node_with_less_room_pulls_fewer_events() {
     assert_eq!(s + b, 40);
     assert!(s * 2 < b, "small {s}, big {b}");
 }
+
+/// Appends the event's `n` to $EVENTS_LOG: the cheapest handler that leaves a trace.
+const TALLY: &str = r#"
+import os
+LOG = os.environ["EVENTS_LOG"]
+def handler(event, context):
+    with open(LOG, "a") as f:
+        f.write("%d\n" % event["n"])
+    return None
+"#;
+
+/// Publishes events `range` with ids `e-<n>`, a window of acknowledgements at a time.
+async fn publish_many(js: &jetstream::Context, function: &str, range: std::ops::Range<u64>) {
+    let subject = format!("natsfn.async.{function}");
+    let mut acks = Vec::new();
+    for n in range {
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER_MSG_ID, format!("e-{n}").as_str());
+        let ack = js
+            .publish_with_headers(subject.clone(), headers, json!({"n": n}).to_string().into())
+            .await
+            .expect("publish");
+        acks.push(ack);
+        if acks.len() == 256 {
+            for ack in acks.drain(..) {
+                ack.await.expect("stored");
+            }
+        }
+    }
+    for ack in acks {
+        ack.await.expect("stored");
+    }
+}
+
+#[tokio::test]
+async fn ten_thousand_events_through_three_nodes_one_killed_lose_none() {
+    const EVENTS: u64 = 10_000;
+    let env = Env::start().await;
+    let mut b = Node::start(&env.server, "node-b");
+    let c = Node::start(&env.server, "node-c");
+    let code = code_dir(&[("app.py", TALLY)]);
+    let log = code.path().join("events.log");
+    let spec = json!({
+        "runtime": "python3", "handler": "app.handler",
+        "code": {"dir": dir_str(code.path())},
+        "env": {"EVENTS_LOG": log.to_string_lossy()},
+        "pool": {"min": 2, "max": 4},
+        "async": {"max_retries": 2, "retry_delay_ms": 100},
+    });
+    env.bind_ready("tally", spec).await;
+    eventually("every node to run a worker", || async {
+        (!env.node.worker_pids().is_empty()
+            && !b.worker_pids().is_empty()
+            && !c.worker_pids().is_empty())
+        .then_some(())
+    })
+    .await;
+    let js = jetstream::new(env.client.clone());
+    let seen = || -> Vec<u64> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    };
+
+    let started = std::time::Instant::now();
+    publish_many(&js, "tally", 0..EVENTS).await;
+    let published = started.elapsed();
+    eventually("a fifth of the events to run", || async {
+        (seen().len() as u64 >= EVENTS / 5).then_some(())
+    })
+    .await;
+    b.kill();
+    let killed_at = seen().len();
+    eventually_within(Duration::from_secs(120), "every event to run", || async {
+        let seen = seen();
+        let distinct: std::collections::HashSet<u64> = seen.iter().copied().collect();
+        (distinct.len() as u64 == EVENTS).then_some(())
+    })
+    .await;
+    let ran_all = started.elapsed();
+    drained(&js, "tally").await;
+    let seen = seen();
+    let mut counts = vec![0u32; EVENTS as usize];
+    for n in &seen {
+        counts[*n as usize] += 1;
+    }
+    let lost = counts.iter().filter(|c| **c == 0).count();
+    let duplicates: u32 = counts.iter().map(|c| c.saturating_sub(1)).sum();
+    println!(
+        "async 10k: published in {:.2} s; node-b killed after {killed_at} had run; all {EVENTS} ran after {:.2} s ({:.0} events/s overall); lost {lost}, duplicates {duplicates}",
+        published.as_secs_f64(),
+        ran_all.as_secs_f64(),
+        EVENTS as f64 / ran_all.as_secs_f64()
+    );
+    assert_eq!(lost, 0);
+    assert!(dead_letters(&js, "tally").await.is_empty());
+}

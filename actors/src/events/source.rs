@@ -14,7 +14,7 @@ use super::event::{Event, Settings};
 
 /// How long the server waits for an event's outcome before another node may take it;
 /// a running event renews its lease at a third of it.
-const ACK_WAIT: Duration = Duration::from_secs(30);
+const ACK_WAIT: Duration = Duration::from_secs(10);
 /// A pull waits this long for events, with heartbeats so that a failover is noticed.
 const PULL_EXPIRES: Duration = Duration::from_secs(30);
 const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
