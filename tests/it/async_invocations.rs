@@ -502,3 +502,28 @@ async fn ten_thousand_events_through_three_nodes_one_killed_lose_none() {
     assert_eq!(lost, 0);
     assert!(dead_letters(&js, "tally").await.is_empty());
 }
+
+#[tokio::test]
+async fn an_event_running_longer_than_its_lease_keeps_it_and_runs_once() {
+    let env = Env::start().await;
+    let recorder = Recorder::new();
+    // The lease is 10 s; a second worker is free to take a redelivery.
+    let spec = recorder.spec(json!({"timeout_ms": 30000, "pool": {"min": 2, "max": 2}}));
+    env.bind_ready("long", spec).await;
+    let js = jetstream::new(env.client.clone());
+    publish(&js, "long", "slow-one", json!({"sleep": 12, "n": 1})).await;
+    eventually_within(
+        Duration::from_secs(40),
+        "the long event to finish",
+        || async {
+            let stream = js.get_stream(ASYNC_STREAM).await.ok()?;
+            let info = stream.consumer_info("natsfn-async-long").await.ok()?;
+            (recorder.runs_of("slow-one") >= 1
+                && info.num_pending == 0
+                && info.num_ack_pending == 0)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(recorder.runs_of("slow-one"), 1, "redelivered while it ran");
+}

@@ -15,9 +15,10 @@ use super::event::{Event, Settings};
 /// How long the server waits for an event's outcome before another node may take it;
 /// a running event renews its lease at a third of it.
 const ACK_WAIT: Duration = Duration::from_secs(10);
-/// A pull waits this long for events, with heartbeats so that a failover is noticed.
-const PULL_EXPIRES: Duration = Duration::from_secs(30);
-const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
+/// A pull waits this long for events; then the next one is sent. No idle heartbeats:
+/// async-nats 0.51's batch stream stalls after one (it returns Pending without a
+/// wake-up), so a pull lost in a server failover is noticed by its expiry instead.
+const PULL_EXPIRES: Duration = Duration::from_secs(10);
 const RETRY: Duration = Duration::from_secs(1);
 const MAX_BATCH: usize = 256;
 
@@ -115,11 +116,11 @@ async fn pull_loop<F>(
                 Err(_) => break,
             }
         }
+        // `batch`, not `fetch`: a fetch does not wait (no_wait) and would poll.
         let batch = consumer
-            .fetch()
+            .batch()
             .max_messages(permits.len())
             .expires(PULL_EXPIRES)
-            .heartbeat(PULL_HEARTBEAT)
             .messages()
             .await;
         let mut batch = match batch {
@@ -154,6 +155,7 @@ async fn pull_loop<F>(
             let current = settings.borrow().clone();
             if let Ok(info) = message.info() {
                 current.metrics.pending(info.pending);
+                tracing::debug!(consumer = %spec.consumer, sequence = info.stream_sequence, delivered = info.delivered, "event pulled");
             }
             let event = Event::arrive(message, current, permit, ACK_WAIT / 3);
             if event.expired() {
@@ -164,6 +166,7 @@ async fn pull_loop<F>(
                 return;
             }
         }
+        tracing::debug!(consumer = %spec.consumer, unused = permits.len(), "batch ended");
     }
 }
 
