@@ -2,6 +2,7 @@
 //! here, and from what a user would write instead, measured side by side in one run on
 //! the test harness's real nats-server and node processes.
 
+mod events;
 mod gateway;
 #[path = "../../tests/it/harness.rs"]
 mod harness;
@@ -36,6 +37,7 @@ struct Plan {
     cold_starts: usize,
     propagations: usize,
     idle_functions: usize,
+    async_events: usize,
 }
 
 fn main() {
@@ -47,6 +49,12 @@ fn main() {
         // Profiling aid: `--load URL SUBJECT IN_FLIGHT REQUESTS` against a running node.
         return load_only(&args[i + 1..]);
     }
+    if args.iter().any(|a| a == "--async-only") {
+        // Profiling aid: only the async rows.
+        let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+        let events = runtime.block_on(events::measure(5_000));
+        return println!("{}", events.markdown());
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let plan = if quick {
         Plan {
@@ -57,6 +65,7 @@ fn main() {
             cold_starts: 20,
             propagations: 5,
             idle_functions: 1_000,
+            async_events: 5_000,
         }
     } else {
         Plan {
@@ -67,6 +76,7 @@ fn main() {
             cold_starts: 30,
             propagations: 10,
             idle_functions: 1_000,
+            async_events: 20_000,
         }
     };
     let out_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
@@ -282,6 +292,7 @@ async fn run(plan: &Plan, quick: bool) -> Report {
     let pool = pool::measure(&env, &py, plan.propagations, plan.idle_functions).await;
     drop(env);
     let (rss_empty_kb, rss_idle_kb) = idle_rss(&py, plan.idle_functions).await;
+    let events = events::measure(plan.async_events).await;
 
     Report {
         machine: report::machine(),
@@ -297,6 +308,7 @@ async fn run(plan: &Plan, quick: bool) -> Report {
         node_rss_idle_kb: rss_idle_kb,
         pool,
         gateway,
+        events,
     }
 }
 

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::events::EventsReport;
 use crate::gateway::GatewayReport;
 use crate::load::{Latency, Throughput};
 use crate::pool::PoolReport;
@@ -45,6 +46,7 @@ pub struct Report {
     pub node_rss_idle_kb: u64,
     pub pool: PoolReport,
     pub gateway: GatewayReport,
+    pub events: EventsReport,
 }
 
 impl Report {
@@ -85,6 +87,7 @@ impl Report {
             ));
         }
         md.push_str(&self.gateway.markdown());
+        md.push_str(&self.events.markdown());
         md.push_str("\n| measure | value |\n|---|---:|\n");
         for c in &self.cold_starts {
             md.push_str(&format!(

@@ -1,0 +1,113 @@
+//! Async invocations at steady state: events enqueued as fast as JetStream stores them,
+//! run by three nodes, until the function's consumer has nothing pending or unacked.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use async_nats::HeaderMap;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::harness::{code_dir, dir_str, Env, Node};
+
+const NOOP_PY: &str = "def handler(event, context):\n    return None\n";
+
+#[derive(Serialize)]
+pub struct EventsRow {
+    pub name: String,
+    pub events: usize,
+    /// Publishing them all (each stored and acknowledged), seconds.
+    pub enqueue_s: f64,
+    /// From the first publish until every event has run and been acknowledged.
+    pub drained_s: f64,
+}
+
+#[derive(Serialize)]
+pub struct EventsReport {
+    pub rows: Vec<EventsRow>,
+}
+
+impl EventsReport {
+    pub fn markdown(&self) -> String {
+        let mut md = String::from(
+            "\n| async invocations, python3 no-op, pool.max 4 per node | events | enqueued/s | run and acked/s |\n|---|---:|---:|---:|\n",
+        );
+        for row in &self.rows {
+            md.push_str(&format!(
+                "| {} | {} | {:.0} | {:.0} |\n",
+                row.name,
+                row.events,
+                row.events as f64 / row.enqueue_s,
+                row.events as f64 / row.drained_s,
+            ));
+        }
+        md
+    }
+}
+
+/// `events` through three nodes on one server.
+pub async fn measure(events: usize) -> EventsReport {
+    let env = Env::start().await;
+    let b = Node::start(&env.server, "node-b");
+    let c = Node::start(&env.server, "node-c");
+    let row = run(&env, "3 nodes, one nats-server", events).await;
+    drop((b, c));
+    EventsReport { rows: vec![row] }
+}
+
+async fn run(env: &Env, name: &str, events: usize) -> EventsRow {
+    let code = code_dir(&[("app.py", NOOP_PY)]);
+    env.bind_ready(
+        "noop",
+        json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(code.path())},
+               "pool": {"min": 4, "max": 4}}),
+    )
+    .await;
+    let js = jetstream::new(env.client.clone());
+    let started = Instant::now();
+    let mut acks = Vec::new();
+    for n in 0..events {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("bench-{n}").as_str());
+        let ack = js
+            .publish_with_headers(
+                "natsfn.async.noop",
+                headers,
+                format!("{{\"n\":{n}}}").into(),
+            )
+            .await
+            .expect("publish");
+        acks.push(ack);
+        if acks.len() == 256 {
+            for ack in acks.drain(..) {
+                ack.await.expect("stored");
+            }
+        }
+    }
+    for ack in acks {
+        ack.await.expect("stored");
+    }
+    let enqueue_s = started.elapsed().as_secs_f64();
+    let stream = js.get_stream("NATSFN_ASYNC").await.expect("async stream");
+    loop {
+        if let Ok(info) = stream.consumer_info("natsfn-async-noop").await {
+            if info.num_pending == 0
+                && info.num_ack_pending == 0
+                && info.delivered.stream_sequence as usize >= events
+            {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "async events did not drain"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    EventsRow {
+        name: name.to_owned(),
+        events,
+        enqueue_s,
+        drained_s: started.elapsed().as_secs_f64(),
+    }
+}
