@@ -75,6 +75,11 @@ pub struct NodeArgs {
     /// Where to write the runtime bootstraps (default: a directory under the system temp dir).
     #[arg(long)]
     pub runtime_dir: Option<PathBuf>,
+    /// Where the node keeps its package cache, in DIR/packages (default:
+    /// $XDG_CACHE_HOME/natsfn or ~/.cache/natsfn). Nodes may share one. `natsfn dev`
+    /// also keeps its nats-server's JetStream data here (default ~/.local/share/natsfn/dev).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Dispatcher threads. One keeps every hop of an invocation on one thread, which is
     /// cheapest; more only pay off when a node's own CPU is the bottleneck.
     #[arg(long, default_value_t = 1)]
@@ -116,9 +121,6 @@ pub struct DevArgs {
     /// Client port of the local nats-server.
     #[arg(long, default_value_t = 4222)]
     pub port: u16,
-    /// Where the local nats-server keeps JetStream data (bindings survive restarts).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
     /// Do not serve the HTTP gateway (by default on 127.0.0.1:8080; --http ADDR moves it).
     #[arg(long, conflicts_with = "http")]
     pub no_http: bool,

@@ -7,7 +7,7 @@ use async_nats::jetstream::kv::{Config, Store};
 use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
 use async_nats::jetstream::Context;
 use natsfn_protocol::names::{
-    BINDINGS_BUCKET, LOGS_STREAM, LOGS_SUBJECTS, NODES_BUCKET, STATUS_BUCKET,
+    BINDINGS_BUCKET, LOGS_STREAM, LOGS_SUBJECTS, NODES_BUCKET, PACKAGES_BUCKET, STATUS_BUCKET,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +56,35 @@ async fn open(
             .get_key_value(bucket)
             .await
             .map_err(|_| BucketError { bucket, source }),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open or create the object store {PACKAGES_BUCKET}: {0}")]
+pub struct PackagesError(async_nats::jetstream::context::CreateObjectStoreError);
+
+/// `natsfn-packages`: function code and layers, object = package name (file storage:
+/// a package outlives a server restart).
+pub async fn packages(
+    js: &Context,
+) -> Result<async_nats::jetstream::object_store::ObjectStore, PackagesError> {
+    if let Ok(store) = js.get_object_store(PACKAGES_BUCKET).await {
+        return Ok(store);
+    }
+    let created = js
+        .create_object_store(async_nats::jetstream::object_store::Config {
+            bucket: PACKAGES_BUCKET.to_owned(),
+            description: Some("natsfn packages: function code and layers".into()),
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(store) => Ok(store),
+        // Another node or CLI may have created it meanwhile.
+        Err(e) => js
+            .get_object_store(PACKAGES_BUCKET)
+            .await
+            .map_err(|_| PackagesError(e)),
     }
 }
 

@@ -24,6 +24,8 @@ pub(crate) struct NodeContext {
     /// so the count cannot drift from the workers there are.
     pub(crate) worker_slots: Arc<Semaphore>,
     pub(crate) metrics: Arc<Metrics>,
+    /// Unpacked packages under the node's data dir.
+    pub(crate) packages: crate::package::PackageCache,
 }
 
 /// Absolute paths of the language interpreters, found once at start-up so that a

@@ -12,6 +12,7 @@ mod invocation;
 mod launch;
 mod metrics;
 mod node_actor;
+mod package;
 mod registry;
 mod status;
 mod worker;

@@ -58,9 +58,7 @@ pub enum CodeSource {
     /// An object in the `natsfn-packages` Object Store.
     Package(PackageRef),
     /// A local absolute directory (development on one machine).
-    Dir {
-        dir: String,
-    },
+    Dir { dir: String },
 }
 
 /// A package of `natsfn-packages`, as code or as a layer.
@@ -312,7 +310,8 @@ fn parse_handler(runtime: Runtime, value: Option<&Value>) -> Result<Option<Strin
 }
 
 fn parse_code(value: Option<&Value>) -> Result<CodeSource, SpecError> {
-    let form = "{\"dir\": \"/absolute/path\"} or {\"package\": \"name\", \"digest\": \"sha256:...\"}";
+    let form =
+        "{\"dir\": \"/absolute/path\"} or {\"package\": \"name\", \"digest\": \"sha256:...\"}";
     let obj = match value {
         None => return Err(reject("code", format!("required; expected {form}"))),
         Some(Value::Object(obj)) => obj,
@@ -799,8 +798,10 @@ mod tests {
         assert!(with(r#"{"package":"p","digest":"md5:x"}"#, "[]").starts_with("code.digest:"));
         assert!(with(r#"{"package":"a/b"}"#, "[]").starts_with("code.package: expected"));
         assert!(with(r#"{"digest":"sha256:abc"}"#, "[]").starts_with("code: expected"));
-        assert!(with(&format!(r#"{{"dir":"/x","digest":"{DIGEST}"}}"#), "[]")
-            .starts_with("code.digest: a digest pins a package"));
+        assert!(
+            with(&format!(r#"{{"dir":"/x","digest":"{DIGEST}"}}"#), "[]")
+                .starts_with("code.digest: a digest pins a package")
+        );
         assert!(with(r#"{"package":"p","tag":"v1"}"#, "[]").starts_with("code.tag: unknown field"));
         let six = (0..6)
             .map(|i| format!(r#"{{"package":"l{i}"}}"#))
@@ -810,13 +811,18 @@ mod tests {
             with(r#"{"package":"p"}"#, &format!("[{six}]")),
             "layers: at most 5 layers, got 6"
         );
-        assert!(with(r#"{"package":"p"}"#, r#"[{"package":"a"},{"package":"a"}]"#)
-            .starts_with("layers[1].package: \"a\" is already a layer"));
+        assert!(
+            with(r#"{"package":"p"}"#, r#"[{"package":"a"},{"package":"a"}]"#)
+                .starts_with("layers[1].package: \"a\" is already a layer")
+        );
         assert!(with(r#"{"package":"p"}"#, r#"["a"]"#).starts_with("layers[0]: expected"));
         assert!(with(r#"{"package":"p"}"#, r#"[{"digest":"x"}]"#)
             .starts_with("layers[0].package: required"));
-        assert!(with(r#"{"package":"p"}"#, r#"[{"package":"a","digest":"sha256:"}]"#)
-            .starts_with("layers[0].digest: expected"));
+        assert!(with(
+            r#"{"package":"p"}"#,
+            r#"[{"package":"a","digest":"sha256:"}]"#
+        )
+        .starts_with("layers[0].digest: expected"));
         assert!(with(r#"{"package":"p"}"#, r#"{"package":"a"}"#).starts_with("layers: expected"));
     }
 
