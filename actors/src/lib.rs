@@ -20,3 +20,4 @@ mod worker;
 pub use context::Interpreters;
 pub use metrics::Metrics;
 pub use node_actor::{NodeActor, NodeArgs, NodeMsg};
+pub use package::MAX_PACKAGE_BYTES;

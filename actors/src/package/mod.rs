@@ -9,7 +9,7 @@ pub(crate) use cache::{Lease, PackageCache};
 
 /// Largest package (compressed object) a node fetches. The Object Store chunks it, so
 /// the limit is about the node's memory: the object is held whole while it is verified.
-pub(crate) const MAX_PACKAGE_BYTES: u64 = 256 * 1024 * 1024;
+pub const MAX_PACKAGE_BYTES: u64 = 256 * 1024 * 1024;
 
 use std::path::PathBuf;
 use std::sync::Arc;
