@@ -93,10 +93,7 @@ async fn bind_package(
     let Value::Object(mut changes) = binding_json(&args)? else {
         bail!("the binding flags did not make an object");
     };
-    changes.insert(
-        "code".into(),
-        json!({"package": package, "digest": digest}),
-    );
+    changes.insert("code".into(), json!({"package": package, "digest": digest}));
     if !args.layers.is_empty() {
         changes.insert("layers".into(), layers_json(store, &args.layers).await?);
     }
@@ -132,7 +129,9 @@ async fn upsert(b: &Buckets, name: &str, changes: &Map<String, Value>) -> anyhow
         let (mut spec, revision) = match entry {
             Some(entry) => match serde_json::from_slice::<Value>(&entry.value) {
                 Ok(Value::Object(spec)) => (spec, Some(entry.revision)),
-                _ => bail!("the binding of {name} is not a JSON object; fix it or natsfn rm {name} first"),
+                _ => bail!(
+                    "the binding of {name} is not a JSON object; fix it or natsfn rm {name} first"
+                ),
             },
             None if !changes.contains_key("runtime") => {
                 bail!("{name} is not bound yet: give --runtime (and --handler)")
@@ -226,8 +225,8 @@ fn binding_json(args: &BindArgs) -> anyhow::Result<Value> {
         spec.insert("handler".into(), json!(handler));
     }
     if let Some(code) = &args.code {
-        let code = std::fs::canonicalize(code)
-            .with_context(|| format!("--code {}", code.display()))?;
+        let code =
+            std::fs::canonicalize(code).with_context(|| format!("--code {}", code.display()))?;
         spec.insert("code".into(), json!({ "dir": code }));
     }
     if !args.subjects.is_empty() {

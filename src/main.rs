@@ -57,9 +57,7 @@ async fn run(cli: Cli) -> std::process::ExitCode {
                 package::push_cmd(&cli.nats, &dir, &package).await
             }
             PackageCommand::Ls => package::ls(&cli.nats).await,
-            PackageCommand::Rm { package, force } => {
-                package::rm(&cli.nats, &package, force).await
-            }
+            PackageCommand::Rm { package, force } => package::rm(&cli.nats, &package, force).await,
         },
         Command::Nats {
             command: NatsCommand::Bind(args),

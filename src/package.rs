@@ -184,7 +184,9 @@ pub async fn push(store: &ObjectStore, dir: &Path, package: &str) -> anyhow::Res
 /// The digest of the object `package` holds now, as a binding pins it.
 pub async fn current_digest(store: &ObjectStore, package: &str) -> anyhow::Result<String> {
     let info = store.info(package).await.with_context(|| {
-        format!("no package {package} in natsfn-packages (natsfn package push DIR --package {package})")
+        format!(
+            "no package {package} in natsfn-packages (natsfn package push DIR --package {package})"
+        )
     })?;
     info.digest
         .as_deref()
@@ -335,12 +337,21 @@ mod tests {
         make(a.path());
         std::thread::sleep(std::time::Duration::from_millis(1100));
         make(b.path());
-        std::fs::set_permissions(a.path().join("run.sh"), std::fs::Permissions::from_mode(0o700))
-            .unwrap();
-        std::fs::set_permissions(b.path().join("run.sh"), std::fs::Permissions::from_mode(0o755))
-            .unwrap();
-        std::fs::set_permissions(b.path().join("app.py"), std::fs::Permissions::from_mode(0o600))
-            .unwrap();
+        std::fs::set_permissions(
+            a.path().join("run.sh"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            b.path().join("run.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            b.path().join("app.py"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
         let (pa, pb) = (pack(a.path()).unwrap(), pack(b.path()).unwrap());
         assert_eq!(pa.digest, pb.digest);
         assert_eq!(pa.archive, pb.archive);
@@ -350,7 +361,10 @@ mod tests {
         for e in archive.entries().unwrap() {
             let e = e.unwrap();
             let h = e.header();
-            assert_eq!((h.uid().unwrap(), h.gid().unwrap(), h.mtime().unwrap()), (0, 0, MTIME));
+            assert_eq!(
+                (h.uid().unwrap(), h.gid().unwrap(), h.mtime().unwrap()),
+                (0, 0, MTIME)
+            );
             names.push((e.path().unwrap().display().to_string(), h.mode().unwrap()));
         }
         assert_eq!(
