@@ -298,3 +298,153 @@ impl<R: Read> Read for Bounded<R> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn entry(
+        tar: &mut tar::Builder<Vec<u8>>,
+        kind: EntryType,
+        name: &str,
+        link: &str,
+        data: &[u8],
+        mode: u32,
+    ) {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(kind);
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
+        let gnu = header.as_gnu_mut().expect("gnu header");
+        gnu.name[..name.len()].copy_from_slice(name.as_bytes());
+        gnu.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        header.set_cksum();
+        tar.append(&header, data).expect("append");
+    }
+
+    fn gz(tar: tar::Builder<Vec<u8>>) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&tar.into_inner().expect("tar")).expect("gzip");
+        gz.finish().expect("gzip")
+    }
+
+    #[test]
+    fn a_good_package_unpacks_with_normalised_modes_and_inside_links() {
+        let mut tar = tar::Builder::new(Vec::new());
+        entry(&mut tar, EntryType::Directory, "./lib/", "", b"", 0o700);
+        entry(&mut tar, EntryType::Regular, "lib/a.py", "", b"old", 0o600);
+        entry(&mut tar, EntryType::Regular, "lib/a.py", "", b"new", 0o600);
+        entry(&mut tar, EntryType::Regular, "run", "", b"#!/bin/sh", 0o700);
+        entry(&mut tar, EntryType::Symlink, "lib/up", "../run", b"", 0o777);
+        entry(
+            &mut tar,
+            EntryType::Link,
+            "again.py",
+            "lib/a.py",
+            b"",
+            0o644,
+        );
+        let dest = tempfile::tempdir().unwrap();
+        let done = unpack(&gz(tar), dest.path(), LIMITS).unwrap();
+        assert_eq!(done.entries, 6);
+        let mode = |p: &str| {
+            fs::metadata(dest.path().join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(
+            (mode("lib"), mode("lib/a.py"), mode("run")),
+            (0o755, 0o644, 0o755)
+        );
+        assert_eq!(
+            fs::read_to_string(dest.path().join("lib/a.py")).unwrap(),
+            "new"
+        );
+        assert_eq!(
+            fs::read_to_string(dest.path().join("again.py")).unwrap(),
+            "new"
+        );
+        assert_eq!(
+            fs::read_to_string(dest.path().join("lib/up")).unwrap(),
+            "#!/bin/sh"
+        );
+    }
+
+    #[test]
+    fn limits_stop_it() {
+        let small = Limits {
+            unpacked_bytes: 64 * 1024,
+            entries: 3,
+            ratio: 1_000_000,
+            ratio_floor: 0,
+        };
+        let mut tar = tar::Builder::new(Vec::new());
+        for i in 0..4 {
+            entry(
+                &mut tar,
+                EntryType::Regular,
+                &format!("f{i}"),
+                "",
+                b"x",
+                0o644,
+            );
+        }
+        let dest = tempfile::tempdir().unwrap();
+        let err = unpack(&gz(tar), dest.path(), small).unwrap_err();
+        assert!(matches!(err, UnpackError::TooManyEntries(3)), "{err}");
+
+        let mut tar = tar::Builder::new(Vec::new());
+        entry(
+            &mut tar,
+            EntryType::Regular,
+            "big",
+            "",
+            &[7u8; 100 * 1024],
+            0o644,
+        );
+        let dest = tempfile::tempdir().unwrap();
+        let err = unpack(&gz(tar), dest.path(), small).unwrap_err();
+        assert!(
+            matches!(err, UnpackError::TooLarge { limit: 65536 }),
+            "{err}"
+        );
+
+        let mut tar = tar::Builder::new(Vec::new());
+        entry(
+            &mut tar,
+            EntryType::Regular,
+            "zeros",
+            "",
+            &[0u8; 1024 * 1024],
+            0o644,
+        );
+        let archive = gz(tar);
+        let dest = tempfile::tempdir().unwrap();
+        let err = unpack(&archive, dest.path(), LIMITS_WITH_LOW_FLOOR).unwrap_err();
+        assert!(
+            matches!(err, UnpackError::Ratio { ratio: 200, .. }),
+            "{err}"
+        );
+    }
+
+    const LIMITS_WITH_LOW_FLOOR: Limits = Limits {
+        ratio_floor: 64 * 1024,
+        ..LIMITS
+    };
+
+    #[test]
+    fn writing_through_a_symlink_is_refused() {
+        let mut tar = tar::Builder::new(Vec::new());
+        entry(&mut tar, EntryType::Directory, "d", "", b"", 0o755);
+        entry(&mut tar, EntryType::Symlink, "l", "d", b"", 0o777);
+        entry(&mut tar, EntryType::Regular, "l/x", "", b"x", 0o644);
+        let dest = tempfile::tempdir().unwrap();
+        let err = unpack(&gz(tar), dest.path(), LIMITS)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "\"l/x\": a path through a symlink");
+    }
+}
