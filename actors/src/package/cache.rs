@@ -135,18 +135,40 @@ impl PackageCache {
             root: root.clone(),
         };
         if !present {
+            let started = std::time::Instant::now();
             let bytes = fetch(store, name, &what).await?;
-            let actual = hex_of(&Sha256::digest(&bytes));
+            let fetched = started.elapsed();
+            // Hashing 100s of MB is no work for the node's async threads.
+            let (bytes, actual, verified) = blocking(move || {
+                let started = std::time::Instant::now();
+                let actual = hex_of(&Sha256::digest(&bytes));
+                Ok((bytes, actual, started.elapsed()))
+            })
+            .await
+            .map_err(|e| LambdaError::code_unavailable(format!("{what}: {e}")))?;
             if actual != hex {
                 return Err(LambdaError::package_digest_mismatch(format!(
                     "{what}: expected sha256:{hex}, the object in natsfn-packages is sha256:{actual}"
                 )));
             }
             let target = lease.dir.clone();
-            blocking(move || install(&bytes, &root, &target).map_err(std::io::Error::other))
-                .await
-                .map_err(|e| LambdaError::invalid_package(format!("{what} (sha256:{hex}): {e}")))?;
-            tracing::info!(package = %name, digest = %hex, "package unpacked");
+            let size = bytes.len();
+            let unpacked = blocking(move || {
+                let started = std::time::Instant::now();
+                install(&bytes, &root, &target).map_err(std::io::Error::other)?;
+                Ok(started.elapsed())
+            })
+            .await
+            .map_err(|e| LambdaError::invalid_package(format!("{what} (sha256:{hex}): {e}")))?;
+            tracing::info!(
+                package = %name,
+                digest = %hex,
+                bytes = size,
+                fetch_ms = fetched.as_millis() as u64,
+                verify_ms = verified.as_millis() as u64,
+                unpack_ms = unpacked.as_millis() as u64,
+                "package fetched, verified and unpacked"
+            );
         }
         let lease = Arc::new(lease);
         *held = Arc::downgrade(&lease);
