@@ -612,3 +612,41 @@ async fn a_digest_mismatch_and_a_missing_package_are_named_and_nothing_else_is_d
         json!({"message": "hello, still"})
     );
 }
+
+#[tokio::test]
+async fn nodes_sharing_a_data_dir_never_remove_a_package_the_other_runs() {
+    let s = Setup::start().await;
+    let data = s.sandbox.path().join("data");
+    let mut other = Node::start_with(
+        &s.env.server,
+        "node-b",
+        &["--data-dir", data.to_str().unwrap()],
+    );
+    // Every invocation gets a fresh worker: each one starts from the cached directory.
+    let code = code_dir(&[("app.py", "def handler(e, c):\n    return 'ok'\n")]);
+    s.ok(&["package", "push", &dir_str(code.path()), "-p", "both"])
+        .await;
+    s.env
+        .bind_ready(
+            "both",
+            json!({"runtime": "python3", "handler": "app.handler", "code": {"package": "both"},
+                   "pool": {"min": 1, "max_invocations": 1}}),
+        )
+        .await;
+    eventually("node-b to run a worker of it", || async {
+        (!other.worker_pids().is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(s.cached().len(), 1, "one directory for both nodes");
+    other.terminate();
+    other.exited().await;
+    for _ in 0..5 {
+        let reply = s.env.invoke("both", "{}").await;
+        assert_eq!(json(&reply), json!("ok"), "{reply:?}\n{}", s.env.node.log());
+    }
+    assert_eq!(
+        s.cached().len(),
+        1,
+        "node-b's exit left node-a's package alone"
+    );
+}

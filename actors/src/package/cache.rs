@@ -62,6 +62,7 @@ impl PackageCache {
         for dir in [root.join(".tmp"), root.join(".locks")] {
             std::fs::create_dir_all(dir)?;
         }
+        sweep(&root);
         Ok(PackageCache {
             inner: Arc::new(Inner {
                 root,
@@ -257,6 +258,47 @@ impl Drop for Lease {
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => drop(runtime.spawn_blocking(remove)),
             Err(_) => remove(),
+        }
+    }
+}
+
+/// What a node that died left behind: its half-unpacked temp dirs and the packages no
+/// live node holds. A package another node uses is locked, so it stays.
+fn sweep(root: &Path) {
+    let entries = |dir: &Path| {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+            .collect::<Vec<_>>()
+    };
+    for (name, path) in entries(&root.join(".tmp")) {
+        let owner_alive = name
+            .split_once('-')
+            .and_then(|(pid, _)| pid.parse::<i32>().ok())
+            // SAFETY: signal 0 only asks whether the process exists.
+            .is_some_and(|pid| {
+                let alive = unsafe { libc::kill(pid, 0) } == 0;
+                alive || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+            });
+        if !owner_alive {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+    for (name, path) in entries(root) {
+        if name.starts_with('.') || !path.is_dir() {
+            continue;
+        }
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(root.join(".locks").join(&name));
+        if let Ok(lock) = lock {
+            if flock(&lock, libc::LOCK_EX | libc::LOCK_NB).is_ok() {
+                let _ = std::fs::remove_dir_all(&path);
+            }
         }
     }
 }
