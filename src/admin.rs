@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use async_nats::jetstream::kv::{Operation, Store, UpdateErrorKind};
+use async_nats::jetstream::kv::{CreateErrorKind, Operation, Store, UpdateErrorKind};
+use async_nats::jetstream::object_store::ObjectStore;
 use futures::StreamExt;
 use natsfn_actors::buckets;
 use natsfn_protocol::{BindingSpec, FunctionState, FunctionStatus, NodeInfo};
@@ -13,7 +14,7 @@ use serde_json::{json, Map, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::cli::{parse_duration_ms, BindArgs, SubjectArgs};
+use crate::cli::{parse_duration_ms, BindArgs, DeployArgs, SubjectArgs};
 
 /// Attempts at a compare-and-swap edit before giving up on a busy key.
 const CAS_ATTEMPTS: usize = 20;
@@ -25,7 +26,11 @@ struct Buckets {
 }
 
 async fn open(nats: &str) -> anyhow::Result<Buckets> {
-    let js = async_nats::jetstream::new(crate::connect(nats).await?);
+    open_on(crate::connect(nats).await?).await
+}
+
+async fn open_on(client: async_nats::Client) -> anyhow::Result<Buckets> {
+    let js = async_nats::jetstream::new(client);
     Ok(Buckets {
         bindings: buckets::bindings(&js).await?,
         status: buckets::status(&js).await?,
@@ -34,18 +39,147 @@ async fn open(nats: &str) -> anyhow::Result<Buckets> {
 }
 
 pub async fn bind(nats: &str, args: BindArgs) -> anyhow::Result<ExitCode> {
-    let value = binding_json(&args)?;
+    if let Some(package) = args.package.clone() {
+        let client = crate::connect(nats).await?;
+        let store = crate::package::open_store(&client).await?;
+        let digest = crate::package::current_digest(&store, &package).await?;
+        return bind_package(&client, &store, args, package, digest).await;
+    }
+    if args.code.is_none() {
+        bail!("give --code DIR (a directory on the node's machine) or -p PACKAGE");
+    }
+    if args.runtime.is_none() {
+        bail!("--runtime is required with --code");
+    }
+    let client = crate::connect(nats).await?;
+    let mut value = binding_json(&args)?;
+    if !args.layers.is_empty() {
+        let store = crate::package::open_store(&client).await?;
+        value["layers"] = layers_json(&store, &args.layers).await?;
+    }
     let bytes = serde_json::to_vec_pretty(&value)?;
     BindingSpec::parse(&args.name, &bytes).map_err(|e| anyhow!("invalid binding: {e}"))?;
-    let b = open(nats).await?;
+    let b = open_on(client).await?;
     // Watch first, so a node that is quick to report is not missed.
-    let mut status = b.status.watch_with_history(&args.name).await?;
+    let status = b.status.watch_with_history(&args.name).await?;
     let revision = b.bindings.put(&args.name, bytes.into()).await?;
     println!("bound {} (revision {revision})", args.name);
-    if args.wait == 0 {
+    wait_ready(status, &args.name, revision, args.wait).await
+}
+
+/// `natsfn deploy`: push DIR as a package, then bind the function to it.
+pub async fn deploy(nats: &str, args: DeployArgs) -> anyhow::Result<ExitCode> {
+    if args.bind.code.is_some() {
+        bail!("deploy packs DIR and runs it as a package; --code belongs to natsfn bind");
+    }
+    let client = crate::connect(nats).await?;
+    let store = crate::package::open_store(&client).await?;
+    let package = args
+        .bind
+        .package
+        .clone()
+        .unwrap_or_else(|| args.bind.name.clone());
+    let digest = crate::package::push(&store, &args.dir, &package).await?;
+    bind_package(&client, &store, args.bind, package, digest).await
+}
+
+/// Points `args.name` at `package` (pinned to `digest`) by compare-and-swap: an
+/// existing binding keeps everything but its code and the flags given.
+async fn bind_package(
+    client: &async_nats::Client,
+    store: &ObjectStore,
+    args: BindArgs,
+    package: String,
+    digest: String,
+) -> anyhow::Result<ExitCode> {
+    let Value::Object(mut changes) = binding_json(&args)? else {
+        bail!("the binding flags did not make an object");
+    };
+    changes.insert("code".into(), json!({"package": package, "digest": digest}));
+    if !args.layers.is_empty() {
+        changes.insert("layers".into(), layers_json(store, &args.layers).await?);
+    }
+    let b = open_on(client.clone()).await?;
+    let status = b.status.watch_with_history(&args.name).await?;
+    let revision = upsert(&b, &args.name, &changes).await?;
+    println!(
+        "bound {} to package {package} ({digest}) (revision {revision})",
+        args.name
+    );
+    wait_ready(status, &args.name, revision, args.wait).await
+}
+
+/// `--layer` packages, each pinned to its current digest.
+async fn layers_json(store: &ObjectStore, layers: &[String]) -> anyhow::Result<Value> {
+    let mut out = Vec::with_capacity(layers.len());
+    for layer in layers {
+        let digest = crate::package::current_digest(store, layer).await?;
+        out.push(json!({"package": layer, "digest": digest}));
+    }
+    Ok(Value::Array(out))
+}
+
+/// Creates the binding from `changes`, or applies them to the existing one (`pool`
+/// and `env` merged key by key, everything else replaced), retrying on a concurrent edit.
+async fn upsert(b: &Buckets, name: &str, changes: &Map<String, Value>) -> anyhow::Result<u64> {
+    for _ in 0..CAS_ATTEMPTS {
+        let entry = b
+            .bindings
+            .entry(name)
+            .await?
+            .filter(|e| e.operation == Operation::Put);
+        let (mut spec, revision) = match entry {
+            Some(entry) => match serde_json::from_slice::<Value>(&entry.value) {
+                Ok(Value::Object(spec)) => (spec, Some(entry.revision)),
+                _ => bail!(
+                    "the binding of {name} is not a JSON object; fix it or natsfn rm {name} first"
+                ),
+            },
+            None if !changes.contains_key("runtime") => {
+                bail!("{name} is not bound yet: give --runtime (and --handler)")
+            }
+            None => (Map::new(), None),
+        };
+        for (key, value) in changes {
+            match (spec.get_mut(key), value) {
+                (Some(Value::Object(old)), Value::Object(new)) if key == "pool" || key == "env" => {
+                    old.extend(new.clone())
+                }
+                _ => {
+                    spec.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        let bytes = serde_json::to_vec_pretty(&spec)?;
+        BindingSpec::parse(name, &bytes).map_err(|e| anyhow!("invalid binding: {e}"))?;
+        let written = match revision {
+            Some(revision) => match b.bindings.update(name, bytes.into(), revision).await {
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => None,
+                other => Some(other?),
+            },
+            None => match b.bindings.create(name, bytes.into()).await {
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => None,
+                other => Some(other?),
+            },
+        };
+        if let Some(revision) = written {
+            return Ok(revision);
+        }
+    }
+    bail!("{name} kept changing under this edit; try again")
+}
+
+/// Waits until a node reports the function at `revision` (or later) ready or failed.
+async fn wait_ready(
+    mut status: async_nats::jetstream::kv::Watch,
+    name: &str,
+    revision: u64,
+    wait: u64,
+) -> anyhow::Result<ExitCode> {
+    if wait == 0 {
         return Ok(ExitCode::SUCCESS);
     }
-    let waited = tokio::time::timeout(Duration::from_secs(args.wait), async {
+    let waited = tokio::time::timeout(Duration::from_secs(wait), async {
         while let Some(Ok(entry)) = status.next().await {
             if entry.operation != Operation::Put {
                 continue;
@@ -63,13 +197,12 @@ pub async fn bind(nats: &str, args: BindArgs) -> anyhow::Result<ExitCode> {
     .await;
     match waited {
         Ok(Some(s)) if s.state == FunctionState::Ready => {
-            println!("{} is ready on node {}", args.name, s.node);
+            println!("{name} is ready on node {}", s.node);
             Ok(ExitCode::SUCCESS)
         }
         Ok(Some(s)) => {
             eprintln!(
-                "{} cannot run: {} ({})",
-                args.name,
+                "{name} cannot run: {} ({})",
                 s.reason.unwrap_or_default(),
                 serde_json::to_value(s.state)?
             );
@@ -77,8 +210,7 @@ pub async fn bind(nats: &str, args: BindArgs) -> anyhow::Result<ExitCode> {
         }
         _ => {
             eprintln!(
-                "no node reported on {} within {}s: is a node running (natsfn node, or natsfn dev)?",
-                args.name, args.wait
+                "no node reported on {name} within {wait}s: is a node running (natsfn node, or natsfn dev)?"
             );
             Ok(ExitCode::FAILURE)
         }
@@ -87,14 +219,18 @@ pub async fn bind(nats: &str, args: BindArgs) -> anyhow::Result<ExitCode> {
 
 /// The binding as the user asked for it: only what was given, defaults left implicit.
 fn binding_json(args: &BindArgs) -> anyhow::Result<Value> {
-    let code = std::fs::canonicalize(&args.code)
-        .with_context(|| format!("--code {}", args.code.display()))?;
     let mut spec = Map::new();
-    spec.insert("runtime".into(), json!(args.runtime));
+    if let Some(runtime) = &args.runtime {
+        spec.insert("runtime".into(), json!(runtime));
+    }
     if let Some(handler) = &args.handler {
         spec.insert("handler".into(), json!(handler));
     }
-    spec.insert("code".into(), json!({ "dir": code }));
+    if let Some(code) = &args.code {
+        let code =
+            std::fs::canonicalize(code).with_context(|| format!("--code {}", code.display()))?;
+        spec.insert("code".into(), json!({ "dir": code }));
+    }
     if !args.subjects.is_empty() {
         spec.insert("subjects".into(), json!(args.subjects));
     }

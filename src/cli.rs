@@ -31,8 +31,17 @@ pub enum Command {
     Node(NodeArgs),
     /// Run a local nats-server (JetStream on) and a node, for development. Ctrl-C stops both.
     Dev(DevArgs),
-    /// Bind a function (create or replace its binding).
+    /// Bind a function: to a directory (--code, creates or replaces the binding), or to a
+    /// package (-p: on an existing binding only the code changes, and the flags given).
     Bind(BindArgs),
+    /// Pack DIR, push it as a package and bind the function to it (created or updated),
+    /// then wait until a node reports it ready.
+    Deploy(DeployArgs),
+    /// Packages in natsfn-packages: push, ls, rm.
+    Package {
+        #[command(subcommand)]
+        command: PackageCommand,
+    },
     /// Edit the NATS subjects of a binding.
     Nats {
         #[command(subcommand)]
@@ -88,6 +97,11 @@ pub struct NodeArgs {
     /// Where to write the runtime bootstraps (default: a directory under the system temp dir).
     #[arg(long)]
     pub runtime_dir: Option<PathBuf>,
+    /// Where the node keeps its package cache, in DIR/packages (default:
+    /// $XDG_CACHE_HOME/natsfn or ~/.cache/natsfn). Nodes may share one. `natsfn dev`
+    /// also keeps its nats-server's JetStream data here (default ~/.local/share/natsfn/dev).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Dispatcher threads. One keeps every hop of an invocation on one thread, which is
     /// cheapest; more only pay off when a node's own CPU is the bottleneck.
     #[arg(long, default_value_t = 1)]
@@ -129,9 +143,6 @@ pub struct DevArgs {
     /// Client port of the local nats-server.
     #[arg(long, default_value_t = 4222)]
     pub port: u16,
-    /// Where the local nats-server keeps JetStream data (bindings survive restarts).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
     /// Do not serve the HTTP gateway (by default on 127.0.0.1:8080; --http ADDR moves it).
     #[arg(long, conflicts_with = "http")]
     pub no_http: bool,
@@ -144,15 +155,23 @@ pub struct BindArgs {
     /// Function name.
     #[arg(short = 'f', long = "function")]
     pub name: String,
-    /// python3, nodejs or provided.
+    /// python3, nodejs or provided (required for a new binding).
     #[arg(long)]
-    pub runtime: String,
+    pub runtime: Option<String>,
     /// Lambda handler, e.g. app.handler.
     #[arg(long)]
     pub handler: Option<String>,
-    /// Directory holding the function's code.
-    #[arg(long)]
-    pub code: PathBuf,
+    /// Directory holding the function's code (on the node's machine).
+    #[arg(long, conflicts_with = "package")]
+    pub code: Option<PathBuf>,
+    /// Package (in natsfn-packages) holding the function's code; its current digest is
+    /// pinned in the binding. For deploy: the name to push DIR as (default: the function's).
+    #[arg(short = 'p', long)]
+    pub package: Option<String>,
+    /// A package to use as a layer (repeatable, at most 5, later ones win); its current
+    /// digest is pinned. Given, they replace the binding's layers.
+    #[arg(long = "layer", value_name = "PACKAGE")]
+    pub layers: Vec<String>,
     /// A NATS subject to serve (repeatable).
     #[arg(short = 's', long = "subject")]
     pub subjects: Vec<String>,
@@ -183,6 +202,32 @@ pub struct BindArgs {
     /// Seconds to wait for a node to report the function ready (0: do not wait).
     #[arg(long, default_value_t = 15)]
     pub wait: u64,
+}
+
+#[derive(Args)]
+pub struct DeployArgs {
+    /// The directory to pack (`.git/` and what `.natsfnignore` names are left out).
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub bind: BindArgs,
+}
+
+#[derive(Subcommand)]
+pub enum PackageCommand {
+    /// Pack DIR and store it as package P (replacing what P held).
+    Push {
+        dir: PathBuf,
+        #[arg(short = 'p', long)]
+        package: String,
+    },
+    /// List packages: size, digest and which functions use each as code or layer.
+    Ls,
+    /// Remove a package; refused while a binding uses it, unless --force.
+    Rm {
+        package: String,
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]

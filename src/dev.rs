@@ -21,7 +21,12 @@ pub async fn run(mut args: DevArgs) -> anyhow::Result<ExitCode> {
         args.node.http.get_or_insert(DEFAULT_HTTP);
     }
     let server = find_nats_server().context(INSTALL_HINT)?;
-    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    // One data dir for both: the server's JetStream data and the node's packages.
+    let data_dir = args
+        .node
+        .data_dir
+        .get_or_insert_with(default_data_dir)
+        .clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let conf = data_dir.join("nats.conf");

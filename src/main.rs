@@ -10,11 +10,12 @@ mod invoke;
 mod logs;
 mod metrics;
 mod node;
+mod package;
 mod stats;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, DlqCommand, NatsCommand};
+use crate::cli::{Cli, Command, DlqCommand, NatsCommand, PackageCommand};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -51,6 +52,14 @@ async fn run(cli: Cli) -> std::process::ExitCode {
         Command::Node(args) => node::run(&cli.nats, args).await,
         Command::Dev(args) => dev::run(args).await,
         Command::Bind(args) => admin::bind(&cli.nats, args).await,
+        Command::Deploy(args) => admin::deploy(&cli.nats, args).await,
+        Command::Package { command } => match command {
+            PackageCommand::Push { dir, package } => {
+                package::push_cmd(&cli.nats, &dir, &package).await
+            }
+            PackageCommand::Ls => package::ls(&cli.nats).await,
+            PackageCommand::Rm { package, force } => package::rm(&cli.nats, &package, force).await,
+        },
         Command::Nats {
             command: NatsCommand::Bind(args),
         } => admin::edit_subjects(&cli.nats, args, admin::Edit::Add).await,

@@ -57,6 +57,7 @@ pub async fn serve(client: async_nats::Client, args: cli::NodeArgs) -> anyhow::R
             client: client.clone(),
             node_id: node_id.clone(),
             runtime_dir: args.runtime_dir,
+            data_dir: args.data_dir,
             interpreters,
             metrics,
             max_workers,

@@ -8,7 +8,7 @@ use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
 use async_nats::jetstream::Context;
 use natsfn_protocol::names::{
     ASYNC_STREAM, ASYNC_SUBJECTS, BINDINGS_BUCKET, DLQ_STREAM, DLQ_SUBJECTS, LOGS_STREAM,
-    LOGS_SUBJECTS, NODES_BUCKET, STATUS_BUCKET,
+    LOGS_SUBJECTS, NODES_BUCKET, PACKAGES_BUCKET, STATUS_BUCKET,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +66,35 @@ pub struct StreamError(
     &'static str,
     async_nats::jetstream::context::CreateStreamError,
 );
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open or create the object store {PACKAGES_BUCKET}: {0}")]
+pub struct PackagesError(async_nats::jetstream::context::CreateObjectStoreError);
+
+/// `natsfn-packages`: function code and layers, object = package name (file storage:
+/// a package outlives a server restart).
+pub async fn packages(
+    js: &Context,
+) -> Result<async_nats::jetstream::object_store::ObjectStore, PackagesError> {
+    if let Ok(store) = js.get_object_store(PACKAGES_BUCKET).await {
+        return Ok(store);
+    }
+    let created = js
+        .create_object_store(async_nats::jetstream::object_store::Config {
+            bucket: PACKAGES_BUCKET.to_owned(),
+            description: Some("natsfn packages: function code and layers".into()),
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(store) => Ok(store),
+        // Another node or CLI may have created it meanwhile.
+        Err(e) => js
+            .get_object_store(PACKAGES_BUCKET)
+            .await
+            .map_err(|_| PackagesError(e)),
+    }
+}
 
 /// How much log history `NATSFN_LOGS` keeps when a node creates it.
 #[derive(Debug, Clone, Copy)]

@@ -26,6 +26,8 @@ pub(crate) struct NodeContext {
     /// How many slots there are.
     pub(crate) max_workers: usize,
     pub(crate) metrics: Arc<Metrics>,
+    /// Unpacked packages under the node's data dir.
+    pub(crate) packages: crate::package::PackageCache,
 }
 
 /// Absolute paths of the language interpreters, found once at start-up so that a

@@ -2,8 +2,11 @@
 //! that starting a worker is only a spawn.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use natsfn_protocol::{BindingSpec, CodeSource, LambdaError, Runtime};
+
+use crate::package::{Lease, Resolved};
 
 /// The bootstraps ship inside the binary and are written out once at node start-up.
 const BOOTSTRAPS: [(&str, &str); 4] = [
@@ -63,6 +66,8 @@ pub(crate) struct LaunchPlan {
     /// The worker is a `provided` one: its WorkerActor serves it the Lambda Runtime
     /// API instead of speaking frames on the private channel.
     pub(crate) runtime_api: bool,
+    /// The packages (code, layers) it runs stay unpacked while the plan lives.
+    _packages: Vec<Arc<Lease>>,
 }
 
 /// PATH inside a worker: the interpreter's own directory, then the usual system ones.
@@ -77,28 +82,36 @@ impl LaunchPlan {
         function: &str,
         revision: u64,
         spec: &BindingSpec,
+        code: Resolved,
         runtime_dir: &Path,
         interpreters: &crate::Interpreters,
     ) -> Result<LaunchPlan, LambdaError> {
-        let cwd = match &spec.code {
-            CodeSource::Dir(dir) => PathBuf::from(dir),
-            CodeSource::Package(name) => {
-                return Err(LambdaError::new(
-                    "Runtime.CodeUnavailable",
-                    format!("code.package {name:?}: packages are not supported by this node yet; use code.dir"),
-                ))
-            }
-        };
-        if !cwd.is_dir() {
-            return Err(LambdaError::new(
-                "Runtime.CodeUnavailable",
-                format!("code.dir {}: not a directory on node", cwd.display()),
-            ));
+        let mut plan = Self::for_code(function, revision, spec, &code, runtime_dir, interpreters)?;
+        plan._packages = code.leases;
+        Ok(plan)
+    }
+
+    fn for_code(
+        function: &str,
+        revision: u64,
+        spec: &BindingSpec,
+        code: &Resolved,
+        runtime_dir: &Path,
+        interpreters: &crate::Interpreters,
+    ) -> Result<LaunchPlan, LambdaError> {
+        let cwd = code.dir.clone();
+        if matches!(spec.code, CodeSource::Dir { .. }) && !cwd.is_dir() {
+            return Err(LambdaError::code_unavailable(format!(
+                "code.dir {}: not a directory on node",
+                cwd.display()
+            )));
         }
         let (interpreter, bootstrap, execution_env) = match spec.runtime {
             Runtime::Python3 => (&interpreters.python3, "python3/bootstrap.py", "python3"),
             Runtime::Nodejs => (&interpreters.node, "nodejs/bootstrap.js", "nodejs"),
-            Runtime::Provided => return Self::provided(function, revision, spec, cwd, runtime_dir),
+            Runtime::Provided => {
+                return Self::provided(function, revision, spec, cwd, &code.layers, runtime_dir)
+            }
         };
         let Some(program) = interpreter.clone() else {
             return Err(LambdaError::new(
@@ -114,6 +127,7 @@ impl LaunchPlan {
             None => SYSTEM_PATH.to_owned(),
         };
         let mut env = lambda_env(function, revision, spec, &cwd, runtime_dir, path);
+        layer_env(&mut env, &code.layers);
         env.push(("_HANDLER".into(), spec.handler.clone().unwrap_or_default()));
         env.push((
             "AWS_EXECUTION_ENV".into(),
@@ -131,6 +145,7 @@ impl LaunchPlan {
             cwd,
             env,
             runtime_api: false,
+            _packages: Vec::new(),
         })
     }
 
@@ -141,6 +156,7 @@ impl LaunchPlan {
         revision: u64,
         spec: &BindingSpec,
         cwd: PathBuf,
+        layers: &[PathBuf],
         runtime_dir: &Path,
     ) -> Result<LaunchPlan, LambdaError> {
         use std::os::unix::fs::PermissionsExt;
@@ -164,6 +180,7 @@ impl LaunchPlan {
             runtime_dir,
             SYSTEM_PATH.into(),
         );
+        layer_env(&mut env, layers);
         // Runtime clients read it; a binding's env may name another.
         env.push(("AWS_REGION".into(), DEFAULT_REGION.into()));
         if let Some(handler) = &spec.handler {
@@ -176,8 +193,46 @@ impl LaunchPlan {
             cwd,
             env,
             runtime_api: true,
+            _packages: Vec::new(),
         })
     }
+}
+
+/// Layers as Lambda's runtimes see `/opt`: `python/` on PYTHONPATH, `nodejs/node_modules/`
+/// on NODE_PATH, `bin/` on PATH (a later layer before an earlier one, so it wins; the
+/// code directory comes before them all, as the bootstraps put it), and every layer in
+/// NATSFN_LAYERS, earliest first (where Java's `java/lib/` or a provided bootstrap's
+/// `/opt` is looked for).
+fn layer_env(env: &mut Vec<(String, String)>, layers: &[PathBuf]) {
+    if layers.is_empty() {
+        return;
+    }
+    let existing = |sub: &str| -> Vec<String> {
+        layers
+            .iter()
+            .rev()
+            .map(|layer| layer.join(sub))
+            .filter(|dir| dir.is_dir())
+            .map(|dir| dir.display().to_string())
+            .collect()
+    };
+    let bin = existing("bin");
+    if let Some((_, path)) = env.iter_mut().find(|(k, _)| k == "PATH") {
+        if !bin.is_empty() {
+            *path = format!("{}:{path}", bin.join(":"));
+        }
+    }
+    for (var, sub) in [
+        ("PYTHONPATH", "python"),
+        ("NODE_PATH", "nodejs/node_modules"),
+    ] {
+        let dirs = existing(sub);
+        if !dirs.is_empty() {
+            env.push((var.into(), dirs.join(":")));
+        }
+    }
+    let all: Vec<String> = layers.iter().map(|l| l.display().to_string()).collect();
+    env.push(("NATSFN_LAYERS".into(), all.join(":")));
 }
 
 /// The variables Lambda gives every runtime (the per-worker ones are added at spawn).

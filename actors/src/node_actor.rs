@@ -43,6 +43,9 @@ pub struct NodeArgs {
     pub metrics: Arc<Metrics>,
     /// Limits of `NATSFN_LOGS` if this node creates it.
     pub logs: buckets::LogRetention,
+    /// Where the node keeps its package cache (`<dir>/packages`); the user's cache
+    /// directory when `None`.
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +56,11 @@ pub(crate) enum NodeError {
     Bucket(#[from] buckets::BucketError),
     #[error(transparent)]
     Stream(#[from] buckets::StreamError),
+    #[error("cannot create the package cache under {dir}: {source}")]
+    DataDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write the runtime bootstraps to {dir}: {source}")]
     Runtimes {
         dir: PathBuf,
@@ -110,6 +118,16 @@ impl Actor for NodeActor {
             source,
         })?;
         let js = jetstream::new(args.client.clone());
+        let data_dir = args
+            .data_dir
+            .unwrap_or_else(crate::package::default_data_dir);
+        let packages =
+            crate::package::PackageCache::new(&data_dir, js.clone()).map_err(|source| {
+                NodeError::DataDir {
+                    dir: data_dir.clone(),
+                    source,
+                }
+            })?;
         let bindings = buckets::bindings(&js).await?;
         let status = buckets::status(&js).await?;
         let nodes = buckets::nodes(&js).await?;
@@ -126,6 +144,7 @@ impl Actor for NodeActor {
             worker_slots: Arc::new(Semaphore::new(args.max_workers)),
             max_workers: args.max_workers,
             metrics: args.metrics,
+            packages,
         };
         ctx.metrics.set_max_workers(args.max_workers);
         let registry = NodeRegistry::spawn(

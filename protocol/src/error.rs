@@ -56,6 +56,28 @@ impl LambdaError {
         }
     }
 
+    /// The function's code (a `code.dir`, or a package that cannot be fetched right
+    /// now) is not there.
+    pub fn code_unavailable(message: impl Into<String>) -> Self {
+        Self::new("Runtime.CodeUnavailable", message)
+    }
+
+    /// A package the binding names (as code or layer) is not in `natsfn-packages`.
+    pub fn package_not_found(message: impl Into<String>) -> Self {
+        Self::new("Runtime.PackageNotFound", message)
+    }
+
+    /// The package's bytes are not those the binding's digest pins.
+    pub fn package_digest_mismatch(message: impl Into<String>) -> Self {
+        Self::new("Runtime.PackageDigestMismatch", message)
+    }
+
+    /// The package is not a tar.gz a node will unpack: unsafe paths or links, special
+    /// files, or past a size limit.
+    pub fn invalid_package(message: impl Into<String>) -> Self {
+        Self::new("Runtime.InvalidPackage", message)
+    }
+
     /// The JSON body of an error reply.
     pub fn to_json(&self) -> Vec<u8> {
         // A struct of strings always serialises.

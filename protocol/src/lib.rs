@@ -18,5 +18,5 @@ pub use async_spec::{AfterFailure, AsyncSpec, Condition};
 pub use error::{ErrorCode, LambdaError};
 pub use frame::{FrameDecoder, FrameError, FromWorker, Invoke, ToWorker};
 pub use node::NodeInfo;
-pub use spec::{BindingSpec, CodeSource, PoolSpec, Runtime, SpecError};
+pub use spec::{BindingSpec, CodeSource, PackageRef, PoolSpec, Runtime, SpecError};
 pub use status::{FunctionState, FunctionStatus};

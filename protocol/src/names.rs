@@ -6,6 +6,8 @@ pub const BINDINGS_BUCKET: &str = "natsfn-bindings";
 pub const STATUS_BUCKET: &str = "natsfn-status";
 /// JetStream KV bucket where each live node keeps a TTL'd key, its id.
 pub const NODES_BUCKET: &str = "natsfn-nodes";
+/// JetStream Object Store holding packages (function code and layers), object = name.
+pub const PACKAGES_BUCKET: &str = "natsfn-packages";
 
 /// JetStream stream keeping the history of every function's log records.
 pub const LOGS_STREAM: &str = "NATSFN_LOGS";

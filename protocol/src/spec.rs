@@ -54,13 +54,26 @@ impl Runtime {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(untagged)]
 pub enum CodeSource {
     /// An object in the `natsfn-packages` Object Store.
-    Package(String),
+    Package(PackageRef),
     /// A local absolute directory (development on one machine).
-    Dir(String),
+    Dir { dir: String },
 }
+
+/// A package of `natsfn-packages`, as code or as a layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PackageRef {
+    pub package: String,
+    /// `sha256:<64 lowercase hex>` of the object's bytes; none: whatever the object
+    /// holds when the binding is read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+/// Lambda's limit of layers per function.
+pub const MAX_LAYERS: usize = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct PoolSpec {
@@ -89,6 +102,9 @@ pub struct BindingSpec {
     pub pool: PoolSpec,
     #[serde(rename = "async")]
     pub async_invocations: AsyncSpec,
+    /// Shared packages seen like Lambda's `/opt`, earliest first (a later one wins).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<PackageRef>,
 }
 
 /// Why a binding was rejected: the offending field (dotted path, empty for the whole
@@ -128,7 +144,7 @@ pub(crate) fn got(value: &Value) -> String {
     }
 }
 
-const FIELDS: [&str; 9] = [
+const FIELDS: [&str; 10] = [
     "runtime",
     "handler",
     "code",
@@ -138,6 +154,7 @@ const FIELDS: [&str; 9] = [
     "memory_mb",
     "pool",
     "async",
+    "layers",
 ];
 
 /// Environment variables the runtime sets itself; a binding may not override them.
@@ -210,6 +227,10 @@ impl BindingSpec {
             Some(v) => parse_pool(v)?,
         };
         let async_invocations = AsyncSpec::parse(obj.get("async"))?;
+        let layers = match obj.get("layers") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(v) => parse_layers(v)?,
+        };
         Ok(BindingSpec {
             runtime,
             handler,
@@ -220,6 +241,7 @@ impl BindingSpec {
             memory_mb,
             pool,
             async_invocations,
+            layers,
         })
     }
 
@@ -294,16 +316,20 @@ fn parse_handler(runtime: Runtime, value: Option<&Value>) -> Result<Option<Strin
 }
 
 fn parse_code(value: Option<&Value>) -> Result<CodeSource, SpecError> {
-    let form = "{\"dir\": \"/absolute/path\"} or {\"package\": \"name\"}";
+    let form =
+        "{\"dir\": \"/absolute/path\"} or {\"package\": \"name\", \"digest\": \"sha256:...\"}";
     let obj = match value {
         None => return Err(reject("code", format!("required; expected {form}"))),
         Some(Value::Object(obj)) => obj,
         Some(other) => return Err(reject("code", format!("expected {form}, {}", got(other)))),
     };
-    if let Some(unknown) = obj.keys().find(|k| *k != "dir" && *k != "package") {
+    if let Some(unknown) = obj
+        .keys()
+        .find(|k| !["dir", "package", "digest"].contains(&k.as_str()))
+    {
         return Err(reject(
             format!("code.{unknown}"),
-            "unknown field; expected \"dir\" or \"package\"",
+            "unknown field; expected \"dir\", or \"package\" and \"digest\"",
         ));
     }
     match (obj.get("dir"), obj.get("package")) {
@@ -311,28 +337,99 @@ fn parse_code(value: Option<&Value>) -> Result<CodeSource, SpecError> {
             "code",
             "give either \"dir\" or \"package\", not both",
         )),
+        (Some(_), None) if obj.contains_key("digest") => Err(reject(
+            "code.digest",
+            "a digest pins a package; \"dir\" has none",
+        )),
         (Some(Value::String(dir)), None) if dir.starts_with('/') => {
-            Ok(CodeSource::Dir(dir.clone()))
+            Ok(CodeSource::Dir { dir: dir.clone() })
         }
         (Some(dir), None) => Err(reject(
             "code.dir",
             format!("expected an absolute path, {}", got(dir)),
         )),
-        (None, Some(Value::String(p))) if is_valid_function_name(p) => {
-            Ok(CodeSource::Package(p.clone()))
-        }
-        (None, Some(p)) => Err(reject(
-            "code.package",
-            format!(
-                "expected a package name (letters, digits, '_' or '-'), {}",
-                got(p)
-            ),
-        )),
+        (None, Some(_)) => parse_package_ref(obj, "code").map(CodeSource::Package),
         (None, None) => Err(reject(
             "code",
             format!("expected {form}, got an empty object"),
         )),
     }
+}
+
+/// `{"package": NAME, "digest": "sha256:<hex>"}` (digest optional) at `field`.
+fn parse_package_ref(obj: &Map<String, Value>, field: &str) -> Result<PackageRef, SpecError> {
+    let package = match obj.get("package") {
+        Some(Value::String(p)) if is_valid_function_name(p) => p.clone(),
+        Some(p) => {
+            return Err(reject(
+                format!("{field}.package"),
+                format!(
+                    "expected a package name (1 to 64 letters, digits, '_' or '-'), {}",
+                    got(p)
+                ),
+            ))
+        }
+        None => return Err(reject(format!("{field}.package"), "required")),
+    };
+    let digest = match obj.get("digest") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(d)) if is_sha256_digest(d) => Some(d.clone()),
+        Some(d) => {
+            return Err(reject(
+                format!("{field}.digest"),
+                format!(
+                    "expected \"sha256:\" and 64 lowercase hex digits, {}",
+                    got(d)
+                ),
+            ))
+        }
+    };
+    Ok(PackageRef { package, digest })
+}
+
+/// `sha256:` and 64 lowercase hex digits, as `natsfn deploy` writes it.
+pub fn is_sha256_digest(text: &str) -> bool {
+    text.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
+fn parse_layers(value: &Value) -> Result<Vec<PackageRef>, SpecError> {
+    let form = "an array of {\"package\": \"name\", \"digest\": \"sha256:...\"}";
+    let Value::Array(items) = value else {
+        return Err(reject("layers", format!("expected {form}, {}", got(value))));
+    };
+    if items.len() > MAX_LAYERS {
+        return Err(reject(
+            "layers",
+            format!("at most {MAX_LAYERS} layers, got {}", items.len()),
+        ));
+    }
+    let mut layers: Vec<PackageRef> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let field = format!("layers[{i}]");
+        let Value::Object(obj) = item else {
+            return Err(reject(
+                field,
+                format!("expected {{\"package\": \"name\"}}, {}", got(item)),
+            ));
+        };
+        if let Some(unknown) = obj.keys().find(|k| *k != "package" && *k != "digest") {
+            return Err(reject(
+                format!("{field}.{unknown}"),
+                "unknown field; expected \"package\" and \"digest\"",
+            ));
+        }
+        let layer = parse_package_ref(obj, &field)?;
+        if layers.iter().any(|l| l.package == layer.package) {
+            return Err(reject(
+                format!("{field}.package"),
+                format!("{:?} is already a layer of this binding", layer.package),
+            ));
+        }
+        layers.push(layer);
+    }
+    Ok(layers)
 }
 
 fn parse_subjects(value: &Value) -> Result<Vec<String>, SpecError> {
@@ -534,7 +631,12 @@ mod tests {
         let spec = parse(MINIMAL).unwrap();
         assert_eq!(spec.runtime, Runtime::Python3);
         assert_eq!(spec.handler.as_deref(), Some("app.handler"));
-        assert_eq!(spec.code, CodeSource::Dir("/srv/hello".into()));
+        assert_eq!(
+            spec.code,
+            CodeSource::Dir {
+                dir: "/srv/hello".into()
+            }
+        );
         assert!(spec.subjects.is_empty());
         assert!(spec.env.is_empty());
         assert_eq!(spec.timeout_ms, 3000);
@@ -577,7 +679,7 @@ mod tests {
         );
         assert_eq!(
             rejection(r#"{"runtime":"python3","handler":"app.handler","code":{"dir":"/x"},"colour":"red"}"#),
-            "colour: unknown field; expected one of runtime, handler, code, subjects, env, timeout_ms, memory_mb, pool, async"
+            "colour: unknown field; expected one of runtime, handler, code, subjects, env, timeout_ms, memory_mb, pool, async, layers"
         );
         assert_eq!(
             rejection(r#"{"runtime":"ruby","handler":"app.handler","code":{"dir":"/x"}}"#),
@@ -664,6 +766,76 @@ mod tests {
     fn bad_names_are_rejected() {
         let err = BindingSpec::parse("a.b", MINIMAL.as_bytes()).unwrap_err();
         assert!(err.to_string().contains("function name \"a.b\""), "{err}");
+    }
+
+    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn packages_and_layers() {
+        let spec = parse(&format!(
+            r#"{{"runtime":"python3","handler":"a.b","code":{{"package":"hello","digest":"{DIGEST}"}},
+                "layers":[{{"package":"deps"}},{{"package":"tools","digest":"{DIGEST}"}}]}}"#
+        ))
+        .unwrap();
+        assert_eq!(
+            spec.code,
+            CodeSource::Package(PackageRef {
+                package: "hello".into(),
+                digest: Some(DIGEST.into())
+            })
+        );
+        assert_eq!(spec.layers.len(), 2);
+        assert_eq!(spec.layers[0].digest, None);
+        assert_eq!(BindingSpec::parse("hello", &spec.to_json()).unwrap(), spec);
+        let json: Value = serde_json::from_slice(&spec.to_json()).unwrap();
+        assert_eq!(
+            json["code"],
+            serde_json::json!({"package": "hello", "digest": DIGEST})
+        );
+        assert_eq!(json["layers"][0], serde_json::json!({"package": "deps"}));
+        let dir: Value = serde_json::from_slice(&parse(MINIMAL).unwrap().to_json()).unwrap();
+        assert_eq!(dir["code"], serde_json::json!({"dir": "/srv/hello"}));
+        assert!(dir.get("layers").is_none());
+    }
+
+    #[test]
+    fn bad_packages_and_layers_are_named() {
+        let with = |code: &str, layers: &str| {
+            rejection(&format!(
+                r#"{{"runtime":"python3","handler":"a.b","code":{code},"layers":{layers}}}"#
+            ))
+        };
+        assert!(with(r#"{"package":"p","digest":"sha256:abc"}"#, "[]")
+            .starts_with("code.digest: expected \"sha256:\" and 64"));
+        assert!(with(r#"{"package":"p","digest":"md5:x"}"#, "[]").starts_with("code.digest:"));
+        assert!(with(r#"{"package":"a/b"}"#, "[]").starts_with("code.package: expected"));
+        assert!(with(r#"{"digest":"sha256:abc"}"#, "[]").starts_with("code: expected"));
+        assert!(
+            with(&format!(r#"{{"dir":"/x","digest":"{DIGEST}"}}"#), "[]")
+                .starts_with("code.digest: a digest pins a package")
+        );
+        assert!(with(r#"{"package":"p","tag":"v1"}"#, "[]").starts_with("code.tag: unknown field"));
+        let six = (0..6)
+            .map(|i| format!(r#"{{"package":"l{i}"}}"#))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert_eq!(
+            with(r#"{"package":"p"}"#, &format!("[{six}]")),
+            "layers: at most 5 layers, got 6"
+        );
+        assert!(
+            with(r#"{"package":"p"}"#, r#"[{"package":"a"},{"package":"a"}]"#)
+                .starts_with("layers[1].package: \"a\" is already a layer")
+        );
+        assert!(with(r#"{"package":"p"}"#, r#"["a"]"#).starts_with("layers[0]: expected"));
+        assert!(with(r#"{"package":"p"}"#, r#"[{"digest":"x"}]"#)
+            .starts_with("layers[0].package: required"));
+        assert!(with(
+            r#"{"package":"p"}"#,
+            r#"[{"package":"a","digest":"sha256:"}]"#
+        )
+        .starts_with("layers[0].digest: expected"));
+        assert!(with(r#"{"package":"p"}"#, r#"{"package":"a"}"#).starts_with("layers: expected"));
     }
 
     #[test]

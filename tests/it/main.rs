@@ -13,6 +13,7 @@ mod metrics;
 mod micro;
 mod nodejs;
 mod nodes;
+mod packages;
 mod payloads;
 mod pipelining;
 mod pool;

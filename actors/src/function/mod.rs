@@ -352,7 +352,16 @@ async fn make_plan(
     revision: u64,
     spec: BindingSpec,
 ) -> Result<Arc<LaunchPlan>, LambdaError> {
-    LaunchPlan::for_spec(&name, revision, &spec, &ctx.runtime_dir, &ctx.interpreters).map(Arc::new)
+    let code = ctx.packages.resolve(&spec).await?;
+    LaunchPlan::for_spec(
+        &name,
+        revision,
+        &spec,
+        code,
+        &ctx.runtime_dir,
+        &ctx.interpreters,
+    )
+    .map(Arc::new)
 }
 
 impl FunctionState {
