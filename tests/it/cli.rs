@@ -7,13 +7,7 @@ use serde_json::{json, Value};
 use crate::harness::*;
 
 async fn natsfn(env: &Env, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_natsfn"))
-        .arg("--nats")
-        .arg(&env.server.url)
-        .args(args)
-        .output()
-        .await
-        .expect("run natsfn")
+    run_cli(&env.server, args).await
 }
 
 fn stdout(out: &Output) -> String {

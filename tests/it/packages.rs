@@ -54,13 +54,7 @@ impl Setup {
     }
 
     async fn natsfn(&self, args: &[&str]) -> Output {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_natsfn"))
-            .arg("--nats")
-            .arg(&self.env.server.url)
-            .args(args)
-            .output()
-            .await
-            .expect("run natsfn")
+        run_cli(&self.env.server, args).await
     }
 
     /// Runs natsfn, which must succeed; its stdout.

@@ -204,3 +204,102 @@ async fn new_code_that_cannot_run_leaves_the_old_revision_serving_and_says_why()
     env.bind_ready("kept", spec(&dir_str(v3.path()))).await;
     assert_eq!(json(&env.invoke("kept", "{}").await), json!({"version": 3}));
 }
+
+/// `natsfn deploy` of `code` as function `rolling-pkg`; its stdout.
+async fn deploy(env: &Env, code: &std::path::Path) -> String {
+    let out = run_cli(
+        &env.server,
+        &[
+            "deploy",
+            &dir_str(code),
+            "-f",
+            "rolling-pkg",
+            "--runtime",
+            "python3",
+            "--handler",
+            "app.handler",
+            "--min",
+            "2",
+            "--max",
+            "4",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "deploy failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn redeploying_a_package_under_load_fails_nothing_and_a_bad_digest_leaves_it_serving() {
+    let env = Env::start().await;
+    let v1 = code_dir(&[("app.py", &versioned(1, 0.0))]);
+    let v2 = code_dir(&[("app.py", &versioned(2, 0.3))]);
+    deploy(&env, v1.path()).await;
+    assert_eq!(
+        json(&env.invoke("rolling-pkg", "{}").await),
+        json!({"version": 1})
+    );
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = tokio::spawn(steady_load(
+        env.client.clone(),
+        "natsfn.invoke.rolling-pkg",
+        Duration::from_millis(5),
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deployed = Instant::now();
+    deploy(&env, v2.path()).await; // returns once a node reports the new revision ready
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let samples = load.await.expect("load");
+    let failed = samples.iter().filter(|s| s.outcome.is_err()).count();
+    assert_eq!(failed, 0, "{failed} of {} failed", samples.len());
+    let first_new = samples
+        .iter()
+        .filter(|s| matches!(s.outcome, Ok((2, _))))
+        .map(|s| s.answered)
+        .min()
+        .expect("a reply of version 2");
+    let old_after = samples
+        .iter()
+        .filter(|s| s.sent > first_new && matches!(s.outcome, Ok((1, _))))
+        .count();
+    assert_eq!(old_after, 0, "version 1 after the first version-2 reply");
+    println!(
+        "redeploy under load: {} requests, 0 failed; first version-2 reply {} ms after natsfn deploy started",
+        samples.len(),
+        (first_new - deployed).as_millis()
+    );
+
+    // A binding pinned to a digest the store does not have: version 2 serves on.
+    let entry = env
+        .bindings
+        .entry("rolling-pkg")
+        .await
+        .expect("kv")
+        .expect("bound");
+    let mut spec: serde_json::Value = serde_json::from_slice(&entry.value).expect("json");
+    spec["code"]["digest"] = json!(format!("sha256:{}", "0".repeat(64)));
+    let revision = env.put_binding("rolling-pkg", spec).await;
+    let status = env
+        .wait_status("rolling-pkg", |s| {
+            s.revision >= revision && s.state == FunctionState::Error
+        })
+        .await;
+    let reason = status.reason.unwrap_or_default();
+    assert!(
+        reason.starts_with("Runtime.PackageDigestMismatch")
+            && reason.contains("still serving revision"),
+        "{reason}"
+    );
+    assert_eq!(
+        json(&env.invoke("rolling-pkg", "{}").await),
+        json!({"version": 2})
+    );
+}
