@@ -21,6 +21,11 @@ pub struct Cli {
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats: String,
+    /// Copies JetStream keeps of each bucket and stream natsfn creates (default: 3 when
+    /// the server is in a cluster of at least 3 servers, else 1). An existing one with
+    /// fewer is raised to this.
+    #[arg(long, global = true, env = "NATSFN_REPLICAS", value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub replicas: Option<u8>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -103,6 +108,11 @@ pub struct NodeArgs {
     /// the server; history survives node restarts, not a server restart) or file.
     #[arg(long, value_enum, default_value_t = LogStorage::Memory)]
     pub logs_storage: LogStorage,
+    /// How long the node may be without any NATS server before it stops taking work
+    /// (its functions finish what they hold and stop; they start again once it is
+    /// connected), e.g. 10s, 500ms.
+    #[arg(long, default_value = "10s", value_parser = parse_age)]
+    pub nats_grace: Duration,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

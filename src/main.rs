@@ -46,6 +46,9 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> std::process::ExitCode {
     init_tracing(matches!(cli.command, Command::Node(_) | Command::Dev(_)));
+    if let Some(n) = cli.replicas {
+        natsfn_actors::buckets::set_replicas(n.into());
+    }
     let result = match cli.command {
         Command::Node(args) => node::run(&cli.nats, args).await,
         Command::Dev(args) => dev::run(args).await,
@@ -93,7 +96,38 @@ async fn connect(urls: &str) -> anyhow::Result<async_nats::Client> {
     use anyhow::Context;
     async_nats::ConnectOptions::new()
         .name("natsfn")
-        .connect(urls)
+        .connect(server_list(urls))
         .await
         .with_context(|| format!("cannot connect to NATS at {urls} (set --nats or NATS_URL)"))
+}
+
+/// A node's connection: every server of `--nats` and those the cluster advertises,
+/// reconnecting without limit; each loss and return is logged (the node's
+/// connection watch decides what it means for the work).
+async fn connect_node(urls: &str) -> anyhow::Result<async_nats::Client> {
+    use anyhow::Context;
+    async_nats::ConnectOptions::new()
+        .name("natsfn node")
+        .max_reconnects(None)
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => tracing::info!("NATS: connected"),
+                async_nats::Event::Disconnected => tracing::warn!("NATS: disconnected"),
+                async_nats::Event::LameDuckMode => {
+                    tracing::warn!("NATS: the server is shutting down (lame duck mode)")
+                }
+                other => tracing::debug!("NATS: {other}"),
+            }
+        })
+        .connect(server_list(urls))
+        .await
+        .with_context(|| format!("cannot connect to NATS at {urls} (set --nats or NATS_URL)"))
+}
+
+/// `a,b,c` as the client wants it: one address each (a `&str` is one address only).
+fn server_list(urls: &str) -> Vec<&str> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
 }

@@ -17,7 +17,7 @@ const DRAIN_WITHIN: Duration = Duration::from_secs(30);
 const SHUTDOWN_WITHIN: Duration = Duration::from_secs(10);
 
 pub async fn run(nats: &str, args: cli::NodeArgs) -> anyhow::Result<ExitCode> {
-    let client = crate::connect(nats).await?;
+    let client = crate::connect_node(nats).await?;
     serve(client, args).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -65,6 +65,7 @@ pub async fn serve(client: async_nats::Client, args: cli::NodeArgs) -> anyhow::R
                 max_bytes: i64::from(args.logs_max_mb) * 1024 * 1024,
                 on_disk: args.logs_storage == cli::LogStorage::File,
             },
+            nats_grace: args.nats_grace,
         },
     )
     .await

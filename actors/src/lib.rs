@@ -6,6 +6,7 @@
 
 pub mod buckets;
 mod children;
+mod connection;
 mod context;
 mod function;
 mod invocation;

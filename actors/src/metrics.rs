@@ -142,6 +142,7 @@ pub struct Metrics {
     workers: Family<WorkerLabels, Gauge>,
     node_workers: Gauge,
     max_workers: Gauge,
+    isolated: Gauge,
 }
 
 impl Metrics {
@@ -192,6 +193,12 @@ impl Metrics {
             "Most worker processes this node may run at once (--max-workers)",
             max_workers.clone(),
         );
+        let isolated = Gauge::default();
+        registry.register(
+            "natsfn_nats_isolated",
+            "1 while the node has had no NATS connection for longer than --nats-grace and takes no work, else 0",
+            isolated.clone(),
+        );
         registry.register_collector(Box::new(NatsConnection(client.clone())));
         Metrics {
             registry,
@@ -202,6 +209,7 @@ impl Metrics {
             workers,
             node_workers,
             max_workers,
+            isolated,
         }
     }
 
@@ -248,6 +256,10 @@ impl Metrics {
 
     pub(crate) fn set_max_workers(&self, n: usize) {
         self.max_workers.set(n as i64);
+    }
+
+    pub(crate) fn set_isolated(&self, isolated: bool) {
+        self.isolated.set(i64::from(isolated));
     }
 
     /// Worker processes of all functions, as their FunctionActors last reported.

@@ -43,6 +43,8 @@ pub struct NodeArgs {
     pub metrics: Arc<Metrics>,
     /// Limits of `NATSFN_LOGS` if this node creates it.
     pub logs: buckets::LogRetention,
+    /// How long the node may be without NATS before it stops taking work.
+    pub nats_grace: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +74,11 @@ pub enum NodeMsg {
     /// This function has invocations waiting and the node is out of worker slots:
     /// evict the least recently used idle worker of another function.
     SlotWanted(ActorId),
+    /// No NATS connection for longer than the grace period: stop taking work (the
+    /// functions retire: they finish what they hold; nobody may be waiting for it).
+    Isolated,
+    /// Connected again after being isolated: read the bindings anew and serve them.
+    Reconnected,
 }
 
 pub struct NodeState {
@@ -80,7 +87,11 @@ pub struct NodeState {
     /// Every FunctionActor still running, retired ones (finishing their work) included.
     live: HashSet<ActorId>,
     draining: bool,
+    /// Cut off from NATS past the grace period: serving nothing until reconnected.
+    isolated: bool,
+    bindings: Store,
     watcher: tokio::task::AbortHandle,
+    connection: tokio::task::AbortHandle,
     /// Taken when the node stops, to remove its key.
     registry: Option<NodeRegistry>,
 }
@@ -133,13 +144,23 @@ impl Actor for NodeActor {
             args.max_workers,
             ctx.metrics.clone(),
         );
-        let watcher = tokio::spawn(watch_bindings(bindings, myself)).abort_handle();
+        let watcher = tokio::spawn(watch_bindings(bindings.clone(), myself.clone())).abort_handle();
+        let connection = tokio::spawn(crate::connection::watch(
+            ctx.client.clone(),
+            args.nats_grace,
+            ctx.metrics.clone(),
+            myself,
+        ))
+        .abort_handle();
         Ok(NodeState {
             ctx,
             functions: HashMap::new(),
             live: HashSet::new(),
             draining: false,
+            isolated: false,
+            bindings,
             watcher,
+            connection,
             registry: Some(registry),
         })
     }
@@ -151,17 +172,27 @@ impl Actor for NodeActor {
         state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            NodeMsg::BindingChanged { .. } if state.draining => {}
+            NodeMsg::BindingChanged { .. } if state.draining || state.isolated => {}
             NodeMsg::BindingChanged {
                 name,
                 value: Some(value),
                 revision,
             } => state.binding_put(&myself, name, &value, revision).await,
             NodeMsg::BindingChanged {
-                name, value: None, ..
-            } => state.binding_removed(&name),
+                name,
+                value: None,
+                revision,
+            } => state.binding_removed(&name, revision),
             NodeMsg::Drain => state.drain(&myself),
             NodeMsg::SlotWanted(by) => state.evict_for(by).await,
+            NodeMsg::Isolated if !state.draining => state.isolate(),
+            NodeMsg::Reconnected if state.isolated && !state.draining => {
+                tracing::info!("connected to NATS again: reading the bindings and serving them");
+                state.isolated = false;
+                state.watcher = tokio::spawn(watch_bindings(state.bindings.clone(), myself.clone()))
+                    .abort_handle();
+            }
+            NodeMsg::Isolated | NodeMsg::Reconnected => {}
         }
         state.report_load();
         Ok(())
@@ -212,6 +243,7 @@ impl Actor for NodeActor {
         state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
         state.watcher.abort();
+        state.connection.abort();
         crate::children::stop_all(&myself.get_cell(), STOP_FUNCTIONS_WITHIN).await;
         if let Some(registry) = state.registry.take() {
             registry.stop().await;
@@ -280,6 +312,17 @@ impl NodeState {
         self.stop_if_drained(myself);
     }
 
+    /// Every function retires; the watch stops, to start from the current state once
+    /// the node is connected again (what changed meanwhile is then read as it is).
+    fn isolate(&mut self) {
+        self.isolated = true;
+        self.watcher.abort();
+        for (name, f) in self.functions.drain() {
+            tracing::warn!(function = %name, "isolated from NATS: stops taking work");
+            let _ = f.actor.cast(FunctionMsg::Retire);
+        }
+    }
+
     /// Evicts the idle worker, of any function but `by`, that was used least recently.
     async fn evict_for(&self, by: ActorId) {
         if self.ctx.worker_slots.available_permits() > 0 {
@@ -311,7 +354,10 @@ impl NodeState {
         }
     }
 
-    fn binding_removed(&mut self, name: &str) {
+    fn binding_removed(&mut self, name: &str, revision: u64) {
+        if self.functions.get(name).is_some_and(|f| f.revision >= revision) {
+            return;
+        }
         if let Some(f) = self.functions.remove(name) {
             let _ = f.actor.cast(FunctionMsg::Retire);
         }
@@ -355,11 +401,22 @@ impl NodeState {
 }
 
 /// Feeds the NodeActor every key's latest value, then every change. When the watch
-/// breaks it starts again from the current state; the NodeActor ignores revisions it
-/// has already applied.
+/// breaks (a server failover) it starts again just after the last revision it passed
+/// on, so every change made meanwhile arrives, deletes included, in order.
 async fn watch_bindings(bindings: Store, node: ActorRef<NodeMsg>) {
+    let mut last_seen: u64 = 0;
     loop {
-        match bindings.watch_with_history(">").await {
+        let watch = if last_seen == 0 {
+            bindings.watch_with_history(">").await
+        } else {
+            tracing::info!(
+                from = last_seen + 1,
+                "watching {BINDINGS_BUCKET} again from revision {}",
+                last_seen + 1
+            );
+            bindings.watch_all_from_revision(last_seen + 1).await
+        };
+        match watch {
             Ok(mut watch) => {
                 while let Some(entry) = watch.next().await {
                     let entry = match entry {
@@ -369,6 +426,7 @@ async fn watch_bindings(bindings: Store, node: ActorRef<NodeMsg>) {
                             break;
                         }
                     };
+                    last_seen = last_seen.max(entry.revision);
                     let value = match entry.operation {
                         Operation::Put => Some(entry.value),
                         Operation::Delete | Operation::Purge => None,

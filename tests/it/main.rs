@@ -4,6 +4,7 @@ mod harness;
 
 mod bindings;
 mod cli;
+mod cluster;
 mod dev;
 mod failures;
 mod gateway;
