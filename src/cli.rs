@@ -113,6 +113,24 @@ pub struct NodeArgs {
     /// connected), e.g. 10s, 500ms.
     #[arg(long, default_value = "10s", value_parser = parse_age)]
     pub nats_grace: Duration,
+    /// A label of this node, KEY=VALUE (repeatable), e.g. --label region=eu: a binding
+    /// with `placement.labels` runs only on nodes that have all of them.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected KEY=VALUE, e.g. region=eu"))?;
+    for part in [key, value] {
+        if !natsfn_protocol::is_valid_label(part) {
+            return Err(format!(
+                "{text:?}: {part:?} is not a label: expected 1 to 63 letters, digits and -_./"
+            ));
+        }
+    }
+    Ok((key.to_owned(), value.to_owned()))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

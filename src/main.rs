@@ -109,6 +109,16 @@ async fn connect_node(urls: &str) -> anyhow::Result<async_nats::Client> {
     async_nats::ConnectOptions::new()
         .name("natsfn node")
         .max_reconnects(None)
+        // Back-off capped at 1 s (the client's own grows to 4 s): a node is back within
+        // a second of a server being back.
+        .reconnect_delay_callback(|attempts| {
+            let exp = u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX);
+            if attempts <= 1 {
+                std::time::Duration::ZERO
+            } else {
+                std::time::Duration::from_millis(2_u64.saturating_pow(exp)).min(std::time::Duration::from_secs(1))
+            }
+        })
         .event_callback(|event| async move {
             match event {
                 async_nats::Event::Connected => tracing::info!("NATS: connected"),

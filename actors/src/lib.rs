@@ -13,10 +13,11 @@ mod invocation;
 mod launch;
 mod metrics;
 mod node_actor;
+mod placement;
 mod registry;
 mod status;
 mod worker;
 
 pub use context::Interpreters;
 pub use metrics::Metrics;
-pub use node_actor::{NodeActor, NodeArgs, NodeMsg};
+pub use node_actor::{Handover, NodeActor, NodeArgs, NodeMsg};

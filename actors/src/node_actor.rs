@@ -2,7 +2,7 @@
 //! and keeps exactly one FunctionActor per valid key; writes why a key was rejected to
 //! `natsfn-status`. Keeps the node's key in `natsfn-nodes` current.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ use crate::context::{Interpreters, NodeContext};
 use crate::function::{FunctionActor, FunctionArgs, FunctionMsg};
 use crate::launch;
 use crate::metrics::Metrics;
+use crate::placement;
 use crate::registry::{self, NodeRegistry};
 use crate::status::StatusReporter;
 
@@ -45,6 +46,8 @@ pub struct NodeArgs {
     pub logs: buckets::LogRetention,
     /// How long the node may be without NATS before it stops taking work.
     pub nats_grace: Duration,
+    /// `--label k=v`: matched with the `placement.labels` of each binding.
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +82,23 @@ pub enum NodeMsg {
     Isolated,
     /// Connected again after being isolated: read the bindings anew and serve them.
     Reconnected,
+    /// This node no longer matches the placement of revision `revision` of `name`, and
+    /// a matching node now serves it (or none will): retire it here.
+    HandedOver {
+        name: String,
+        revision: u64,
+        outcome: Handover,
+    },
+}
+
+/// How the wait for a matching node to take over a function ended.
+pub enum Handover {
+    /// A live matching node serves it.
+    Served,
+    /// No live node matches the placement (named in words).
+    NoMatch(String),
+    /// Matching nodes live but none said it serves the function in time.
+    TimedOut,
 }
 
 pub struct NodeState {
@@ -90,6 +110,9 @@ pub struct NodeState {
     /// Cut off from NATS past the grace period: serving nothing until reconnected.
     isolated: bool,
     bindings: Store,
+    /// `natsfn-nodes`, read to see who else may serve a function.
+    nodes: Store,
+    labels: Arc<BTreeMap<String, String>>,
     watcher: tokio::task::AbortHandle,
     connection: tokio::task::AbortHandle,
     /// Taken when the node stops, to remove its key.
@@ -139,9 +162,10 @@ impl Actor for NodeActor {
         ctx.metrics.set_max_workers(args.max_workers);
         let registry = NodeRegistry::spawn(
             js,
-            nodes,
+            nodes.clone(),
             &ctx.node_id,
             args.max_workers,
+            args.labels.clone(),
             ctx.metrics.clone(),
         );
         let watcher = tokio::spawn(watch_bindings(bindings.clone(), myself.clone())).abort_handle();
@@ -159,6 +183,8 @@ impl Actor for NodeActor {
             draining: false,
             isolated: false,
             bindings,
+            nodes,
+            labels: Arc::new(args.labels),
             watcher,
             connection,
             registry: Some(registry),
@@ -193,6 +219,11 @@ impl Actor for NodeActor {
                     .abort_handle();
             }
             NodeMsg::Isolated | NodeMsg::Reconnected => {}
+            NodeMsg::HandedOver {
+                name,
+                revision,
+                outcome,
+            } => state.handed_over(&name, revision, outcome),
         }
         state.report_load();
         Ok(())
@@ -253,10 +284,12 @@ impl Actor for NodeActor {
 }
 
 impl NodeState {
-    /// How many functions the node serves, for its key in `natsfn-nodes`.
+    /// The functions the node serves, for its key in `natsfn-nodes`.
     fn report_load(&self) {
         if let Some(registry) = &self.registry {
-            registry.report(self.functions.len());
+            let mut serving: Vec<String> = self.functions.keys().cloned().collect();
+            serving.sort();
+            registry.report(serving);
         }
     }
 
@@ -291,6 +324,24 @@ impl NodeState {
                 return;
             }
         };
+        if let Some(placement) = spec.placement.as_ref().filter(|p| !p.admits(&self.labels)) {
+            // Not for this node. One serving it goes on until a matching node does.
+            let serving_here = self.functions.get_mut(&name).map(|f| {
+                f.revision = revision;
+            });
+            let (nodes, me) = (self.nodes.clone(), self.ctx.node_id.clone());
+            let wanted = placement.labels.clone();
+            let node = myself.clone();
+            tokio::spawn(async move {
+                let outcome = placement::hand_over(&nodes, &me, &name, &wanted, serving_here.is_some()).await;
+                let _ = node.cast(NodeMsg::HandedOver {
+                    name,
+                    revision,
+                    outcome,
+                });
+            });
+            return;
+        }
         match self.functions.get_mut(&name) {
             Some(f) => {
                 f.spec = spec.clone();
@@ -310,6 +361,32 @@ impl NodeState {
             let _ = f.actor.cast(FunctionMsg::Retire);
         }
         self.stop_if_drained(myself);
+    }
+
+    /// The wait started when this node stopped matching revision `revision` of
+    /// `name` ended.
+    fn handed_over(&mut self, name: &str, revision: u64, outcome: Handover) {
+        let current = self.functions.get(name).map(|f| f.revision);
+        // A later edit decided again (and may have made this node match).
+        if current.is_some_and(|r| r != revision) {
+            return;
+        }
+        if let Some(f) = self.functions.remove(name) {
+            tracing::info!(function = %name, revision, "placement: no longer served on this node");
+            let _ = f.actor.cast(FunctionMsg::Retire);
+        }
+        match outcome {
+            Handover::Served => {}
+            Handover::NoMatch(reason) => {
+                self.ctx
+                    .status
+                    .report(name, FunctionState::Error, revision, Some(reason))
+            }
+            Handover::TimedOut => tracing::warn!(
+                function = %name,
+                "placement: no matching node said it serves the function in time; retired here all the same"
+            ),
+        }
     }
 
     /// Every function retires; the watch stops, to start from the current state once

@@ -15,5 +15,5 @@ pub mod status;
 pub use error::{ErrorCode, LambdaError};
 pub use frame::{FrameDecoder, FrameError, FromWorker, Invoke, ToWorker};
 pub use node::NodeInfo;
-pub use spec::{BindingSpec, CodeSource, PoolSpec, Runtime, SpecError};
+pub use spec::{is_valid_label, BindingSpec, CodeSource, Placement, PoolSpec, Runtime, SpecError};
 pub use status::{FunctionState, FunctionStatus};

@@ -75,6 +75,28 @@ pub struct PoolSpec {
     pub max_invocations: u64,
 }
 
+/// Where a function runs: only on nodes started with every one of these `--label k=v`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Placement {
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Placement {
+    /// Whether a node with `labels` may serve the function: it has every one asked for.
+    pub fn admits(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+/// A label key or value (`--label k=v`, `placement.labels`): 1 to 63 letters, digits
+/// and `-_./`, like a Kubernetes label.
+pub fn is_valid_label(text: &str) -> bool {
+    (1..=63).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BindingSpec {
     pub runtime: Runtime,
@@ -86,6 +108,9 @@ pub struct BindingSpec {
     pub timeout_ms: u64,
     pub memory_mb: u32,
     pub pool: PoolSpec,
+    /// `None`: every node serves the function.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
 }
 
 /// Why a binding was rejected: the offending field (dotted path, empty for the whole
@@ -125,7 +150,7 @@ fn got(value: &Value) -> String {
     }
 }
 
-const FIELDS: [&str; 8] = [
+const FIELDS: [&str; 9] = [
     "runtime",
     "handler",
     "code",
@@ -134,6 +159,7 @@ const FIELDS: [&str; 8] = [
     "timeout_ms",
     "memory_mb",
     "pool",
+    "placement",
 ];
 
 /// Environment variables the runtime sets itself; a binding may not override them.
@@ -205,6 +231,10 @@ impl BindingSpec {
             None => DEFAULT_POOL,
             Some(v) => parse_pool(v)?,
         };
+        let placement = match obj.get("placement") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(parse_placement(v)?),
+        };
         Ok(BindingSpec {
             runtime,
             handler,
@@ -214,6 +244,7 @@ impl BindingSpec {
             timeout_ms,
             memory_mb,
             pool,
+            placement,
         })
     }
 
@@ -424,6 +455,59 @@ fn parse_env(value: &Value) -> Result<BTreeMap<String, String>, SpecError> {
     Ok(env)
 }
 
+fn parse_placement(value: &Value) -> Result<Placement, SpecError> {
+    let Value::Object(obj) = value else {
+        return Err(reject(
+            "placement",
+            format!(
+                "expected an object such as {{\"labels\": {{\"region\": \"eu\"}}}}, {}",
+                got(value)
+            ),
+        ));
+    };
+    if let Some(unknown) = obj.keys().find(|k| k.as_str() != "labels") {
+        return Err(reject(
+            format!("placement.{unknown}"),
+            "unknown field; expected labels",
+        ));
+    }
+    let mut labels = BTreeMap::new();
+    match obj.get("labels") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(given)) => {
+            for (key, v) in given {
+                let field = format!("placement.labels.{key}");
+                if !is_valid_label(key) {
+                    return Err(reject(
+                        field,
+                        "expected a label name of 1 to 63 letters, digits and -_./",
+                    ));
+                }
+                let Value::String(text) = v else {
+                    return Err(reject(field, format!("expected a string, {}", got(v))));
+                };
+                if !is_valid_label(text) {
+                    return Err(reject(
+                        field,
+                        format!(
+                            "expected a label value of 1 to 63 letters, digits and -_./, {}",
+                            got(v)
+                        ),
+                    ));
+                }
+                labels.insert(key.clone(), text.clone());
+            }
+        }
+        Some(other) => {
+            return Err(reject(
+                "placement.labels",
+                format!("expected an object of string values, {}", got(other)),
+            ))
+        }
+    }
+    Ok(Placement { labels })
+}
+
 fn parse_pool(value: &Value) -> Result<PoolSpec, SpecError> {
     let Value::Object(obj) = value else {
         return Err(reject(
@@ -565,7 +649,7 @@ mod tests {
         );
         assert_eq!(
             rejection(r#"{"runtime":"python3","handler":"app.handler","code":{"dir":"/x"},"colour":"red"}"#),
-            "colour: unknown field; expected one of runtime, handler, code, subjects, env, timeout_ms, memory_mb, pool"
+            "colour: unknown field; expected one of runtime, handler, code, subjects, env, timeout_ms, memory_mb, pool, placement"
         );
         assert_eq!(
             rejection(r#"{"runtime":"ruby","handler":"app.handler","code":{"dir":"/x"}}"#),
@@ -658,5 +742,44 @@ mod tests {
     fn provided_needs_no_handler() {
         let spec = parse(r#"{"runtime":"provided","code":{"dir":"/x"}}"#).unwrap();
         assert_eq!(spec.handler, None);
+    }
+
+    #[test]
+    fn placement_labels_all_must_match() {
+        let spec = parse(
+            r#"{"runtime":"provided","code":{"dir":"/x"},"placement":{"labels":{"region":"eu","gpu":"false"}}}"#,
+        )
+        .unwrap();
+        let placement = spec.placement.expect("placement");
+        let node = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(placement.admits(&node(&[("region", "eu"), ("gpu", "false"), ("x", "y")])));
+        assert!(!placement.admits(&node(&[("region", "eu")])));
+        assert!(!placement.admits(&node(&[("region", "us"), ("gpu", "false")])));
+        let none = parse(r#"{"runtime":"provided","code":{"dir":"/x"}}"#).unwrap();
+        assert_eq!(none.placement, None);
+    }
+
+    #[test]
+    fn placement_errors_name_the_field() {
+        let err = |json: &str| parse(json).unwrap_err().to_string();
+        assert_eq!(
+            err(r#"{"runtime":"provided","code":{"dir":"/x"},"placement":{"labels":{"region":1}}}"#),
+            "placement.labels.region: expected a string, got 1"
+        );
+        assert_eq!(
+            err(r#"{"runtime":"provided","code":{"dir":"/x"},"placement":{"region":"eu"}}"#),
+            "placement.region: unknown field; expected labels"
+        );
+        assert!(err(r#"{"runtime":"provided","code":{"dir":"/x"},"placement":"eu"}"#)
+            .starts_with("placement: expected an object"));
+        assert!(err(
+            r#"{"runtime":"provided","code":{"dir":"/x"},"placement":{"labels":{"a b":"c"}}}"#
+        )
+        .starts_with("placement.labels.a b: expected a label name"));
     }
 }

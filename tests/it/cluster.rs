@@ -307,8 +307,18 @@ async fn cut_off_node_catches_up(grace: &str, down_for: Duration) -> Node {
     }
     cluster.kill(2);
     let cut_at = Instant::now();
-    bindings.put("kept", spec("2").into()).await.expect("put");
-    bindings.delete("gone").await.expect("delete");
+    // The bucket may be electing a new leader (it was on the killed server): a writer
+    // tries again, as anyone editing a binding would.
+    eventually("the change to be written", || {
+        let (bindings, value) = (bindings.clone(), spec("2"));
+        async move { bindings.put("kept", value.into()).await.ok() }
+    })
+    .await;
+    eventually("the delete to be written", || {
+        let bindings = bindings.clone();
+        async move { bindings.delete("gone").await.ok() }
+    })
+    .await;
     if let Some(rest) = down_for.checked_sub(cut_at.elapsed()) {
         // The outage itself is what is tested: it has to last this long.
         tokio::time::sleep(rest).await;
@@ -354,6 +364,7 @@ async fn cut_off_node_catches_up(grace: &str, down_for: Duration) -> Node {
 async fn a_node_cut_off_briefly_resumes_its_watch_and_misses_no_change() {
     let node = cut_off_node_catches_up("10s", Duration::from_secs(2)).await;
     let log = node.log();
+    println!("{log}");
     assert!(log.contains("lost the NATS connection"), "{log}");
     assert!(!log.contains("stops taking work"), "{log}");
 }
@@ -413,4 +424,60 @@ async fn measure_binding_propagation_and_sync_cost() {
             times[100], times[197]
         );
     }
+}
+
+#[tokio::test]
+async fn a_placement_change_moves_a_function_between_labelled_nodes_under_load() {
+    let setup = Setup::start([
+        &["--label", "region=eu"],
+        &["--label", "region=eu", "--label", "gpu=false"],
+        &["--label", "region=us"],
+    ])
+    .await;
+    let placed = |region: &str| {
+        let mut spec = setup.spec("1");
+        spec["placement"] = json!({"labels": {"region": region}});
+        spec
+    };
+    setup.put("placed", placed("us")).await;
+    setup.wait_served("placed", "1", &[2]).await;
+    assert!(
+        setup.nodes[0].worker_pids().is_empty() && setup.nodes[1].worker_pids().is_empty(),
+        "a node outside the placement runs workers\n{}",
+        setup.logs()
+    );
+    let load = setup.load("placed");
+    tokio::time::sleep(LOAD_FOR / 3).await;
+    let moved_at = Instant::now();
+    setup.put("placed", placed("eu")).await;
+    let took = setup.wait_served("placed", "1", &[0, 1]).await;
+    eventually("the node left out to stop its workers", || {
+        let none = setup.nodes[2].worker_pids().is_empty();
+        async move { none.then_some(()) }
+    })
+    .await;
+    let retired = moved_at.elapsed();
+    let report = load.finish().await;
+    report.print("move a function between labelled nodes");
+    println!(
+        "cluster scenario \"placement move\": both eu nodes serving {took:?} after the put, \
+         the us node's workers gone {retired:?} after it"
+    );
+    assert_eq!(report.failed, 0, "{:?}\n{}", report.failures, setup.logs());
+    assert_ratio(&report, 1.0, &setup);
+
+    // Placed where no live node is: the status says so, callers are not left guessing.
+    let js = jetstream::new(setup.client.clone());
+    let status = natsfn_actors::buckets::status(&js).await.expect("status");
+    let revision = setup.put("nowhere", placed("mars")).await;
+    let found = wait_status(&status, "nowhere", |s| s.revision >= revision).await;
+    assert_eq!(found.state, natsfn_protocol::FunctionState::Error, "{found:?}");
+    assert_eq!(
+        found.reason.as_deref(),
+        Some(r#"no live node matches placement {"labels":{"region":"mars"}}"#),
+        "{found:?}"
+    );
+    let log = setup.nodes[1].log();
+    assert!(log.contains("natsfn node running"), "{log}");
+    assert!(log.contains("gpu"), "the start-up line names the labels: {log}");
 }
