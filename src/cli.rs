@@ -150,6 +150,10 @@ pub struct DevArgs {
     /// Do not serve the HTTP gateway (by default on 127.0.0.1:8080; --http ADDR moves it).
     #[arg(long, conflicts_with = "http")]
     pub no_http: bool,
+    /// Run N clustered nats-servers (client ports PORT, PORT+1, ...; route ports
+    /// PORT+2000, ...) and N nodes, one per server, for trying failover by hand.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(3..=5))]
+    pub cluster: Option<u16>,
     #[command(flatten)]
     pub node: NodeArgs,
 }

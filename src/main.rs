@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod dev;
+mod dev_cluster;
 mod gateway;
 mod invoke;
 mod logs;
@@ -104,7 +105,7 @@ async fn connect(urls: &str) -> anyhow::Result<async_nats::Client> {
 /// A node's connection: every server of `--nats` and those the cluster advertises,
 /// reconnecting without limit; each loss and return is logged (the node's
 /// connection watch decides what it means for the work).
-async fn connect_node(urls: &str) -> anyhow::Result<async_nats::Client> {
+pub(crate) async fn connect_node(urls: &str) -> anyhow::Result<async_nats::Client> {
     use anyhow::Context;
     async_nats::ConnectOptions::new()
         .name("natsfn node")
@@ -116,7 +117,8 @@ async fn connect_node(urls: &str) -> anyhow::Result<async_nats::Client> {
             if attempts <= 1 {
                 std::time::Duration::ZERO
             } else {
-                std::time::Duration::from_millis(2_u64.saturating_pow(exp)).min(std::time::Duration::from_secs(1))
+                std::time::Duration::from_millis(2_u64.saturating_pow(exp))
+                    .min(std::time::Duration::from_secs(1))
             }
         })
         .event_callback(|event| async move {

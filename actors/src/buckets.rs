@@ -101,7 +101,11 @@ pub async fn ensure_replicas(js: &Context, stream: &str) {
     );
     config.num_replicas = wanted;
     match js.update_stream(config).await {
-        Ok(_) => tracing::info!(stream, replicas = wanted, "{stream} now keeps {wanted} replicas"),
+        Ok(_) => tracing::info!(
+            stream,
+            replicas = wanted,
+            "{stream} now keeps {wanted} replicas"
+        ),
         Err(e) => tracing::warn!(
             stream, has, wanted, error = %e,
             "cannot raise the replicas of {stream}; it keeps {has}"

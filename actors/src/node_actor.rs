@@ -215,8 +215,9 @@ impl Actor for NodeActor {
             NodeMsg::Reconnected if state.isolated && !state.draining => {
                 tracing::info!("connected to NATS again: reading the bindings and serving them");
                 state.isolated = false;
-                state.watcher = tokio::spawn(watch_bindings(state.bindings.clone(), myself.clone()))
-                    .abort_handle();
+                state.watcher =
+                    tokio::spawn(watch_bindings(state.bindings.clone(), myself.clone()))
+                        .abort_handle();
             }
             NodeMsg::Isolated | NodeMsg::Reconnected => {}
             NodeMsg::HandedOver {
@@ -333,7 +334,8 @@ impl NodeState {
             let wanted = placement.labels.clone();
             let node = myself.clone();
             tokio::spawn(async move {
-                let outcome = placement::hand_over(&nodes, &me, &name, &wanted, serving_here.is_some()).await;
+                let outcome =
+                    placement::hand_over(&nodes, &me, &name, &wanted, serving_here.is_some()).await;
                 let _ = node.cast(NodeMsg::HandedOver {
                     name,
                     revision,
@@ -432,7 +434,11 @@ impl NodeState {
     }
 
     fn binding_removed(&mut self, name: &str, revision: u64) {
-        if self.functions.get(name).is_some_and(|f| f.revision >= revision) {
+        if self
+            .functions
+            .get(name)
+            .is_some_and(|f| f.revision >= revision)
+        {
             return;
         }
         if let Some(f) = self.functions.remove(name) {

@@ -768,15 +768,19 @@ mod tests {
     fn placement_errors_name_the_field() {
         let err = |json: &str| parse(json).unwrap_err().to_string();
         assert_eq!(
-            err(r#"{"runtime":"provided","code":{"dir":"/x"},"placement":{"labels":{"region":1}}}"#),
+            err(
+                r#"{"runtime":"provided","code":{"dir":"/x"},"placement":{"labels":{"region":1}}}"#
+            ),
             "placement.labels.region: expected a string, got 1"
         );
         assert_eq!(
             err(r#"{"runtime":"provided","code":{"dir":"/x"},"placement":{"region":"eu"}}"#),
             "placement.region: unknown field; expected labels"
         );
-        assert!(err(r#"{"runtime":"provided","code":{"dir":"/x"},"placement":"eu"}"#)
-            .starts_with("placement: expected an object"));
+        assert!(
+            err(r#"{"runtime":"provided","code":{"dir":"/x"},"placement":"eu"}"#)
+                .starts_with("placement: expected an object")
+        );
         assert!(err(
             r#"{"runtime":"provided","code":{"dir":"/x"},"placement":{"labels":{"a b":"c"}}}"#
         )

@@ -86,7 +86,11 @@ impl Setup {
                     self.client.send_request(subject.clone(), request)
                 })
                 .collect();
-            for reply in futures::future::join_all(probes).await.into_iter().flatten() {
+            for reply in futures::future::join_all(probes)
+                .await
+                .into_iter()
+                .flatten()
+            {
                 let Ok(answer) = serde_json::from_slice::<serde_json::Value>(&reply.payload) else {
                     continue;
                 };
@@ -325,19 +329,22 @@ async fn cut_off_node_catches_up(grace: &str, down_for: Duration) -> Node {
     }
     cluster.restart(2);
     let back_at = Instant::now();
-    eventually("the node to serve the change made while it was cut off", || {
-        let client = client.clone();
-        async move {
-            let request = async_nats::Request::new()
-                .payload("{}".into())
-                .timeout(Some(Duration::from_secs(1)));
-            let reply = client
-                .send_request("natsfn.invoke.kept".to_owned(), request)
-                .await
-                .ok()?;
-            (json(&reply)["v"] == "2").then_some(())
-        }
-    })
+    eventually(
+        "the node to serve the change made while it was cut off",
+        || {
+            let client = client.clone();
+            async move {
+                let request = async_nats::Request::new()
+                    .payload("{}".into())
+                    .timeout(Some(Duration::from_secs(1)));
+                let reply = client
+                    .send_request("natsfn.invoke.kept".to_owned(), request)
+                    .await
+                    .ok()?;
+                (json(&reply)["v"] == "2").then_some(())
+            }
+        },
+    )
     .await;
     println!(
         "cluster scenario \"cut-off node\" (grace {grace}, cut off {:?}): serving the change {:?} after its server came back",
@@ -377,7 +384,10 @@ async fn a_node_cut_off_past_its_grace_stops_taking_work_then_catches_up() {
         log.contains("this node stops taking work until it is back"),
         "{log}"
     );
-    assert!(log.contains("reading the bindings and serving them"), "{log}");
+    assert!(
+        log.contains("reading the bindings and serving them"),
+        "{log}"
+    );
 }
 
 /// Figures for the README: KV put → all three nodes serving the new version, over 20
@@ -471,7 +481,11 @@ async fn a_placement_change_moves_a_function_between_labelled_nodes_under_load()
     let status = natsfn_actors::buckets::status(&js).await.expect("status");
     let revision = setup.put("nowhere", placed("mars")).await;
     let found = wait_status(&status, "nowhere", |s| s.revision >= revision).await;
-    assert_eq!(found.state, natsfn_protocol::FunctionState::Error, "{found:?}");
+    assert_eq!(
+        found.state,
+        natsfn_protocol::FunctionState::Error,
+        "{found:?}"
+    );
     assert_eq!(
         found.reason.as_deref(),
         Some(r#"no live node matches placement {"labels":{"region":"mars"}}"#),
@@ -479,5 +493,8 @@ async fn a_placement_change_moves_a_function_between_labelled_nodes_under_load()
     );
     let log = setup.nodes[1].log();
     assert!(log.contains("natsfn node running"), "{log}");
-    assert!(log.contains("gpu"), "the start-up line names the labels: {log}");
+    assert!(
+        log.contains("gpu"),
+        "the start-up line names the labels: {log}"
+    );
 }

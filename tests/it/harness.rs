@@ -154,14 +154,7 @@ impl Node {
         let log = dir.path().join("node.log");
         let log_file = std::fs::File::create(&log).expect("node log");
         let child = Command::new(binary)
-            .args([
-                "--nats",
-                urls,
-                "node",
-                "--node-id",
-                id,
-                "--runtime-dir",
-            ])
+            .args(["--nats", urls, "node", "--node-id", id, "--runtime-dir"])
             .arg(dir.path().join("runtimes"))
             .args(args)
             .env("NATSFN_LOG", "info,natsfn_actors=debug")

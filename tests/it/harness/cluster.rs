@@ -190,7 +190,10 @@ impl LoadReport {
 
     /// From the first failed first try to the last: how long callers saw trouble.
     pub fn trouble_window(&self) -> Duration {
-        match (self.first_failures.iter().min(), self.first_failures.iter().max()) {
+        match (
+            self.first_failures.iter().min(),
+            self.first_failures.iter().max(),
+        ) {
             (Some(first), Some(last)) => *last - *first,
             _ => Duration::ZERO,
         }
@@ -232,7 +235,10 @@ impl Load {
         callers: usize,
         duration: Duration,
     ) -> Load {
-        assert!(duration <= Duration::from_secs(60), "a load runs 60 s at most");
+        assert!(
+            duration <= Duration::from_secs(60),
+            "a load runs 60 s at most"
+        );
         let started = Instant::now();
         let subject: Arc<str> = subject.into();
         let task = tokio::spawn(async move {
