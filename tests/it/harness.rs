@@ -22,6 +22,8 @@ use tempfile::TempDir;
 
 #[path = "harness/cluster.rs"]
 mod cluster;
+// The benchmark uses none of it.
+#[allow(unused_imports)]
 pub use cluster::*;
 
 /// How long any awaited event may take before the test fails.
