@@ -269,8 +269,20 @@ pub fn parse_age(text: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_age, parse_duration_ms};
+    use super::{parse_age, parse_duration_ms, parse_label};
     use std::time::Duration;
+
+    #[test]
+    fn labels() {
+        assert_eq!(parse_label("region=eu"), Ok(("region".into(), "eu".into())));
+        assert!(parse_label("region")
+            .unwrap_err()
+            .contains("expected KEY=VALUE"));
+        assert!(parse_label("region=")
+            .unwrap_err()
+            .contains("is not a label"));
+        assert!(parse_label("a b=c").unwrap_err().contains("is not a label"));
+    }
 
     #[test]
     fn ages() {

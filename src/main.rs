@@ -143,3 +143,14 @@ fn server_list(urls: &str) -> Vec<&str> {
         .filter(|u| !u.is_empty())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nats_urls_are_split_on_commas() {
+        assert_eq!(
+            super::server_list("nats://a:4222, nats://b:4222,,nats://c:4222"),
+            ["nats://a:4222", "nats://b:4222", "nats://c:4222"]
+        );
+    }
+}
