@@ -21,6 +21,11 @@ pub struct Cli {
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats: String,
+    /// Copies JetStream keeps of each bucket and stream natsfn creates (default: 3 when
+    /// the server is in a cluster of at least 3 servers, else 1). An existing one with
+    /// fewer is raised to this.
+    #[arg(long, global = true, env = "NATSFN_REPLICAS", value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub replicas: Option<u8>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -130,6 +135,29 @@ pub struct NodeArgs {
     /// the server; history survives node restarts, not a server restart) or file.
     #[arg(long, value_enum, default_value_t = LogStorage::Memory)]
     pub logs_storage: LogStorage,
+    /// How long the node may be without any NATS server before it stops taking work
+    /// (its functions finish what they hold and stop; they start again once it is
+    /// connected), e.g. 10s, 500ms.
+    #[arg(long, default_value = "10s", value_parser = parse_age)]
+    pub nats_grace: Duration,
+    /// A label of this node, KEY=VALUE (repeatable), e.g. --label region=eu: a binding
+    /// with `placement.labels` runs only on nodes that have all of them.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected KEY=VALUE, e.g. region=eu"))?;
+    for part in [key, value] {
+        if !natsfn_protocol::is_valid_label(part) {
+            return Err(format!(
+                "{text:?}: {part:?} is not a label: expected 1 to 63 letters, digits and -_./"
+            ));
+        }
+    }
+    Ok((key.to_owned(), value.to_owned()))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -146,6 +174,10 @@ pub struct DevArgs {
     /// Do not serve the HTTP gateway (by default on 127.0.0.1:8080; --http ADDR moves it).
     #[arg(long, conflicts_with = "http")]
     pub no_http: bool,
+    /// Run N clustered nats-servers (client ports PORT, PORT+1, ...; route ports
+    /// PORT+2000, ...) and N nodes, one per server, for trying failover by hand.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(3..=5))]
+    pub cluster: Option<u16>,
     #[command(flatten)]
     pub node: NodeArgs,
 }
@@ -303,8 +335,20 @@ pub fn parse_age(text: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_age, parse_duration_ms};
+    use super::{parse_age, parse_duration_ms, parse_label};
     use std::time::Duration;
+
+    #[test]
+    fn labels() {
+        assert_eq!(parse_label("region=eu"), Ok(("region".into(), "eu".into())));
+        assert!(parse_label("region")
+            .unwrap_err()
+            .contains("expected KEY=VALUE"));
+        assert!(parse_label("region=")
+            .unwrap_err()
+            .contains("is not a label"));
+        assert!(parse_label("a b=c").unwrap_err().contains("is not a label"));
+    }
 
     #[test]
     fn ages() {

@@ -27,6 +27,9 @@ pub async fn run(mut args: DevArgs) -> anyhow::Result<ExitCode> {
         .data_dir
         .get_or_insert_with(default_data_dir)
         .clone();
+    if let Some(n) = args.cluster {
+        return crate::dev_cluster::run(server, data_dir, usize::from(n), args).await;
+    }
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let conf = data_dir.join("nats.conf");
@@ -56,7 +59,7 @@ pub async fn run(mut args: DevArgs) -> anyhow::Result<ExitCode> {
     served.map(|()| ExitCode::SUCCESS)
 }
 
-fn find_nats_server() -> anyhow::Result<PathBuf> {
+pub(crate) fn find_nats_server() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("NATSFN_NATS_SERVER") {
         return Ok(PathBuf::from(path));
     }
@@ -76,7 +79,7 @@ fn default_data_dir() -> PathBuf {
 }
 
 /// Polls until the server accepts a connection, failing early if it exits.
-async fn connect_when_up(
+pub(crate) async fn connect_when_up(
     url: &str,
     nats: &mut tokio::process::Child,
 ) -> anyhow::Result<async_nats::Client> {
@@ -95,7 +98,7 @@ async fn connect_when_up(
     }
 }
 
-async fn stop(nats: &mut tokio::process::Child) {
+pub(crate) async fn stop(nats: &mut tokio::process::Child) {
     if let Some(pid) = nats.id() {
         // SIGTERM lets JetStream flush; kill_on_drop covers the rest.
         let _ = nix::sys::signal::kill(

@@ -17,7 +17,7 @@ const DRAIN_WITHIN: Duration = Duration::from_secs(30);
 const SHUTDOWN_WITHIN: Duration = Duration::from_secs(10);
 
 pub async fn run(nats: &str, args: cli::NodeArgs) -> anyhow::Result<ExitCode> {
-    let client = crate::connect(nats).await?;
+    let client = crate::connect_node(nats).await?;
     serve(client, args).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -40,6 +40,7 @@ pub async fn serve(client: async_nats::Client, args: cli::NodeArgs) -> anyhow::R
         "worker limits: at most {max_workers} workers on this node (--max-workers); \
          memory_mb enforced on resident memory by polling each worker's processes every 100 ms"
     );
+    let labels: std::collections::BTreeMap<String, String> = args.labels.into_iter().collect();
     let mut sigterm = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let metrics = Arc::new(Metrics::new(&client));
     let metrics_server = match args.metrics {
@@ -66,11 +67,20 @@ pub async fn serve(client: async_nats::Client, args: cli::NodeArgs) -> anyhow::R
                 max_bytes: i64::from(args.logs_max_mb) * 1024 * 1024,
                 on_disk: args.logs_storage == cli::LogStorage::File,
             },
+            nats_grace: args.nats_grace,
+            labels: labels.clone(),
         },
     )
     .await
     .context("cannot start the node")?;
-    tracing::info!(node = %node_id, "natsfn node running");
+    let server = client.server_info();
+    tracing::info!(
+        node = %node_id,
+        labels = ?labels,
+        server = %server.server_name,
+        cluster = server.cluster.as_deref().unwrap_or("-"),
+        "natsfn node running"
+    );
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = sigterm.recv() => {}

@@ -1,6 +1,9 @@
 //! Opening natsfn's KV buckets, creating them on first use with the same settings
-//! whoever comes first (a node or the CLI), and the log stream.
+//! whoever comes first (a node or the CLI), and the log stream. Every bucket and
+//! stream is created with [`replicas`] copies; an existing one with fewer is reported
+//! and raised to that number ([`ensure_replicas`]).
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use async_nats::jetstream::kv::{Config, Store};
@@ -33,6 +36,84 @@ pub async fn nodes(js: &Context) -> Result<Store, BucketError> {
     open(js, NODES_BUCKET, 1, Some(crate::registry::NODE_TTL)).await
 }
 
+/// `--replicas`, if given: fixed once at start-up, before any bucket is opened.
+static REPLICAS: OnceLock<usize> = OnceLock::new();
+
+/// Makes every bucket and stream this process creates keep `n` copies (`--replicas`).
+pub fn set_replicas(n: usize) {
+    let _ = REPLICAS.set(n);
+}
+
+/// How many copies of each of natsfn's buckets and streams to keep: `--replicas` if
+/// given, else 3 when the server is part of a cluster (its INFO names one), else 1.
+/// On a cluster with fewer than 3 JetStream servers JetStream itself refuses R3, and
+/// [`create`] then falls back to 1 (only when the number was not given). Every bucket
+/// and stream creation of natsfn goes through this.
+pub fn replicas(js: &Context) -> usize {
+    if let Some(n) = REPLICAS.get() {
+        return *n;
+    }
+    if js.client().server_info().cluster.is_some() {
+        3
+    } else {
+        1
+    }
+}
+
+/// Runs `make` with [`replicas`]; when that was the default and JetStream refused it
+/// (a cluster of fewer than 3 JetStream servers), once more with 1, and says so.
+pub async fn create<T, E, F, Fut>(js: &Context, what: &str, make: F) -> Result<T, E>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let wanted = replicas(js);
+    match make(wanted).await {
+        Err(e) if wanted > 1 && REPLICAS.get().is_none() => {
+            tracing::warn!(
+                error = %e,
+                "cannot create {what} with {wanted} replicas (fewer JetStream servers?);                  creating it with 1"
+            );
+            make(1).await
+        }
+        done => done,
+    }
+}
+
+/// Raises the stream's replicas to [`replicas`] if it has fewer (JetStream allows
+/// growing R1 to R3 in place); says so either way. Fewer copies than wanted is not an
+/// error: the bucket still works, it only survives fewer server losses.
+pub async fn ensure_replicas(js: &Context, stream: &str) {
+    let wanted = replicas(js);
+    let Ok(found) = js.get_stream(stream).await else {
+        return;
+    };
+    let mut config = found.cached_info().config.clone();
+    let has = config.num_replicas.max(1);
+    if has >= wanted {
+        return;
+    }
+    tracing::warn!(
+        stream,
+        has,
+        wanted,
+        "{stream} keeps {has} replica(s), fewer than the {wanted} wanted: raising it"
+    );
+    config.num_replicas = wanted;
+    match js.update_stream(config).await {
+        Ok(_) => tracing::info!(
+            stream,
+            replicas = wanted,
+            "{stream} now keeps {wanted} replicas"
+        ),
+        Err(e) => tracing::warn!(
+            stream, has, wanted, error = %e,
+            "cannot raise the replicas of {stream}; it keeps {has}"
+        ),
+    }
+}
+
 async fn open(
     js: &Context,
     bucket: &'static str,
@@ -40,16 +121,19 @@ async fn open(
     limit_markers: Option<Duration>,
 ) -> Result<Store, BucketError> {
     if let Ok(store) = js.get_key_value(bucket).await {
+        ensure_replicas(js, &store.stream_name).await;
         return Ok(store);
     }
-    let created = js
-        .create_key_value(Config {
+    let created = create(js, bucket, |num_replicas| {
+        js.create_key_value(Config {
             bucket: bucket.to_owned(),
             history,
             limit_markers,
+            num_replicas,
             ..Default::default()
         })
-        .await;
+    })
+    .await;
     match created {
         Ok(store) => Ok(store),
         // Another node may have created it meanwhile.
@@ -113,10 +197,11 @@ pub struct LogRetention {
 /// acknowledgement.
 pub async fn logs(js: &Context, retention: LogRetention) -> Result<(), StreamError> {
     if js.get_stream(LOGS_STREAM).await.is_ok() {
+        ensure_replicas(js, LOGS_STREAM).await;
         return Ok(());
     }
-    let created = js
-        .create_stream(stream::Config {
+    let created = create(js, LOGS_STREAM, |num_replicas| {
+        js.create_stream(stream::Config {
             name: LOGS_STREAM.to_owned(),
             subjects: vec![LOGS_SUBJECTS.to_owned()],
             storage: if retention.on_disk {
@@ -130,9 +215,11 @@ pub async fn logs(js: &Context, retention: LogRetention) -> Result<(), StreamErr
             // Records carry no Nats-Msg-Id; the server still wants the window
             // no longer than max_age.
             duplicate_window: retention.max_age.min(Duration::from_secs(120)),
+            num_replicas,
             ..Default::default()
         })
-        .await;
+    })
+    .await;
     match created {
         Ok(_) => Ok(()),
         // Another node may have created it meanwhile.

@@ -6,6 +6,7 @@
 
 pub mod buckets;
 mod children;
+mod connection;
 mod context;
 mod events;
 mod function;
@@ -14,11 +15,12 @@ mod launch;
 mod metrics;
 mod node_actor;
 mod package;
+mod placement;
 mod registry;
 mod status;
 mod worker;
 
 pub use context::Interpreters;
 pub use metrics::Metrics;
-pub use node_actor::{NodeActor, NodeArgs, NodeMsg};
+pub use node_actor::{Handover, NodeActor, NodeArgs, NodeMsg};
 pub use package::MAX_PACKAGE_BYTES;

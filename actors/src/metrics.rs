@@ -181,6 +181,7 @@ pub struct Metrics {
     max_workers: Gauge,
     async_settled: Family<SettledLabels, Counter>,
     async_pending: Family<FunctionLabels, Gauge>,
+    isolated: Gauge,
 }
 
 impl Metrics {
@@ -243,6 +244,12 @@ impl Metrics {
             "Async events of the function waiting in NATSFN_ASYNC, as of its last pull here",
             async_pending.clone(),
         );
+        let isolated = Gauge::default();
+        registry.register(
+            "natsfn_nats_isolated",
+            "1 while the node has had no NATS connection for longer than --nats-grace and takes no work, else 0",
+            isolated.clone(),
+        );
         registry.register_collector(Box::new(NatsConnection(client.clone())));
         Metrics {
             async_settled,
@@ -255,6 +262,7 @@ impl Metrics {
             workers,
             node_workers,
             max_workers,
+            isolated,
         }
     }
 
@@ -316,6 +324,10 @@ impl Metrics {
 
     pub(crate) fn set_max_workers(&self, n: usize) {
         self.max_workers.set(n as i64);
+    }
+
+    pub(crate) fn set_isolated(&self, isolated: bool) {
+        self.isolated.set(i64::from(isolated));
     }
 
     /// Worker processes of all functions, as their FunctionActors last reported.

@@ -2,7 +2,7 @@
 //! and keeps exactly one FunctionActor per valid key; writes why a key was rejected to
 //! `natsfn-status`. Keeps the node's key in `natsfn-nodes` current.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ use crate::context::{Interpreters, NodeContext};
 use crate::function::{FunctionActor, FunctionArgs, FunctionMsg};
 use crate::launch;
 use crate::metrics::Metrics;
+use crate::placement;
 use crate::registry::{self, NodeRegistry};
 use crate::status::StatusReporter;
 
@@ -46,6 +47,10 @@ pub struct NodeArgs {
     /// Where the node keeps its package cache (`<dir>/packages`); the user's cache
     /// directory when `None`.
     pub data_dir: Option<PathBuf>,
+    /// How long the node may be without NATS before it stops taking work.
+    pub nats_grace: Duration,
+    /// `--label k=v`: matched with the `placement.labels` of each binding.
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +85,28 @@ pub enum NodeMsg {
     /// This function has invocations waiting and the node is out of worker slots:
     /// evict the least recently used idle worker of another function.
     SlotWanted(ActorId),
+    /// No NATS connection for longer than the grace period: stop taking work (the
+    /// functions retire: they finish what they hold; nobody may be waiting for it).
+    Isolated,
+    /// Connected again after being isolated: read the bindings anew and serve them.
+    Reconnected,
+    /// This node no longer matches the placement of revision `revision` of `name`, and
+    /// a matching node now serves it (or none will): retire it here.
+    HandedOver {
+        name: String,
+        revision: u64,
+        outcome: Handover,
+    },
+}
+
+/// How the wait for a matching node to take over a function ended.
+pub enum Handover {
+    /// A live matching node serves it.
+    Served,
+    /// No live node matches the placement (named in words).
+    NoMatch(String),
+    /// Matching nodes live but none said it serves the function in time.
+    TimedOut,
 }
 
 pub struct NodeState {
@@ -88,7 +115,14 @@ pub struct NodeState {
     /// Every FunctionActor still running, retired ones (finishing their work) included.
     live: HashSet<ActorId>,
     draining: bool,
+    /// Cut off from NATS past the grace period: serving nothing until reconnected.
+    isolated: bool,
+    bindings: Store,
+    /// `natsfn-nodes`, read to see who else may serve a function.
+    nodes: Store,
+    labels: Arc<BTreeMap<String, String>>,
     watcher: tokio::task::AbortHandle,
+    connection: tokio::task::AbortHandle,
     /// Taken when the node stops, to remove its key.
     registry: Option<NodeRegistry>,
 }
@@ -149,18 +183,31 @@ impl Actor for NodeActor {
         ctx.metrics.set_max_workers(args.max_workers);
         let registry = NodeRegistry::spawn(
             js,
-            nodes,
+            nodes.clone(),
             &ctx.node_id,
             args.max_workers,
+            args.labels.clone(),
             ctx.metrics.clone(),
         );
-        let watcher = tokio::spawn(watch_bindings(bindings, myself)).abort_handle();
+        let watcher = tokio::spawn(watch_bindings(bindings.clone(), myself.clone())).abort_handle();
+        let connection = tokio::spawn(crate::connection::watch(
+            ctx.client.clone(),
+            args.nats_grace,
+            ctx.metrics.clone(),
+            myself,
+        ))
+        .abort_handle();
         Ok(NodeState {
             ctx,
             functions: HashMap::new(),
             live: HashSet::new(),
             draining: false,
+            isolated: false,
+            bindings,
+            nodes,
+            labels: Arc::new(args.labels),
             watcher,
+            connection,
             registry: Some(registry),
         })
     }
@@ -172,17 +219,33 @@ impl Actor for NodeActor {
         state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            NodeMsg::BindingChanged { .. } if state.draining => {}
+            NodeMsg::BindingChanged { .. } if state.draining || state.isolated => {}
             NodeMsg::BindingChanged {
                 name,
                 value: Some(value),
                 revision,
             } => state.binding_put(&myself, name, &value, revision).await,
             NodeMsg::BindingChanged {
-                name, value: None, ..
-            } => state.binding_removed(&name),
+                name,
+                value: None,
+                revision,
+            } => state.binding_removed(&name, revision),
             NodeMsg::Drain => state.drain(&myself),
             NodeMsg::SlotWanted(by) => state.evict_for(by).await,
+            NodeMsg::Isolated if !state.draining => state.isolate(),
+            NodeMsg::Reconnected if state.isolated && !state.draining => {
+                tracing::info!("connected to NATS again: reading the bindings and serving them");
+                state.isolated = false;
+                state.watcher =
+                    tokio::spawn(watch_bindings(state.bindings.clone(), myself.clone()))
+                        .abort_handle();
+            }
+            NodeMsg::Isolated | NodeMsg::Reconnected => {}
+            NodeMsg::HandedOver {
+                name,
+                revision,
+                outcome,
+            } => state.handed_over(&name, revision, outcome),
         }
         state.report_load();
         Ok(())
@@ -233,6 +296,7 @@ impl Actor for NodeActor {
         state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
         state.watcher.abort();
+        state.connection.abort();
         crate::children::stop_all(&myself.get_cell(), STOP_FUNCTIONS_WITHIN).await;
         if let Some(registry) = state.registry.take() {
             registry.stop().await;
@@ -242,10 +306,12 @@ impl Actor for NodeActor {
 }
 
 impl NodeState {
-    /// How many functions the node serves, for its key in `natsfn-nodes`.
+    /// The functions the node serves, for its key in `natsfn-nodes`.
     fn report_load(&self) {
         if let Some(registry) = &self.registry {
-            registry.report(self.functions.len());
+            let mut serving: Vec<String> = self.functions.keys().cloned().collect();
+            serving.sort();
+            registry.report(serving);
         }
     }
 
@@ -280,6 +346,25 @@ impl NodeState {
                 return;
             }
         };
+        if let Some(placement) = spec.placement.as_ref().filter(|p| !p.admits(&self.labels)) {
+            // Not for this node. One serving it goes on until a matching node does.
+            let serving_here = self.functions.get_mut(&name).map(|f| {
+                f.revision = revision;
+            });
+            let (nodes, me) = (self.nodes.clone(), self.ctx.node_id.clone());
+            let wanted = placement.labels.clone();
+            let node = myself.clone();
+            tokio::spawn(async move {
+                let outcome =
+                    placement::hand_over(&nodes, &me, &name, &wanted, serving_here.is_some()).await;
+                let _ = node.cast(NodeMsg::HandedOver {
+                    name,
+                    revision,
+                    outcome,
+                });
+            });
+            return;
+        }
         match self.functions.get_mut(&name) {
             Some(f) => {
                 f.spec = spec.clone();
@@ -299,6 +384,43 @@ impl NodeState {
             let _ = f.actor.cast(FunctionMsg::Retire);
         }
         self.stop_if_drained(myself);
+    }
+
+    /// The wait started when this node stopped matching revision `revision` of
+    /// `name` ended.
+    fn handed_over(&mut self, name: &str, revision: u64, outcome: Handover) {
+        let current = self.functions.get(name).map(|f| f.revision);
+        // A later edit decided again (and may have made this node match).
+        if current.is_some_and(|r| r != revision) {
+            return;
+        }
+        if let Some(f) = self.functions.remove(name) {
+            tracing::info!(function = %name, revision, "placement: no longer served on this node");
+            let _ = f.actor.cast(FunctionMsg::Retire);
+        }
+        match outcome {
+            Handover::Served => {}
+            Handover::NoMatch(reason) => {
+                self.ctx
+                    .status
+                    .report(name, FunctionState::Error, revision, Some(reason))
+            }
+            Handover::TimedOut => tracing::warn!(
+                function = %name,
+                "placement: no matching node said it serves the function in time; retired here all the same"
+            ),
+        }
+    }
+
+    /// Every function retires; the watch stops, to start from the current state once
+    /// the node is connected again (what changed meanwhile is then read as it is).
+    fn isolate(&mut self) {
+        self.isolated = true;
+        self.watcher.abort();
+        for (name, f) in self.functions.drain() {
+            tracing::warn!(function = %name, "isolated from NATS: stops taking work");
+            let _ = f.actor.cast(FunctionMsg::Retire);
+        }
     }
 
     /// Evicts the idle worker, of any function but `by`, that was used least recently.
@@ -332,7 +454,14 @@ impl NodeState {
         }
     }
 
-    fn binding_removed(&mut self, name: &str) {
+    fn binding_removed(&mut self, name: &str, revision: u64) {
+        if self
+            .functions
+            .get(name)
+            .is_some_and(|f| f.revision >= revision)
+        {
+            return;
+        }
         if let Some(f) = self.functions.remove(name) {
             let _ = f.actor.cast(FunctionMsg::Retire);
         }
@@ -376,11 +505,22 @@ impl NodeState {
 }
 
 /// Feeds the NodeActor every key's latest value, then every change. When the watch
-/// breaks it starts again from the current state; the NodeActor ignores revisions it
-/// has already applied.
+/// breaks (a server failover) it starts again just after the last revision it passed
+/// on, so every change made meanwhile arrives, deletes included, in order.
 async fn watch_bindings(bindings: Store, node: ActorRef<NodeMsg>) {
+    let mut last_seen: u64 = 0;
     loop {
-        match bindings.watch_with_history(">").await {
+        let watch = if last_seen == 0 {
+            bindings.watch_with_history(">").await
+        } else {
+            tracing::info!(
+                from = last_seen + 1,
+                "watching {BINDINGS_BUCKET} again from revision {}",
+                last_seen + 1
+            );
+            bindings.watch_all_from_revision(last_seen + 1).await
+        };
+        match watch {
             Ok(mut watch) => {
                 while let Some(entry) = watch.next().await {
                     let entry = match entry {
@@ -390,6 +530,7 @@ async fn watch_bindings(bindings: Store, node: ActorRef<NodeMsg>) {
                             break;
                         }
                     };
+                    last_seen = last_seen.max(entry.revision);
                     let value = match entry.operation {
                         Operation::Put => Some(entry.value),
                         Operation::Delete | Operation::Purge => None,

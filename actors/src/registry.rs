@@ -3,6 +3,7 @@
 //! A node that dies without stopping (kill -9, a lost host) is dropped by the server
 //! itself once the TTL runs out.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,10 +26,10 @@ const REFRESH_EVERY: Duration = Duration::from_secs(5);
 /// How long a stopping node waits for its key to be removed.
 const REMOVE_WITHIN: Duration = Duration::from_secs(2);
 
-/// Fed the number of functions by the NodeActor; worker counts come from [`Metrics`],
+/// Fed the functions served by the NodeActor; worker counts come from [`Metrics`],
 /// which the FunctionActors keep current.
 pub(crate) struct NodeRegistry {
-    functions: watch::Sender<usize>,
+    functions: watch::Sender<Vec<String>>,
     task: JoinHandle<()>,
 }
 
@@ -38,6 +39,7 @@ impl NodeRegistry {
         store: Store,
         node_id: &str,
         max_workers: usize,
+        labels: BTreeMap<String, String>,
         metrics: Arc<Metrics>,
     ) -> NodeRegistry {
         let info = NodeInfo {
@@ -54,14 +56,17 @@ impl NodeRegistry {
             functions: 0,
             workers: 0,
             max_workers,
+            labels,
+            serving: Vec::new(),
+            server: String::new(),
         };
-        let (functions, rx) = watch::channel(0);
+        let (functions, rx) = watch::channel(Vec::new());
         let task = tokio::spawn(keep(js, store, info, metrics, rx));
         NodeRegistry { functions, task }
     }
 
-    /// A change rewrites the key at once; the same count again does nothing.
-    pub(crate) fn report(&self, functions: usize) {
+    /// A change rewrites the key at once; the same list again does nothing.
+    pub(crate) fn report(&self, functions: Vec<String>) {
         self.functions.send_if_modified(|current| {
             let changed = *current != functions;
             *current = functions;
@@ -101,7 +106,7 @@ async fn keep(
     store: Store,
     mut info: NodeInfo,
     metrics: Arc<Metrics>,
-    mut functions: watch::Receiver<usize>,
+    mut functions: watch::Receiver<Vec<String>>,
 ) {
     let subject = format!("$KV.{NODES_BUCKET}.{}", info.id);
     let mut refresh = tokio::time::interval(REFRESH_EVERY);
@@ -111,8 +116,10 @@ async fn keep(
             _ = refresh.tick() => {}
             changed = functions.changed() => if changed.is_err() { break },
         }
-        info.functions = *functions.borrow_and_update();
+        info.serving = functions.borrow_and_update().clone();
+        info.functions = info.serving.len();
         info.workers = metrics.node_workers();
+        info.server = js.client().server_info().server_name;
         if let Err(e) = put(&js, &subject, &info).await {
             tracing::warn!(error = %e, "cannot refresh this node in {NODES_BUCKET}");
         }

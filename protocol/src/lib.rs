@@ -18,5 +18,7 @@ pub use async_spec::{AfterFailure, AsyncSpec, Condition};
 pub use error::{ErrorCode, LambdaError};
 pub use frame::{FrameDecoder, FrameError, FromWorker, Invoke, ToWorker};
 pub use node::NodeInfo;
-pub use spec::{BindingSpec, CodeSource, PackageRef, PoolSpec, Runtime, SpecError};
+pub use spec::{
+    is_valid_label, BindingSpec, CodeSource, PackageRef, Placement, PoolSpec, Runtime, SpecError,
+};
 pub use status::{FunctionState, FunctionStatus};

@@ -1,5 +1,7 @@
 //! The value every live node keeps in `natsfn-nodes` under its id.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,6 +19,15 @@ pub struct NodeInfo {
     pub workers: usize,
     /// Most worker processes it may run at once (`natsfn node --max-workers`).
     pub max_workers: usize,
+    /// `natsfn node --label k=v`: what `placement.labels` of a binding is matched with.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The functions it serves (is subscribed for) now, by name.
+    #[serde(default)]
+    pub serving: Vec<String>,
+    /// The NATS server it is connected to (its `server_name`).
+    #[serde(default)]
+    pub server: String,
 }
 
 #[cfg(test)]
@@ -34,6 +45,9 @@ mod tests {
             functions: 3,
             workers: 2,
             max_workers: 12,
+            labels: BTreeMap::from([("region".into(), "eu".into())]),
+            serving: vec!["hello".into()],
+            server: "a".into(),
         };
         let json = serde_json::to_value(&info).unwrap();
         assert_eq!(json["started"], "2026-12-02T02:40:00Z");

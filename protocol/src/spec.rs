@@ -89,6 +89,28 @@ pub struct PoolSpec {
     pub max_invocations: u64,
 }
 
+/// Where a function runs: only on nodes started with every one of these `--label k=v`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Placement {
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Placement {
+    /// Whether a node with `labels` may serve the function: it has every one asked for.
+    pub fn admits(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+/// A label key or value (`--label k=v`, `placement.labels`): 1 to 63 letters, digits
+/// and `-_./`, like a Kubernetes label.
+pub fn is_valid_label(text: &str) -> bool {
+    (1..=63).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BindingSpec {
     pub runtime: Runtime,
@@ -105,6 +127,9 @@ pub struct BindingSpec {
     /// Shared packages seen like Lambda's `/opt`, earliest first (a later one wins).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<PackageRef>,
+    /// `None`: every node serves the function.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
 }
 
 /// Why a binding was rejected: the offending field (dotted path, empty for the whole
@@ -144,7 +169,7 @@ pub(crate) fn got(value: &Value) -> String {
     }
 }
 
-const FIELDS: [&str; 10] = [
+const FIELDS: [&str; 11] = [
     "runtime",
     "handler",
     "code",
@@ -155,6 +180,7 @@ const FIELDS: [&str; 10] = [
     "pool",
     "async",
     "layers",
+    "placement",
 ];
 
 /// Environment variables the runtime sets itself; a binding may not override them.
@@ -231,6 +257,10 @@ impl BindingSpec {
             None | Some(Value::Null) => Vec::new(),
             Some(v) => parse_layers(v)?,
         };
+        let placement = match obj.get("placement") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(parse_placement(v)?),
+        };
         Ok(BindingSpec {
             runtime,
             handler,
@@ -242,6 +272,7 @@ impl BindingSpec {
             pool,
             async_invocations,
             layers,
+            placement,
         })
     }
 
@@ -527,6 +558,59 @@ fn parse_env(value: &Value) -> Result<BTreeMap<String, String>, SpecError> {
     Ok(env)
 }
 
+fn parse_placement(value: &Value) -> Result<Placement, SpecError> {
+    let Value::Object(obj) = value else {
+        return Err(reject(
+            "placement",
+            format!(
+                "expected an object such as {{\"labels\": {{\"region\": \"eu\"}}}}, {}",
+                got(value)
+            ),
+        ));
+    };
+    if let Some(unknown) = obj.keys().find(|k| k.as_str() != "labels") {
+        return Err(reject(
+            format!("placement.{unknown}"),
+            "unknown field; expected labels",
+        ));
+    }
+    let mut labels = BTreeMap::new();
+    match obj.get("labels") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(given)) => {
+            for (key, v) in given {
+                let field = format!("placement.labels.{key}");
+                if !is_valid_label(key) {
+                    return Err(reject(
+                        field,
+                        "expected a label name of 1 to 63 letters, digits and -_./",
+                    ));
+                }
+                let Value::String(text) = v else {
+                    return Err(reject(field, format!("expected a string, {}", got(v))));
+                };
+                if !is_valid_label(text) {
+                    return Err(reject(
+                        field,
+                        format!(
+                            "expected a label value of 1 to 63 letters, digits and -_./, {}",
+                            got(v)
+                        ),
+                    ));
+                }
+                labels.insert(key.clone(), text.clone());
+            }
+        }
+        Some(other) => {
+            return Err(reject(
+                "placement.labels",
+                format!("expected an object of string values, {}", got(other)),
+            ))
+        }
+    }
+    Ok(Placement { labels })
+}
+
 fn parse_pool(value: &Value) -> Result<PoolSpec, SpecError> {
     let Value::Object(obj) = value else {
         return Err(reject(
@@ -679,7 +763,7 @@ mod tests {
         );
         assert_eq!(
             rejection(r#"{"runtime":"python3","handler":"app.handler","code":{"dir":"/x"},"colour":"red"}"#),
-            "colour: unknown field; expected one of runtime, handler, code, subjects, env, timeout_ms, memory_mb, pool, async, layers"
+            "colour: unknown field; expected one of runtime, handler, code, subjects, env, timeout_ms, memory_mb, pool, async, layers, placement"
         );
         assert_eq!(
             rejection(r#"{"runtime":"ruby","handler":"app.handler","code":{"dir":"/x"}}"#),
@@ -842,5 +926,48 @@ mod tests {
     fn provided_needs_no_handler() {
         let spec = parse(r#"{"runtime":"provided","code":{"dir":"/x"}}"#).unwrap();
         assert_eq!(spec.handler, None);
+    }
+
+    #[test]
+    fn placement_labels_all_must_match() {
+        let spec = parse(
+            r#"{"runtime":"provided","code":{"dir":"/x"},"placement":{"labels":{"region":"eu","gpu":"false"}}}"#,
+        )
+        .unwrap();
+        let placement = spec.placement.expect("placement");
+        let node = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(placement.admits(&node(&[("region", "eu"), ("gpu", "false"), ("x", "y")])));
+        assert!(!placement.admits(&node(&[("region", "eu")])));
+        assert!(!placement.admits(&node(&[("region", "us"), ("gpu", "false")])));
+        let none = parse(r#"{"runtime":"provided","code":{"dir":"/x"}}"#).unwrap();
+        assert_eq!(none.placement, None);
+    }
+
+    #[test]
+    fn placement_errors_name_the_field() {
+        let err = |json: &str| parse(json).unwrap_err().to_string();
+        assert_eq!(
+            err(
+                r#"{"runtime":"provided","code":{"dir":"/x"},"placement":{"labels":{"region":1}}}"#
+            ),
+            "placement.labels.region: expected a string, got 1"
+        );
+        assert_eq!(
+            err(r#"{"runtime":"provided","code":{"dir":"/x"},"placement":{"region":"eu"}}"#),
+            "placement.region: unknown field; expected labels"
+        );
+        assert!(
+            err(r#"{"runtime":"provided","code":{"dir":"/x"},"placement":"eu"}"#)
+                .starts_with("placement: expected an object")
+        );
+        assert!(err(
+            r#"{"runtime":"provided","code":{"dir":"/x"},"placement":{"labels":{"a b":"c"}}}"#
+        )
+        .starts_with("placement.labels.a b: expected a label name"));
     }
 }

@@ -20,6 +20,12 @@ use futures::StreamExt;
 use natsfn_protocol::{FunctionState, FunctionStatus};
 use tempfile::TempDir;
 
+#[path = "harness/cluster.rs"]
+mod cluster;
+// The benchmark uses none of it.
+#[allow(unused_imports)]
+pub use cluster::*;
+
 /// How long any awaited event may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -137,18 +143,20 @@ impl Node {
 
     /// A node run by another natsfn binary (the benchmark's "before").
     pub fn start_binary(binary: &Path, server: &NatsServer, id: &str, args: &[&str]) -> Node {
+        Self::spawn(binary, &server.url, id, args)
+    }
+
+    /// A node given these servers (`--nats a,b,c`).
+    pub fn start_urls(urls: &str, id: &str, args: &[&str]) -> Node {
+        Self::spawn(Path::new(env!("CARGO_BIN_EXE_natsfn")), urls, id, args)
+    }
+
+    fn spawn(binary: &Path, urls: &str, id: &str, args: &[&str]) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("node.log");
         let log_file = std::fs::File::create(&log).expect("node log");
         let child = Command::new(binary)
-            .args([
-                "--nats",
-                &server.url,
-                "node",
-                "--node-id",
-                id,
-                "--runtime-dir",
-            ])
+            .args(["--nats", urls, "node", "--node-id", id, "--runtime-dir"])
             .arg(dir.path().join("runtimes"))
             .args(args)
             .env("NATSFN_LOG", "info,natsfn_actors=debug")

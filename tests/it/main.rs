@@ -5,6 +5,7 @@ mod harness;
 mod async_invocations;
 mod bindings;
 mod cli;
+mod cluster;
 mod dev;
 mod failures;
 mod gateway;

@@ -1,0 +1,69 @@
+//! Watches the node's NATS connection: logs each loss and return, and tells the
+//! NodeActor when the node has been cut off for longer than its grace period (it then
+//! stops taking work) and when it is back (it then catches up and serves again).
+
+use std::time::{Duration, Instant};
+
+use async_nats::connection::State;
+use ractor::ActorRef;
+
+use crate::metrics::Metrics;
+use crate::node_actor::NodeMsg;
+
+/// How often the connection state is looked at: a loss is noticed within this.
+const LOOK_EVERY: Duration = Duration::from_millis(100);
+
+pub(crate) async fn watch(
+    client: async_nats::Client,
+    grace: Duration,
+    metrics: std::sync::Arc<Metrics>,
+    node: ActorRef<NodeMsg>,
+) {
+    let mut lost_at: Option<Instant> = None;
+    let mut isolated = false;
+    let mut tick = tokio::time::interval(LOOK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let connected = client.connection_state() == State::Connected;
+        match (connected, lost_at) {
+            (false, None) => {
+                tracing::warn!(
+                    "lost the NATS connection; reconnecting (any server of the cluster will do)"
+                );
+                lost_at = Some(Instant::now());
+            }
+            (false, Some(since)) if !isolated && since.elapsed() >= grace => {
+                tracing::error!(
+                    grace_ms = grace.as_millis() as u64,
+                    "no NATS connection for {grace:?} (--nats-grace): this node stops taking \
+                     work until it is back"
+                );
+                isolated = true;
+                metrics.set_isolated(true);
+                if node.cast(NodeMsg::Isolated).is_err() {
+                    return;
+                }
+            }
+            (true, Some(since)) => {
+                let server = client.server_info();
+                tracing::info!(
+                    server = %server.server_name,
+                    url = %format!("{}:{}", server.host, server.port),
+                    down_ms = since.elapsed().as_millis() as u64,
+                    "NATS connection back after {:?}",
+                    since.elapsed()
+                );
+                lost_at = None;
+                if isolated {
+                    isolated = false;
+                    metrics.set_isolated(false);
+                    if node.cast(NodeMsg::Reconnected).is_err() {
+                        return;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
