@@ -73,7 +73,7 @@ where
         Err(e) if wanted > 1 && REPLICAS.get().is_none() => {
             tracing::warn!(
                 error = %e,
-                "cannot create {what} with {wanted} replicas (fewer JetStream servers?);                  creating it with 1"
+                "cannot create {what} with {wanted} replicas (fewer JetStream servers?); creating it with 1"
             );
             make(1).await
         }
@@ -160,16 +160,21 @@ pub struct PackagesError(async_nats::jetstream::context::CreateObjectStoreError)
 pub async fn packages(
     js: &Context,
 ) -> Result<async_nats::jetstream::object_store::ObjectStore, PackagesError> {
+    // The Object Store's own stream name.
+    let stream = format!("OBJ_{PACKAGES_BUCKET}");
     if let Ok(store) = js.get_object_store(PACKAGES_BUCKET).await {
+        ensure_replicas(js, &stream).await;
         return Ok(store);
     }
-    let created = js
-        .create_object_store(async_nats::jetstream::object_store::Config {
+    let created = create(js, PACKAGES_BUCKET, |num_replicas| {
+        js.create_object_store(async_nats::jetstream::object_store::Config {
             bucket: PACKAGES_BUCKET.to_owned(),
             description: Some("natsfn packages: function code and layers".into()),
+            num_replicas,
             ..Default::default()
         })
-        .await;
+    })
+    .await;
     match created {
         Ok(store) => Ok(store),
         // Another node or CLI may have created it meanwhile.
@@ -242,8 +247,8 @@ pub const DLQ_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 3600);
 /// Publishes with one `Nats-Msg-Id` within this window are stored once.
 pub const ASYNC_DEDUPE_WINDOW: Duration = Duration::from_secs(120);
 
-/// `NATSFN_ASYNC` and `NATSFN_DLQ`, created if missing (existing ones are left as
-/// they are).
+/// `NATSFN_ASYNC` and `NATSFN_DLQ`, created if missing (existing ones keep their
+/// limits; only their replicas are raised to what is wanted).
 pub async fn async_streams(js: &Context) -> Result<(), StreamError> {
     let queue = stream::Config {
         name: ASYNC_STREAM.to_owned(),
@@ -270,9 +275,17 @@ pub async fn async_streams(js: &Context) -> Result<(), StreamError> {
     };
     for (name, config) in [(ASYNC_STREAM, queue), (DLQ_STREAM, dead)] {
         if js.get_stream(name).await.is_ok() {
+            ensure_replicas(js, name).await;
             continue;
         }
-        if let Err(e) = js.create_stream(config).await {
+        let created = create(js, name, |num_replicas| {
+            js.create_stream(stream::Config {
+                num_replicas,
+                ..config.clone()
+            })
+        })
+        .await;
+        if let Err(e) = created {
             // Another node may have created it meanwhile.
             if js.get_stream(name).await.is_err() {
                 return Err(StreamError(name, e));

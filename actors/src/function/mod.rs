@@ -385,12 +385,14 @@ impl FunctionState {
             return;
         }
         self.revision = revision;
-        // Subjects and pool size are this actor's business: workers only change when
-        // what they run changes, so `natsfn nats bind` costs no cold start.
+        // Subjects, pool size, async policy and placement are this actor's (or the
+        // node's) business: workers only change when what they run changes, so
+        // `natsfn nats bind` costs no cold start.
         let same_code = BindingSpec {
             subjects: self.spec.subjects.clone(),
             pool: self.spec.pool,
             async_invocations: self.spec.async_invocations.clone(),
+            placement: self.spec.placement.clone(),
             ..spec.clone()
         } == self.spec;
         self.spec = spec;
