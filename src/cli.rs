@@ -131,7 +131,7 @@ pub struct BindArgs {
     /// Function name.
     #[arg(short = 'f', long = "function")]
     pub name: String,
-    /// python3, nodejs or provided.
+    /// python3, nodejs, java or provided.
     #[arg(long)]
     pub runtime: String,
     /// Lambda handler, e.g. app.handler.

@@ -46,7 +46,7 @@ pub(crate) fn install_runtimes(dir: &Path) -> std::io::Result<()> {
 /// The default place for the bootstraps: one directory per natsfn build.
 pub(crate) fn default_runtime_dir() -> PathBuf {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for (_, source) in BOOTSTRAPS {
+    for (_, source) in BOOTSTRAPS.iter().chain(&crate::java::SOURCES) {
         for b in source.bytes() {
             hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
         }
@@ -98,6 +98,9 @@ impl LaunchPlan {
         let (interpreter, bootstrap, execution_env) = match spec.runtime {
             Runtime::Python3 => (&interpreters.python3, "python3/bootstrap.py", "python3"),
             Runtime::Nodejs => (&interpreters.node, "nodejs/bootstrap.js", "nodejs"),
+            Runtime::Java => {
+                return Self::java(function, revision, spec, cwd, runtime_dir, interpreters)
+            }
             Runtime::Provided => return Self::provided(function, revision, spec, cwd, runtime_dir),
         };
         let Some(program) = interpreter.clone() else {
@@ -128,6 +131,45 @@ impl LaunchPlan {
         Ok(LaunchPlan {
             program,
             args: vec![runtime_dir.join(bootstrap)],
+            cwd,
+            env,
+            runtime_api: false,
+        })
+    }
+
+    /// The JVM running natsfn's Java bootstrap (built at node start-up, see java.rs).
+    fn java(
+        function: &str,
+        revision: u64,
+        spec: &BindingSpec,
+        cwd: PathBuf,
+        runtime_dir: &Path,
+        interpreters: &crate::Interpreters,
+    ) -> Result<LaunchPlan, LambdaError> {
+        let unavailable = |reason: &str| {
+            LambdaError::new(
+                "Runtime.InvalidEntrypoint",
+                format!("runtime java: {reason}"),
+            )
+        };
+        let jdk = interpreters.java.as_ref().map_err(|r| unavailable(r))?;
+        let args = jdk
+            .worker_args(spec.memory_mb)
+            .ok_or_else(|| unavailable("the Java bootstrap was not built on this node"))?;
+        let path = match jdk.java.parent() {
+            Some(dir) => format!("{}:{SYSTEM_PATH}", dir.display()),
+            None => SYSTEM_PATH.to_owned(),
+        };
+        let mut env = lambda_env(function, revision, spec, &cwd, runtime_dir, path);
+        env.push(("_HANDLER".into(), spec.handler.clone().unwrap_or_default()));
+        env.push((
+            "AWS_EXECUTION_ENV".into(),
+            format!("AWS_Lambda_java{}", jdk.version),
+        ));
+        env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(LaunchPlan {
+            program: jdk.java.clone(),
+            args: args.into_iter().map(PathBuf::from).collect(),
             cwd,
             env,
             runtime_api: false,

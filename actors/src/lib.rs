@@ -9,6 +9,7 @@ mod children;
 mod context;
 mod function;
 mod invocation;
+mod java;
 mod launch;
 mod metrics;
 mod node_actor;
@@ -17,5 +18,6 @@ mod status;
 mod worker;
 
 pub use context::Interpreters;
+pub use java::Jdk;
 pub use metrics::Metrics;
 pub use node_actor::{NodeActor, NodeArgs, NodeMsg};
