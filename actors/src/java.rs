@@ -5,7 +5,10 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
+
+use tokio::sync::OnceCell;
 
 macro_rules! java_source {
     ($path:literal) => {
@@ -54,7 +57,9 @@ pub struct Jdk {
     pub jackson: Vec<PathBuf>,
     javac: PathBuf,
     jar: PathBuf,
-    pub(crate) bootstrap: Option<Bootstrap>,
+    /// Built when the first Java function is planned (nodes that run none never pay
+    /// for javac), once per node.
+    bootstrap: Arc<OnceCell<Result<Bootstrap, String>>>,
 }
 
 /// The built bootstrap in the runtime directory.
@@ -110,16 +115,53 @@ impl Jdk {
             jackson: jackson()?,
             javac,
             jar,
-            bootstrap: None,
+            bootstrap: Arc::default(),
         })
+    }
+
+    /// Builds the bootstrap under `runtime_dir/java` unless this node did already, or a
+    /// build for this JDK and these Jackson jars is there (nodes sharing the directory
+    /// build it once, under a lock; each file is renamed into place whole).
+    pub(crate) async fn ensure_built(&self, runtime_dir: &Path) {
+        self.bootstrap
+            .get_or_init(|| async {
+                let started = Instant::now();
+                let dir = runtime_dir.join("java");
+                let built = {
+                    let (dir, jdk) = (dir.clone(), self.clone());
+                    tokio::task::spawn_blocking(move || build(&dir, &jdk)).await
+                };
+                let built = match built {
+                    Ok(Ok(bootstrap)) => bootstrap,
+                    Ok(Err(e)) => {
+                        return Err(format!("the Java bootstrap could not be built: {e}"))
+                    }
+                    Err(e) => return Err(format!("the Java bootstrap could not be built: {e}")),
+                };
+                if built.archive.is_none() {
+                    tracing::warn!(
+                        "java: no class-data sharing archive; Java workers start slower"
+                    );
+                }
+                tracing::info!(
+                    "java: bootstrap ready in {} ({} ms)",
+                    dir.display(),
+                    started.elapsed().as_millis()
+                );
+                Ok(built)
+            })
+            .await;
     }
 
     /// The JVM's arguments for a worker of `memory_mb`: the heap, metaspace and code
     /// cache sized as Lambda's Java runtime sizes them (85 %, 10 % and 5 % of the
     /// function's memory), the serial collector and C1 only as Lambda runs them, and
     /// the class-data sharing archive.
-    pub(crate) fn worker_args(&self, memory_mb: u32) -> Option<Vec<String>> {
-        let bootstrap = self.bootstrap.as_ref()?;
+    pub(crate) fn worker_args(&self, memory_mb: u32) -> Result<Vec<String>, String> {
+        let bootstrap = match self.bootstrap.get() {
+            Some(built) => built.as_ref().map_err(Clone::clone)?,
+            None => return Err("the Java bootstrap was not built on this node".into()),
+        };
         let kb = u64::from(memory_mb) * 1024;
         let mut args = vec![
             format!("-XX:MaxHeapSize={}k", kb * 85 / 100),
@@ -135,7 +177,7 @@ impl Jdk {
             self.class_path(&bootstrap.jar),
             MAIN_CLASS.into(),
         ]);
-        Some(args)
+        Ok(args)
     }
 
     fn class_path(&self, jar: &Path) -> String {
@@ -208,42 +250,6 @@ fn major(version: &str) -> Option<u32> {
     match parts.next()?.parse().ok()? {
         1 => parts.next()?.parse().ok(),
         n => Some(n),
-    }
-}
-
-/// Builds the bootstrap under `runtime_dir/java` unless a build for this JDK and these
-/// Jackson jars is there; on failure `java` becomes the reason Java functions cannot
-/// run. Nodes sharing the directory build it once (a lock), each file is renamed into
-/// place whole.
-pub(crate) async fn prepare(runtime_dir: &Path, java: &mut Result<Jdk, String>) {
-    let Ok(jdk) = java else { return };
-    let started = Instant::now();
-    let dir = runtime_dir.join("java");
-    let built = {
-        let (dir, jdk) = (dir.clone(), jdk.clone());
-        tokio::task::spawn_blocking(move || build(&dir, &jdk)).await
-    };
-    match built {
-        Ok(Ok(bootstrap)) => {
-            if bootstrap.archive.is_none() {
-                tracing::warn!(
-                    "java: no class-data sharing archive could be made; Java workers start slower"
-                );
-            }
-            tracing::info!(
-                java = %jdk.java.display(),
-                version = jdk.version,
-                "java: JDK {} and Jackson found; bootstrap ready in {} ({} ms)",
-                jdk.version,
-                dir.display(),
-                started.elapsed().as_millis()
-            );
-            jdk.bootstrap = Some(bootstrap);
-        }
-        Ok(Err(e)) => {
-            *java = Err(format!("the Java bootstrap could not be built: {e}"));
-        }
-        Err(e) => *java = Err(format!("the Java bootstrap could not be built: {e}")),
     }
 }
 
@@ -380,16 +386,14 @@ mod tests {
             jackson: vec!["/j/databind.jar".into()],
             javac: "/jdk/bin/javac".into(),
             jar: "/jdk/bin/jar".into(),
-            bootstrap: None,
+            bootstrap: Arc::default(),
         };
-        assert_eq!(jdk.worker_args(128), None, "not built yet");
-        let jdk = Jdk {
-            bootstrap: Some(Bootstrap {
-                jar: "/rt/java/natsfn-java.jar".into(),
-                archive: Some("/rt/java/natsfn.jsa".into()),
-            }),
-            ..jdk
+        assert!(jdk.worker_args(128).is_err(), "not built yet");
+        let built = Bootstrap {
+            jar: "/rt/java/natsfn-java.jar".into(),
+            archive: Some("/rt/java/natsfn.jsa".into()),
         };
+        jdk.bootstrap.set(Ok(built)).expect("unset");
         let args = jdk.worker_args(512).expect("built");
         assert_eq!(args[0], "-XX:MaxHeapSize=445644k");
         assert_eq!(args[1], "-XX:MaxMetaspaceSize=52428k");

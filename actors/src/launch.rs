@@ -155,7 +155,7 @@ impl LaunchPlan {
         let jdk = interpreters.java.as_ref().map_err(|r| unavailable(r))?;
         let args = jdk
             .worker_args(spec.memory_mb)
-            .ok_or_else(|| unavailable("the Java bootstrap was not built on this node"))?;
+            .map_err(|r| unavailable(&r))?;
         let path = match jdk.java.parent() {
             Some(dir) => format!("{}:{SYSTEM_PATH}", dir.display()),
             None => SYSTEM_PATH.to_owned(),

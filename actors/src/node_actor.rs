@@ -109,11 +109,6 @@ impl Actor for NodeActor {
             dir: runtime_dir.clone(),
             source,
         })?;
-        let mut interpreters = args.interpreters;
-        crate::java::prepare(&runtime_dir, &mut interpreters.java).await;
-        if let Err(reason) = &interpreters.java {
-            tracing::warn!("java functions will not start: {reason}");
-        }
         let js = jetstream::new(args.client.clone());
         let bindings = buckets::bindings(&js).await?;
         let status = buckets::status(&js).await?;
@@ -124,7 +119,7 @@ impl Actor for NodeActor {
             max_payload: args.client.server_info().max_payload,
             client: args.client,
             runtime_dir: runtime_dir.into(),
-            interpreters: Arc::new(interpreters),
+            interpreters: Arc::new(args.interpreters),
             status: StatusReporter::spawn(node_id.clone(), status),
             node_id,
             worker_slots: Arc::new(Semaphore::new(args.max_workers)),

@@ -7,6 +7,7 @@ mod cli;
 mod dev;
 mod failures;
 mod gateway;
+mod java;
 mod logs;
 mod metrics;
 mod micro;

@@ -312,6 +312,9 @@ async fn make_plan(
     revision: u64,
     spec: BindingSpec,
 ) -> Result<Arc<LaunchPlan>, LambdaError> {
+    if let (natsfn_protocol::Runtime::Java, Ok(jdk)) = (spec.runtime, &ctx.interpreters.java) {
+        jdk.ensure_built(&ctx.runtime_dir).await;
+    }
     LaunchPlan::for_spec(&name, revision, &spec, &ctx.runtime_dir, &ctx.interpreters).map(Arc::new)
 }
 
