@@ -1,6 +1,6 @@
 //! The `java` runtime's parts on the node: finding a JDK (17 or newer) and the Jackson
 //! jars, building the bootstrap (runtimes/java, shipped in the binary as sources) with
-//! that JDK's javac into the runtime directory once, with a class-data sharing archive
+//! that JDK's javac once per machine, with a class-data sharing archive
 //! of what a worker loads at start-up, and the JVM's command line for a worker.
 
 use std::os::unix::fs::MetadataExt;
@@ -20,7 +20,7 @@ macro_rules! java_source {
 }
 
 /// The bootstrap's sources (runtimes/java), written under `<runtime dir>/java/src`.
-pub(crate) const SOURCES: [(&str, &str); 12] = [
+const SOURCES: [(&str, &str); 12] = [
     java_source!("natsfn/runtime/Bootstrap.java"),
     java_source!("natsfn/runtime/Handlers.java"),
     java_source!("natsfn/runtime/Wire.java"),
@@ -119,14 +119,21 @@ impl Jdk {
         })
     }
 
-    /// Builds the bootstrap under `runtime_dir/java` unless this node did already, or a
-    /// build for this JDK and these Jackson jars is there (nodes sharing the directory
-    /// build it once, under a lock; each file is renamed into place whole).
+    /// Builds the bootstrap unless this node did already, or a build of these sources
+    /// for this JDK and these Jackson jars is there. The build is one per machine (in
+    /// the system temp dir, named by what it is built from, whatever a node's
+    /// `--runtime-dir`; `<runtime dir>/java` where the temp dir is not writable): nodes
+    /// build it once, under a lock, and each file is renamed into place whole.
     pub(crate) async fn ensure_built(&self, runtime_dir: &Path) {
         self.bootstrap
             .get_or_init(|| async {
                 let started = Instant::now();
-                let dir = runtime_dir.join("java");
+                let shared = self.shared_dir();
+                let dir = if std::fs::create_dir_all(&shared).is_ok() {
+                    shared
+                } else {
+                    runtime_dir.join("java")
+                };
                 let built = {
                     let (dir, jdk) = (dir.clone(), self.clone());
                     tokio::task::spawn_blocking(move || build(&dir, &jdk)).await
@@ -178,6 +185,23 @@ impl Jdk {
             MAIN_CLASS.into(),
         ]);
         Ok(args)
+    }
+
+    /// `<temp>/natsfn-java-<uid>-<hash of the sources, the JDK and the Jackson jars>`.
+    fn shared_dir(&self) -> PathBuf {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let stamp = stamp(self);
+        for (path, source) in SOURCES {
+            for b in path.bytes().chain(source.bytes()) {
+                hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        for b in stamp.bytes() {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::getuid() };
+        std::env::temp_dir().join(format!("natsfn-java-{uid}-{hash:016x}"))
     }
 
     fn class_path(&self, jar: &Path) -> String {

@@ -46,7 +46,7 @@ pub(crate) fn install_runtimes(dir: &Path) -> std::io::Result<()> {
 /// The default place for the bootstraps: one directory per natsfn build.
 pub(crate) fn default_runtime_dir() -> PathBuf {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for (_, source) in BOOTSTRAPS.iter().chain(&crate::java::SOURCES) {
+    for (_, source) in BOOTSTRAPS {
         for b in source.bytes() {
             hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
         }
