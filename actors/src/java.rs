@@ -12,14 +12,11 @@ use tokio::sync::OnceCell;
 
 macro_rules! java_source {
     ($path:literal) => {
-        (
-            concat!("java/src/", $path),
-            include_str!(concat!("../../runtimes/java/", $path)),
-        )
+        ($path, include_str!(concat!("../../runtimes/java/", $path)))
     };
 }
 
-/// The bootstrap's sources (runtimes/java), written under `<runtime dir>/java/src`.
+/// The bootstrap's sources (runtimes/java), relative to it.
 const SOURCES: [(&str, &str); 12] = [
     java_source!("natsfn/runtime/Bootstrap.java"),
     java_source!("natsfn/runtime/Handlers.java"),
@@ -300,7 +297,7 @@ fn build(dir: &Path, jdk: &Jdk) -> Result<Bootstrap, String> {
     let src = work.join("src");
     let mut files = Vec::new();
     for (relative, source) in SOURCES {
-        let path = src.join(relative.trim_start_matches("java/src/"));
+        let path = src.join(relative);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io("sources", e))?;
         }

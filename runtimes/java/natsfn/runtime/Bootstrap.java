@@ -47,15 +47,24 @@ public final class Bootstrap {
                 true, StandardCharsets.UTF_8));
         Wire wire = Wire.open(Integer.parseInt(System.getenv("NATSFN_CHANNEL_FD")));
         String taskRoot = env("LAMBDA_TASK_ROOT", System.getProperty("user.dir"));
-        ObjectMapper mapper = Handlers.mapper();
+        String handlerName = env("_HANDLER", "");
+        // Jackson's set-up (most of it the JDK's date and locale data) is the larger part
+        // of a cold start: it runs on a thread of its own while the handler's class loads.
+        ObjectMapper[] built = new ObjectMapper[1];
+        Thread mapperThread = new Thread(() -> built[0] = Handlers.mapper(), "natsfn-jackson");
+        mapperThread.start();
         Handlers.Handler handler;
         try {
             ClassLoader loader = new UserLoader(classPath(taskRoot, env("NATSFN_LAYERS", "")));
             Thread.currentThread().setContextClassLoader(loader);
-            handler = Handlers.load(env("_HANDLER", ""), loader, mapper);
+            Handlers.preload(handlerName, loader);
+            mapperThread.join();
+            handler = Handlers.load(handlerName, loader, built[0]);
         } catch (Handlers.LoadError e) {
-            Throwable cause = e.getCause() == null ? e : e.getCause();
-            List<String> trace = e.getCause() == null ? List.of() : trace(cause);
+            if (e.getCause() != null) {
+                filter(e.getCause());
+            }
+            List<String> trace = e.getCause() == null ? List.of() : trace(e.getCause());
             log(e.getMessage(), e.getCause() == null ? null : e.errorType, e.getCause());
             Map<String, Object> fields = new LinkedHashMap<>();
             fields.put("error_type", e.errorType);
@@ -67,7 +76,7 @@ public final class Bootstrap {
             return;
         }
         wire.write("Ready", Map.of());
-        serve(wire, handler, mapper.writer());
+        serve(wire, handler, built[0].writer());
         System.exit(0);
     }
 

@@ -107,6 +107,17 @@ final class Handlers {
                 .build();
     }
 
+    /** Loads (without initialising) the handler's class, if it is there: the real load
+     * then finds it loaded. */
+    static void preload(String handler, ClassLoader loader) {
+        int colons = handler.lastIndexOf("::");
+        try {
+            Class.forName(colons < 0 ? handler : handler.substring(0, colons), false, loader);
+        } catch (ClassNotFoundException | LinkageError e) {
+            // reported by load()
+        }
+    }
+
     /** Loads `handler` (the binding's string) from `loader`. */
     static Handler load(String handler, ClassLoader loader, ObjectMapper mapper) throws LoadError {
         int colons = handler.lastIndexOf("::");
