@@ -137,7 +137,7 @@ impl LaunchPlan {
         })
     }
 
-    /// The JVM running natsfn's Java bootstrap (built at node start-up, see java.rs).
+    /// The JVM running natsfn's Java bootstrap (built for the first java function, see java.rs).
     fn java(
         function: &str,
         revision: u64,
