@@ -187,7 +187,7 @@ pub struct BindArgs {
     /// Function name.
     #[arg(short = 'f', long = "function")]
     pub name: String,
-    /// python3, nodejs or provided (required for a new binding).
+    /// python3, nodejs, java or provided (required for a new binding).
     #[arg(long)]
     pub runtime: Option<String>,
     /// Lambda handler, e.g. app.handler.

@@ -32,6 +32,17 @@ pub async fn serve(client: async_nats::Client, args: cli::NodeArgs) -> anyhow::R
     if interpreters.node.is_none() {
         tracing::warn!("node not found: nodejs functions will not start");
     }
+    match &interpreters.java {
+        Ok(jdk) => tracing::info!(
+            "java: JDK {} at {}, Jackson at {} (the bootstrap is built with it when the first java function starts)",
+            jdk.version,
+            jdk.java.display(),
+            std::env::join_paths(&jdk.jackson)
+                .unwrap_or_default()
+                .to_string_lossy()
+        ),
+        Err(reason) => tracing::warn!("java functions will not start: {reason}"),
+    }
     let max_workers = args
         .max_workers
         .map_or_else(default_max_workers, |n| n as usize);

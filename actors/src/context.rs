@@ -32,15 +32,17 @@ pub(crate) struct NodeContext {
 
 /// Absolute paths of the language interpreters, found once at start-up so that a
 /// worker's clean environment does not need the node's PATH (or a pyenv shim's).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Interpreters {
     pub python3: Option<PathBuf>,
     pub node: Option<PathBuf>,
+    /// The JDK for `java` functions, or why there is none usable (in words).
+    pub java: Result<crate::java::Jdk, String>,
 }
 
 impl Interpreters {
     /// Asks `python3` and `node` on PATH (or `NATSFN_PYTHON3` / `NATSFN_NODE`) for their
-    /// real executable.
+    /// real executable; finds `java` (or `NATSFN_JAVA`), a JDK 17+, and Jackson.
     pub async fn discover() -> Interpreters {
         let python3 = Self::ask(
             std::env::var("NATSFN_PYTHON3").unwrap_or_else(|_| "python3".into()),
@@ -52,7 +54,12 @@ impl Interpreters {
             &["-p", "process.execPath"],
         )
         .await;
-        Interpreters { python3, node }
+        let java = crate::java::Jdk::discover().await;
+        Interpreters {
+            python3,
+            node,
+            java,
+        }
     }
 
     async fn ask(program: String, args: &[&str]) -> Option<PathBuf> {

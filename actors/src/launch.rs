@@ -109,6 +109,17 @@ impl LaunchPlan {
         let (interpreter, bootstrap, execution_env) = match spec.runtime {
             Runtime::Python3 => (&interpreters.python3, "python3/bootstrap.py", "python3"),
             Runtime::Nodejs => (&interpreters.node, "nodejs/bootstrap.js", "nodejs"),
+            Runtime::Java => {
+                return Self::java(
+                    function,
+                    revision,
+                    spec,
+                    cwd,
+                    &code.layers,
+                    runtime_dir,
+                    interpreters,
+                )
+            }
             Runtime::Provided => {
                 return Self::provided(function, revision, spec, cwd, &code.layers, runtime_dir)
             }
@@ -142,6 +153,49 @@ impl LaunchPlan {
         Ok(LaunchPlan {
             program,
             args: vec![runtime_dir.join(bootstrap)],
+            cwd,
+            env,
+            runtime_api: false,
+            _packages: Vec::new(),
+        })
+    }
+
+    /// The JVM running natsfn's Java bootstrap (built for the first java function, see java.rs).
+    fn java(
+        function: &str,
+        revision: u64,
+        spec: &BindingSpec,
+        cwd: PathBuf,
+        layers: &[PathBuf],
+        runtime_dir: &Path,
+        interpreters: &crate::Interpreters,
+    ) -> Result<LaunchPlan, LambdaError> {
+        let unavailable = |reason: &str| {
+            LambdaError::new(
+                "Runtime.InvalidEntrypoint",
+                format!("runtime java: {reason}"),
+            )
+        };
+        let jdk = interpreters.java.as_ref().map_err(|r| unavailable(r))?;
+        let args = jdk
+            .worker_args(spec.memory_mb)
+            .map_err(|r| unavailable(&r))?;
+        let path = match jdk.java.parent() {
+            Some(dir) => format!("{}:{SYSTEM_PATH}", dir.display()),
+            None => SYSTEM_PATH.to_owned(),
+        };
+        let mut env = lambda_env(function, revision, spec, &cwd, runtime_dir, path);
+        // The bootstrap puts each layer's `java/lib/` jars on the class path.
+        layer_env(&mut env, layers);
+        env.push(("_HANDLER".into(), spec.handler.clone().unwrap_or_default()));
+        env.push((
+            "AWS_EXECUTION_ENV".into(),
+            format!("AWS_Lambda_java{}", jdk.version),
+        ));
+        env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(LaunchPlan {
+            program: jdk.java.clone(),
+            args: args.into_iter().map(PathBuf::from).collect(),
             cwd,
             env,
             runtime_api: false,

@@ -11,6 +11,7 @@ mod context;
 mod events;
 mod function;
 mod invocation;
+mod java;
 mod launch;
 mod metrics;
 mod node_actor;
@@ -21,6 +22,7 @@ mod status;
 mod worker;
 
 pub use context::Interpreters;
+pub use java::Jdk;
 pub use metrics::Metrics;
 pub use node_actor::{Handover, NodeActor, NodeArgs, NodeMsg};
 pub use package::MAX_PACKAGE_BYTES;

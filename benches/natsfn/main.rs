@@ -26,6 +26,18 @@ use crate::report::{ColdStart, DispatcherCpu, Report, Target};
 
 const ECHO_PY: &str = "def handler(event, context):\n    return event\n";
 const ECHO_JS: &str = "exports.handler = async (event) => event;\n";
+/// The Java echo (`example.Echo`), and `Hello`, a class that does nothing, for the bare
+/// JVM start beside the cold start.
+const ECHO_JAVA: [(&str, &str); 2] = [
+    (
+        "example/Echo.java",
+        "package example;\npublic class Echo implements com.amazonaws.services.lambda.runtime.RequestHandler<java.util.Map<String, Object>, java.util.Map<String, Object>> {\n    public java.util.Map<String, Object> handleRequest(java.util.Map<String, Object> event, com.amazonaws.services.lambda.runtime.Context context) { return event; }\n}\n",
+    ),
+    (
+        "Hello.java",
+        "public class Hello { public static void main(String[] args) {} }\n",
+    ),
+];
 const IN_FLIGHT: [usize; 2] = [16, 64];
 const EVENT: &str = r#"{"name":"bench","n":1,"items":[1,2,3],"nested":{"ok":true}}"#;
 
@@ -115,10 +127,34 @@ async fn clients(server: &NatsServer, n: usize) -> Vec<async_nats::Client> {
 async fn bind_echo(env: &Env, name: &str, runtime: &str, dir: &tempfile::TempDir) {
     env.bind_ready(
         name,
-        json!({"runtime": runtime, "handler": "app.handler", "code": {"dir": dir_str(dir.path())},
+        json!({"runtime": runtime, "handler": handler_of(runtime), "code": {"dir": dir_str(dir.path())},
                "pool": {"min": 2, "max": 2}}),
     )
     .await;
+}
+
+fn handler_of(runtime: &str) -> &'static str {
+    if runtime == "java" {
+        "example.Echo"
+    } else {
+        "app.handler"
+    }
+}
+
+/// ECHO_JAVA compiled with the node's JDK against natsfn's interfaces (runtimes/java).
+fn java_code(jdk: &natsfn_actors::Jdk) -> tempfile::TempDir {
+    let code = code_dir(&ECHO_JAVA);
+    let javac = jdk.java.with_file_name("javac");
+    let status = Command::new(javac)
+        .args(["--release", "17", "-implicit:none", "-sourcepath"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("runtimes/java"))
+        .arg("-d")
+        .arg(code.path())
+        .args(ECHO_JAVA.map(|(path, _)| code.path().join(path)))
+        .status()
+        .expect("javac");
+    assert!(status.success(), "javac failed");
+    code
 }
 
 async fn run(plan: &Plan, quick: bool) -> Report {
@@ -149,6 +185,11 @@ async fn run(plan: &Plan, quick: bool) -> Report {
     let js = code_dir(&[("app.js", ECHO_JS)]);
     bind_echo(&env, "echo-python", "python3", &py).await;
     bind_echo(&env, "echo-node", "nodejs", &js).await;
+    // The interpreters the node runs (not a shim on PATH, such as pyenv's).
+    let interpreters = natsfn_actors::Interpreters::discover().await;
+    let jdk = interpreters.java.clone().expect("a JDK 17+ and Jackson");
+    let java = java_code(&jdk);
+    bind_echo(&env, "echo-java", "java", &java).await;
     bind_echo(&before, "echo-python", "python3", &py).await;
     // The Rust echo on the lambda_runtime crate (scripts/bench builds it).
     let rust = code_dir(&[]);
@@ -200,6 +241,11 @@ async fn run(plan: &Plan, quick: bool) -> Report {
         Subject {
             name: "natsfn provided (Rust, lambda_runtime)".into(),
             subject: "natsfn.invoke.echo-rust",
+            clients: clients(&env.server, 1).await,
+        },
+        Subject {
+            name: "natsfn java".into(),
+            subject: "natsfn.invoke.echo-java",
             clients: clients(&env.server, 1).await,
         },
     ];
@@ -268,8 +314,6 @@ async fn run(plan: &Plan, quick: bool) -> Report {
     )
     .await;
 
-    // The interpreters the node runs (not a shim on PATH, such as pyenv's).
-    let interpreters = natsfn_actors::Interpreters::discover().await;
     let python = interpreters.python3.expect("python3");
     let node = interpreters.node.expect("node");
     let cold_python = cold_starts(
@@ -288,6 +332,14 @@ async fn run(plan: &Plan, quick: bool) -> Report {
         plan.cold_starts,
     )
     .await;
+    let cold_java = cold_starts(
+        &env,
+        "java",
+        &java,
+        Command::new(&jdk.java).args(["-cp", ".", "Hello"]),
+        plan.cold_starts,
+    )
+    .await;
     let propagation = propagation(&env, &py, plan.propagations).await;
     let pool = pool::measure(&env, &py, plan.propagations, plan.idle_functions).await;
     drop(env);
@@ -300,7 +352,7 @@ async fn run(plan: &Plan, quick: bool) -> Report {
         quick,
         targets,
         generator_check,
-        cold_starts: vec![cold_python, cold_node],
+        cold_starts: vec![cold_python, cold_node, cold_java],
         propagation,
         dispatcher_cpu,
         idle_functions: plan.idle_functions,
@@ -344,7 +396,7 @@ async fn cold_starts(
         let name = format!("cold-{runtime}-{i}");
         env.bind_ready(
             &name,
-            json!({"runtime": runtime, "handler": "app.handler", "code": {"dir": dir_str(code.path())},
+            json!({"runtime": runtime, "handler": handler_of(runtime), "code": {"dir": dir_str(code.path())},
                    "pool": {"min": 0, "max": 1}}),
         )
         .await;

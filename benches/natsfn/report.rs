@@ -95,7 +95,11 @@ impl Report {
                 c.runtime,
                 c.cold.p50_us / 1e3,
                 c.cold.p99_us / 1e3,
-                if c.runtime == "python3" { "python3 -c 'import app'" } else { "node -e 'require(\"./app\")'" },
+                match c.runtime.as_str() {
+                    "python3" => "python3 -c 'import app'",
+                    "java" => "java -cp . Hello",
+                    _ => "node -e 'require(\"./app\")'",
+                },
                 c.import.p50_us / 1e3,
                 c.import.p99_us / 1e3,
             ));

@@ -34,13 +34,15 @@ const POOL_FIELDS: [&str; 5] = ["min", "max", "queue", "idle_ms", "max_invocatio
 pub enum Runtime {
     Python3,
     Nodejs,
+    Java,
     Provided,
 }
 
 impl Runtime {
-    const ALL: [(&'static str, Runtime); 3] = [
+    const ALL: [(&'static str, Runtime); 4] = [
         ("python3", Runtime::Python3),
         ("nodejs", Runtime::Nodejs),
+        ("java", Runtime::Java),
         ("provided", Runtime::Provided),
     ];
 
@@ -48,6 +50,7 @@ impl Runtime {
         match self {
             Runtime::Python3 => "python3",
             Runtime::Nodejs => "nodejs",
+            Runtime::Java => "java",
             Runtime::Provided => "provided",
         }
     }
@@ -318,13 +321,27 @@ fn parse_runtime(value: Option<&Value>) -> Result<Runtime, SpecError> {
 }
 
 fn parse_handler(runtime: Runtime, value: Option<&Value>) -> Result<Option<String>, SpecError> {
-    let form = "a handler string \"file.function\" (e.g. \"app.handler\")";
+    let form = if runtime == Runtime::Java {
+        JAVA_HANDLER_FORM
+    } else {
+        "a handler string \"file.function\" (e.g. \"app.handler\")"
+    };
     match value {
         None | Some(Value::Null) if runtime == Runtime::Provided => Ok(None),
         None | Some(Value::Null) => Err(reject(
             "handler",
             format!("required for runtime {}; expected {form}", runtime.as_str()),
         )),
+        Some(Value::String(h)) if runtime == Runtime::Java => {
+            if is_java_handler(h) {
+                Ok(Some(h.clone()))
+            } else {
+                Err(reject(
+                    "handler",
+                    format!("expected {form}, {}", got(&Value::String(h.clone()))),
+                ))
+            }
+        }
         Some(Value::String(h)) => {
             let well_formed = h
                 .rsplit_once('.')
@@ -344,6 +361,26 @@ fn parse_handler(runtime: Runtime, value: Option<&Value>) -> Result<Option<Strin
             format!("expected {form}, {}", got(other)),
         )),
     }
+}
+
+const JAVA_HANDLER_FORM: &str =
+    "a Java handler \"package.Class\" or \"package.Class::method\" (e.g. \"example.Hello\")";
+
+/// `package.Class` or `package.Class::method`, every part a Java identifier (the
+/// package may be empty: a class of the unnamed package).
+fn is_java_handler(handler: &str) -> bool {
+    let identifier = |s: &str| {
+        let mut chars = s.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_alphabetic() || c == '_' || c == '$')
+            && chars.all(|c| c.is_alphanumeric() || c == '_' || c == '$')
+    };
+    let (class, method) = match handler.split_once("::") {
+        Some((class, method)) => (class, Some(method)),
+        None => (handler, None),
+    };
+    class.split('.').all(identifier) && method.is_none_or(identifier)
 }
 
 fn parse_code(value: Option<&Value>) -> Result<CodeSource, SpecError> {
@@ -767,7 +804,7 @@ mod tests {
         );
         assert_eq!(
             rejection(r#"{"runtime":"ruby","handler":"app.handler","code":{"dir":"/x"}}"#),
-            r#"runtime: expected one of "python3", "nodejs", "provided", got "ruby""#
+            r#"runtime: expected one of "python3", "nodejs", "java", "provided", got "ruby""#
         );
         assert!(rejection(r#"{"runtime":"python3","code":{"dir":"/x"}}"#)
             .starts_with("handler: required"));
@@ -969,5 +1006,47 @@ mod tests {
             r#"{"runtime":"provided","code":{"dir":"/x"},"placement":{"labels":{"a b":"c"}}}"#
         )
         .starts_with("placement.labels.a b: expected a label name"));
+    }
+
+    #[test]
+    fn java_handlers_are_a_class_or_a_class_and_method() {
+        let with = |h: &str| {
+            parse(&format!(
+                r#"{{"runtime":"java","handler":"{h}","code":{{"dir":"/x"}}}}"#
+            ))
+        };
+        for good in [
+            "example.Hello",
+            "Hello",
+            "a.b.C$Inner::handle",
+            "ex.Hello::handleRequest",
+        ] {
+            let spec = with(good).expect(good);
+            assert_eq!(spec.runtime, Runtime::Java);
+            assert_eq!(spec.handler.as_deref(), Some(good));
+        }
+        for bad in [
+            "",
+            "example.",
+            ".Hello",
+            "example.Hello::",
+            "example.Hello:handle",
+            "a b.C",
+            "1a.B",
+            "a.B::c::d",
+        ] {
+            let err = with(bad).expect_err(bad);
+            assert_eq!(err.field, "handler", "{bad}: {err}");
+            assert!(
+                err.message.contains("\"package.Class::method\""),
+                "{bad}: {err}"
+            );
+        }
+        let err = parse(r#"{"runtime":"java","code":{"dir":"/x"}}"#).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("handler: required for runtime java"),
+            "{err}"
+        );
     }
 }

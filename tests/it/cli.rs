@@ -181,8 +181,9 @@ async fn bind_rejects_a_bad_spec_before_writing_it() {
     .await;
     assert!(!out.status.success());
     assert!(
-        stderr(&out)
-            .contains(r#"runtime: expected one of "python3", "nodejs", "provided", got "cobol""#),
+        stderr(&out).contains(
+            r#"runtime: expected one of "python3", "nodejs", "java", "provided", got "cobol""#
+        ),
         "{}",
         stderr(&out)
     );

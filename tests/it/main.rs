@@ -9,6 +9,7 @@ mod cluster;
 mod dev;
 mod failures;
 mod gateway;
+mod java;
 mod logs;
 mod metrics;
 mod micro;

@@ -352,6 +352,9 @@ async fn make_plan(
     revision: u64,
     spec: BindingSpec,
 ) -> Result<Arc<LaunchPlan>, LambdaError> {
+    if let (natsfn_protocol::Runtime::Java, Ok(jdk)) = (spec.runtime, &ctx.interpreters.java) {
+        jdk.ensure_built(&ctx.runtime_dir).await;
+    }
     let code = ctx.packages.resolve(&spec).await?;
     LaunchPlan::for_spec(
         &name,

@@ -1,0 +1,12 @@
+// natsfn's own copy of aws-lambda-java-core's interface (same names and signatures).
+package com.amazonaws.services.lambda.runtime;
+
+import java.util.Map;
+
+public interface ClientContext {
+    Client getClient();
+
+    Map<String, String> getCustom();
+
+    Map<String, String> getEnvironment();
+}
