@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::{eventually, free_port, nats_server_binary, read_port, DEADLINE};
+use super::{eventually, eventually_within, free_port, nats_server_binary, read_port, DEADLINE};
 
 /// One server of a [`Cluster`]: its ports and store stay the same across restarts.
 struct Member {
@@ -87,19 +87,25 @@ impl Cluster {
     async fn wait_ready(&self) {
         let client = self.client().await;
         let js = async_nats::jetstream::new(client);
-        eventually("the cluster's JetStream to accept an R3 stream", || {
-            let js = js.clone();
-            async move {
-                let config = async_nats::jetstream::stream::Config {
-                    name: "HARNESS_READY".into(),
-                    subjects: vec!["harness.ready".into()],
-                    num_replicas: 3,
-                    ..Default::default()
-                };
-                js.get_or_create_stream(config).await.ok()?;
-                js.delete_stream("HARNESS_READY").await.ok().map(drop)
-            }
-        })
+        // A meta leader is elected within seconds, longer on a machine busy with other
+        // tests.
+        eventually_within(
+            Duration::from_secs(60),
+            "the cluster's JetStream to accept an R3 stream",
+            || {
+                let js = js.clone();
+                async move {
+                    let config = async_nats::jetstream::stream::Config {
+                        name: "HARNESS_READY".into(),
+                        subjects: vec!["harness.ready".into()],
+                        num_replicas: 3,
+                        ..Default::default()
+                    };
+                    js.get_or_create_stream(config).await.ok()?;
+                    js.delete_stream("HARNESS_READY").await.ok().map(drop)
+                }
+            },
+        )
         .await;
     }
 
