@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::{eventually, eventually_within, free_port, nats_server_binary, read_port, DEADLINE};
+use super::{eventually_within, free_port, nats_server_binary, read_port, DEADLINE};
 
 /// One server of a [`Cluster`]: its ports and store stay the same across restarts.
 struct Member {
