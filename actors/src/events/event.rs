@@ -52,8 +52,9 @@ pub(crate) struct Event {
     attempt: u32,
     enqueued_ms: u64,
     settings: Arc<Settings>,
-    /// Its room on this node, given back when it is settled.
-    _permit: OwnedSemaphorePermit,
+    /// Its room on this node, given back as soon as it has run (settling it is only
+    /// messages to the server).
+    room: Option<OwnedSemaphorePermit>,
     /// Keeps the lease alive while it runs.
     lease: AbortHandle,
 }
@@ -101,7 +102,7 @@ impl Event {
             attempt,
             enqueued_ms,
             settings,
-            _permit: permit,
+            room: Some(permit),
             lease,
         }
     }
@@ -133,7 +134,10 @@ impl Event {
             self.destination(&subject, &message, Condition::Success, 200, false, &result)
                 .await;
         }
-        match message.double_ack().await {
+        self.room.take();
+        // A plain ack: were it lost, the event would run again (at least once) rather
+        // than every event wait for the server's confirmation.
+        match message.ack().await {
             Ok(()) => self.settings.metrics.settled(Settled::Succeeded),
             // Not acknowledged: it runs again elsewhere (at least once).
             Err(e) => {
@@ -154,6 +158,7 @@ impl Event {
             return;
         };
         self.lease.abort();
+        self.room.take();
         match self.settings.policy.after_failure(self.attempt, self.age()) {
             AfterFailure::Retry { attempt, delay } => {
                 self.retry(message, attempt, delay, error).await
@@ -223,7 +228,7 @@ impl Event {
             Ok(()) => {
                 tracing::debug!(event = %self.id, attempt, delay_ms = delay.as_millis() as u64, "async event retried");
                 self.settings.metrics.settled(Settled::Retried);
-                let _ = message.double_ack().await;
+                let _ = message.ack().await;
             }
             Err(e) => {
                 tracing::warn!(event = %self.id, error = %e, "cannot enqueue a retry; the event runs again as it was");
@@ -274,7 +279,7 @@ impl Event {
             )
             .await;
         }
-        let _ = message.double_ack().await;
+        let _ = message.ack().await;
     }
 
     /// A JetStream publish, waiting for the stream's acknowledgement.
