@@ -8,7 +8,7 @@ use async_nats::HeaderMap;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::harness::{code_dir, dir_str, Env, Node};
+use crate::harness::{code_dir, dir_str, wait_status, Cluster, NatsServer, Node};
 
 const NOOP_PY: &str = "def handler(event, context):\n    return None\n";
 
@@ -45,25 +45,57 @@ impl EventsReport {
     }
 }
 
-/// `events` through three nodes on one server.
+/// `events` through three nodes on one server, then on a 3-server cluster (R3) with
+/// the shipped `sync_interval: always` and with JetStream's default.
 pub async fn measure(events: usize) -> EventsReport {
-    let env = Env::start().await;
-    let b = Node::start(&env.server, "node-b");
-    let c = Node::start(&env.server, "node-c");
-    let row = run(&env, "3 nodes, one nats-server", events).await;
-    drop((b, c));
-    EventsReport { rows: vec![row] }
+    let mut rows = Vec::new();
+    {
+        let server = NatsServer::start();
+        let _nodes: Vec<Node> = ["node-a", "node-b", "node-c"]
+            .iter()
+            .map(|id| Node::start(&server, id))
+            .collect();
+        let js = jetstream::new(server.client().await);
+        rows.push(run(&js, "3 nodes, one nats-server", events).await);
+    }
+    for (sync_always, name) in [
+        (true, "3 nodes, 3-server cluster (R3), sync_interval always"),
+        (
+            false,
+            "3 nodes, 3-server cluster (R3), JetStream's default sync",
+        ),
+    ] {
+        let cluster = Cluster::start_with(false, sync_always).await;
+        let urls = cluster.urls();
+        let nodes: Vec<Node> = ["node-a", "node-b", "node-c"]
+            .iter()
+            .map(|id| Node::start_urls(&urls, id, &[]))
+            .collect();
+        let js = jetstream::new(cluster.client().await);
+        rows.push(run(&js, name, events).await);
+        drop(nodes);
+    }
+    EventsReport { rows }
 }
 
-async fn run(env: &Env, name: &str, events: usize) -> EventsRow {
+async fn run(js: &jetstream::Context, name: &str, events: usize) -> EventsRow {
     let code = code_dir(&[("app.py", NOOP_PY)]);
-    env.bind_ready(
-        "noop",
-        json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(code.path())},
-               "pool": {"min": 4, "max": 4}}),
-    )
+    let bindings = natsfn_actors::buckets::bindings(js)
+        .await
+        .expect("bindings");
+    let status = natsfn_actors::buckets::status(js).await.expect("status");
+    let spec = json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(code.path())},
+                      "pool": {"min": 4, "max": 4}});
+    let revision = bindings
+        .put("noop", spec.to_string().into())
+        .await
+        .expect("bind");
+    wait_status(&status, "noop", |s| {
+        s.revision >= revision && s.state == natsfn_protocol::FunctionState::Ready
+    })
     .await;
-    let js = jetstream::new(env.client.clone());
+    // Every node's standby (the status is the first node's word).
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let started = Instant::now();
     let mut acks = Vec::new();
     for n in 0..events {
