@@ -4,11 +4,10 @@
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use async_nats::HeaderMap;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::harness::{code_dir, dir_str, wait_status, Cluster, NatsServer, Node};
+use crate::harness::{code_dir, dir_str, enqueue_numbered, wait_status, Cluster, NatsServer, Node};
 
 const NOOP_PY: &str = "def handler(event, context):\n    return None\n";
 
@@ -97,28 +96,7 @@ async fn run(js: &jetstream::Context, name: &str, events: usize) -> EventsRow {
     // Every node's standby (the status is the first node's word).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let started = Instant::now();
-    let mut acks = Vec::new();
-    for n in 0..events {
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", format!("bench-{n}").as_str());
-        let ack = js
-            .publish_with_headers(
-                "natsfn.async.noop",
-                headers,
-                format!("{{\"n\":{n}}}").into(),
-            )
-            .await
-            .expect("publish");
-        acks.push(ack);
-        if acks.len() == 256 {
-            for ack in acks.drain(..) {
-                ack.await.expect("stored");
-            }
-        }
-    }
-    for ack in acks {
-        ack.await.expect("stored");
-    }
+    enqueue_numbered(js, "noop", 0..events as u64).await;
     let enqueue_s = started.elapsed().as_secs_f64();
     let stream = js.get_stream("NATSFN_ASYNC").await.expect("async stream");
     loop {

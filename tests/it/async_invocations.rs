@@ -414,29 +414,6 @@ def handler(event, context):
     return None
 "#;
 
-/// Publishes events `range` with ids `e-<n>`, a window of acknowledgements at a time.
-async fn publish_many(js: &jetstream::Context, function: &str, range: std::ops::Range<u64>) {
-    let subject = format!("natsfn.async.{function}");
-    let mut acks = Vec::new();
-    for n in range {
-        let mut headers = HeaderMap::new();
-        headers.insert(HEADER_MSG_ID, format!("e-{n}").as_str());
-        let ack = js
-            .publish_with_headers(subject.clone(), headers, json!({"n": n}).to_string().into())
-            .await
-            .expect("publish");
-        acks.push(ack);
-        if acks.len() == 256 {
-            for ack in acks.drain(..) {
-                ack.await.expect("stored");
-            }
-        }
-    }
-    for ack in acks {
-        ack.await.expect("stored");
-    }
-}
-
 #[tokio::test]
 async fn ten_thousand_events_on_a_cluster_survive_a_node_and_a_server_killed() {
     const EVENTS: u64 = 10_000;
@@ -483,7 +460,7 @@ async fn ten_thousand_events_on_a_cluster_survive_a_node_and_a_server_killed() {
     };
 
     let started = std::time::Instant::now();
-    publish_many(&js, "tally", 0..EVENTS).await;
+    enqueue_numbered(&js, "tally", 0..EVENTS).await;
     let published = started.elapsed();
     eventually("a fifth of the events to run", || async {
         (seen().len() as u64 >= EVENTS / 5).then_some(())

@@ -378,6 +378,35 @@ pub async fn request(client: &async_nats::Client, subject: &str, payload: Bytes)
         .unwrap_or_else(|e| panic!("request on {subject} failed: {e}"))
 }
 
+/// Enqueues async events `{"n": n}` for each `n` of `range` on `function`, with
+/// `Nats-Msg-Id` `e-<n>`, a window of 256 acknowledgements at a time; returns once
+/// JetStream has stored them all.
+pub async fn enqueue_numbered(
+    js: &async_nats::jetstream::Context,
+    function: &str,
+    range: std::ops::Range<u64>,
+) {
+    let subject = format!("natsfn.async.{function}");
+    let mut acks = Vec::new();
+    for n in range {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("e-{n}").as_str());
+        let ack = js
+            .publish_with_headers(subject.clone(), headers, format!("{{\"n\":{n}}}").into())
+            .await
+            .expect("publish");
+        acks.push(ack);
+        if acks.len() == 256 {
+            for ack in acks.drain(..) {
+                ack.await.expect("stored");
+            }
+        }
+    }
+    for ack in acks {
+        ack.await.expect("stored");
+    }
+}
+
 /// Runs the natsfn command line against `server`, as a user would.
 pub async fn run_cli(server: &NatsServer, args: &[&str]) -> std::process::Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_natsfn"))
