@@ -14,7 +14,7 @@ use crate::harness::*;
 
 /// A tool of the JDK the node uses (`NATSFN_JAVA`'s directory, else the one of `java`
 /// on PATH); a missing JDK fails the test.
-fn jdk_tool(name: &str) -> PathBuf {
+pub(crate) fn jdk_tool(name: &str) -> PathBuf {
     let java = std::env::var("NATSFN_JAVA").unwrap_or_else(|_| "java".into());
     let java = if java.contains('/') {
         PathBuf::from(java)
@@ -39,7 +39,7 @@ fn interfaces() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("runtimes/java")
 }
 
-fn run(command: &mut Command) {
+pub(crate) fn run(command: &mut Command) {
     let out = command.output().expect("run a JDK tool");
     assert!(
         out.status.success(),
@@ -51,7 +51,7 @@ fn run(command: &mut Command) {
 
 /// Compiles `sources` (path, text) into `out`. `bundle`: the aws-lambda-java-core
 /// classes they use are compiled into `out` too, as a shaded jar would carry them.
-fn javac(sources: &[(&str, &str)], out: &Path, bundle: bool) {
+pub(crate) fn javac(sources: &[(&str, &str)], out: &Path, bundle: bool) {
     let src = tempfile::tempdir().expect("temp dir");
     let mut command = Command::new(jdk_tool("javac"));
     command

@@ -644,3 +644,79 @@ async fn nodes_sharing_a_data_dir_never_remove_a_package_the_other_runs() {
         "node-b's exit left node-a's package alone"
     );
 }
+
+const GREETING: &str = r#"
+package com.example.lib;
+
+public class Greeting {
+    public static String greet(String who) {
+        return "hello " + who + " from a layer";
+    }
+}
+"#;
+
+const USES_LAYER: &str = r#"
+package example;
+
+import com.amazonaws.services.lambda.runtime.Context;
+import com.amazonaws.services.lambda.runtime.RequestHandler;
+import java.util.Map;
+
+public class UsesLayer implements RequestHandler<Map<String, String>, String> {
+    @Override
+    public String handleRequest(Map<String, String> event, Context context) {
+        return com.example.lib.Greeting.greet(event.get("who"));
+    }
+}
+"#;
+
+#[tokio::test]
+async fn a_java_function_loads_a_class_that_only_a_layers_java_lib_jar_provides() {
+    use crate::java::{javac, jdk_tool, run};
+    let s = Setup::start().await;
+    // The library, as a jar in the layer's java/lib/.
+    let build = tempfile::tempdir().expect("temp dir");
+    javac(
+        &[("com/example/lib/Greeting.java", GREETING)],
+        build.path(),
+        false,
+    );
+    let layer = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(layer.path().join("java/lib")).expect("java/lib");
+    run(std::process::Command::new(jdk_tool("jar"))
+        .arg("--create")
+        .arg("--file")
+        .arg(layer.path().join("java/lib/greeting.jar"))
+        .arg("-C")
+        .arg(build.path())
+        .arg("."));
+    s.ok(&["package", "push", &dir_str(layer.path()), "-p", "greeting"])
+        .await;
+    // The function, compiled against the library, which it does not carry.
+    let code = tempfile::tempdir().expect("temp dir");
+    javac(
+        &[
+            ("example/UsesLayer.java", USES_LAYER),
+            ("com/example/lib/Greeting.java", GREETING),
+        ],
+        code.path(),
+        false,
+    );
+    std::fs::remove_dir_all(code.path().join("com")).expect("drop the library's classes");
+    s.ok(&[
+        "deploy",
+        &dir_str(code.path()),
+        "-f",
+        "layered-java",
+        "--runtime",
+        "java",
+        "--handler",
+        "example.UsesLayer",
+        "--layer",
+        "greeting",
+    ])
+    .await;
+    let reply = s.env.invoke("layered-java", r#"{"who":"ann"}"#).await;
+    assert_eq!(error_code(&reply), None, "{reply:?}");
+    assert_eq!(json(&reply), json!("hello ann from a layer"));
+}
