@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::{eventually_within, free_port, nats_server_binary, read_port, DEADLINE};
+use super::{eventually_within, free_port, nats_server_binary, try_read_port, DEADLINE};
 
 /// One server of a [`Cluster`]: its ports and store stay the same across restarts.
 struct Member {
@@ -34,6 +34,18 @@ impl Cluster {
     /// client given one server is cut off when that one is down. `sync_always`: the
     /// shipped `sync_interval: always` (else JetStream's default, for comparison).
     pub async fn start_with(no_advertise: bool, sync_always: bool) -> Cluster {
+        // Ports are picked before the servers bind them: another test may take one
+        // meanwhile, and then the cluster is made again on fresh ones.
+        for _ in 0..3 {
+            if let Some(cluster) = Self::try_start(no_advertise, sync_always) {
+                cluster.wait_ready().await;
+                return cluster;
+            }
+        }
+        panic!("a 3-server cluster did not start on three tries");
+    }
+
+    fn try_start(no_advertise: bool, sync_always: bool) -> Option<Cluster> {
         let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
         let routes: Vec<String> = ports
             .iter()
@@ -61,13 +73,23 @@ impl Cluster {
         }
         let mut cluster = Cluster { members };
         for i in 0..3 {
-            cluster.spawn(i);
+            if !cluster.try_spawn(i) {
+                return None; // the others are stopped as `cluster` drops
+            }
         }
-        cluster.wait_ready().await;
-        cluster
+        Some(cluster)
     }
 
     fn spawn(&mut self, i: usize) {
+        assert!(
+            self.try_spawn(i),
+            "server {} did not start",
+            self.members[i].name
+        );
+    }
+
+    /// Starts server `i`; false if it did not come up on its port.
+    fn try_spawn(&mut self, i: usize) -> bool {
         let member = &mut self.members[i];
         let mut child = Command::new(nats_server_binary())
             .arg("-c")
@@ -77,9 +99,13 @@ impl Cluster {
             .stderr(Stdio::piped())
             .spawn()
             .expect("cannot start nats-server");
-        let port = read_port(&mut child);
-        assert_eq!(port, member.port, "server {} moved port", member.name);
+        if try_read_port(&mut child) != Some(member.port) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return false;
+        }
         member.child = Some(child);
+        true
     }
 
     /// Until JetStream has a leader and an R3 stream can be made: then every bucket
