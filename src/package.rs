@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
@@ -88,7 +88,7 @@ pub fn pack(dir: &Path) -> anyhow::Result<Packed> {
             bytes += data.len() as u64;
         } else if kind.is_symlink() {
             let target = std::fs::read_link(path)?;
-            if !link_stays_inside(relative, &target) {
+            if !natsfn_actors::stays_inside(relative, &target) {
                 bail!(
                     "{}: a symlink to {} points outside {}; nodes refuse such packages",
                     path.display(),
@@ -117,24 +117,6 @@ pub fn pack(dir: &Path) -> anyhow::Result<Packed> {
         bytes,
         digest,
     })
-}
-
-fn link_stays_inside(at: &Path, target: &Path) -> bool {
-    let mut depth = at.components().count() as i64 - 1;
-    for c in target.components() {
-        match c {
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            Component::ParentDir => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
-                }
-            }
-            Component::RootDir | Component::Prefix(_) => return false,
-        }
-    }
-    true
 }
 
 fn hex(bytes: &[u8]) -> String {

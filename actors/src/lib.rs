@@ -25,4 +25,4 @@ pub use context::Interpreters;
 pub use java::Jdk;
 pub use metrics::Metrics;
 pub use node_actor::{Handover, NodeActor, NodeArgs, NodeMsg};
-pub use package::MAX_PACKAGE_BYTES;
+pub use package::{stays_inside, MAX_PACKAGE_BYTES};

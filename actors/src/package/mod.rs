@@ -5,6 +5,8 @@
 mod cache;
 mod unpack;
 
+pub use unpack::stays_inside;
+
 pub(crate) use cache::{Lease, PackageCache};
 
 /// Largest package (compressed object) a node fetches. The Object Store chunks it, so

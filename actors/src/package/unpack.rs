@@ -200,8 +200,9 @@ fn inside(path: &Path) -> Option<PathBuf> {
 }
 
 /// Whether a symlink at `at` (relative to the package root) with relative target
-/// `link` names a path inside the package, component by component.
-fn stays_inside(at: &Path, link: &Path) -> bool {
+/// `link` names a path inside the package, component by component. The CLI packs by
+/// the same rule.
+pub fn stays_inside(at: &Path, link: &Path) -> bool {
     let mut depth = at.components().count().saturating_sub(1) as i64;
     for component in link.components() {
         match component {
