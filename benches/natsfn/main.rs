@@ -59,7 +59,11 @@ fn main() {
     }
     if let Some(i) = args.iter().position(|a| a == "--load") {
         // Profiling aid: `--load URL SUBJECT IN_FLIGHT REQUESTS` against a running node.
-        return load_only(&args[i + 1..]);
+        return load_only(&args[i + 1..], true);
+    }
+    if let Some(i) = args.iter().position(|a| a == "--load-tp") {
+        // The same, throughput only (for reading CPU counters around it).
+        return load_only(&args[i + 1..], false);
     }
     if args.iter().any(|a| a == "--async-only") {
         // Profiling aid: only the async rows.
@@ -528,7 +532,7 @@ impl Drop for Service {
     }
 }
 
-fn load_only(args: &[String]) {
+fn load_only(args: &[String], with_latency: bool) {
     let [url, subject, in_flight, requests, ..] = args else {
         panic!("--load URL SUBJECT IN_FLIGHT REQUESTS");
     };
@@ -538,7 +542,8 @@ fn load_only(args: &[String]) {
         let payload = Bytes::from_static(EVENT.as_bytes());
         let n: usize = requests.parse().expect("requests");
         let started = Instant::now();
-        let samples = load::timed(&client, subject, &payload, n / 4).await;
+        let count = if with_latency { n / 4 } else { 1 };
+        let samples = load::timed(&client, subject, &payload, count).await;
         let sequential = started.elapsed();
         let t = load::throughput(
             &[client],
@@ -554,7 +559,7 @@ fn load_only(args: &[String]) {
             l.p50_us,
             l.p99_us,
             sequential,
-            n / 4,
+            count,
             t.per_second,
             t.in_flight
         );
