@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
+use crate::logs::LogShipper;
 use crate::metrics::Metrics;
 use crate::status::StatusReporter;
 
@@ -20,6 +21,7 @@ pub(crate) struct NodeContext {
     pub(crate) runtime_dir: Arc<Path>,
     pub(crate) interpreters: Arc<Interpreters>,
     pub(crate) status: StatusReporter,
+    pub(crate) logs: LogShipper,
     /// The node's `--max-workers` slots: every WorkerActor holds one while it lives,
     /// so the count cannot drift from the workers there are.
     pub(crate) worker_slots: Arc<Semaphore>,

@@ -13,6 +13,7 @@ mod function;
 mod invocation;
 mod java;
 mod launch;
+mod logs;
 mod metrics;
 mod node_actor;
 mod package;

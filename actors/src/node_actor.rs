@@ -21,6 +21,7 @@ use crate::buckets;
 use crate::context::{Interpreters, NodeContext};
 use crate::function::{FunctionActor, FunctionArgs, FunctionMsg};
 use crate::launch;
+use crate::logs::LogShipper;
 use crate::metrics::Metrics;
 use crate::placement;
 use crate::registry::{self, NodeRegistry};
@@ -168,12 +169,14 @@ impl Actor for NodeActor {
         buckets::logs(&js, args.logs).await?;
         buckets::async_streams(&js).await?;
         let node_id: Arc<str> = args.node_id.into();
+        let logs = LogShipper::spawn(args.client.clone());
         let ctx = NodeContext {
             max_payload: args.client.server_info().max_payload,
             client: args.client,
             runtime_dir: runtime_dir.into(),
             interpreters: Arc::new(args.interpreters),
             status: StatusReporter::spawn(node_id.clone(), status),
+            logs,
             node_id,
             worker_slots: Arc::new(Semaphore::new(args.max_workers)),
             max_workers: args.max_workers,
@@ -298,6 +301,8 @@ impl Actor for NodeActor {
         state.watcher.abort();
         state.connection.abort();
         crate::children::stop_all(&myself.get_cell(), STOP_FUNCTIONS_WITHIN).await;
+        // The last invocations' log records reach the connection before it is flushed.
+        state.ctx.logs.flush().await;
         if let Some(registry) = state.registry.take() {
             registry.stop().await;
         }

@@ -221,19 +221,33 @@ struct Tail {
 }
 
 impl Tail {
-    /// Keeps `line` if it is of `request_id`; whether it is the invocation's last
-    /// (`REPORT`).
-    fn push(&mut self, line: &async_nats::Message, request_id: &str) -> bool {
-        let ours = line
+    /// Keeps what `record` holds of `request_id`; whether that is the invocation's
+    /// last line (`REPORT`). Platform records of several invocations may share one
+    /// message (its request id header lists them all): each of their lines names its own.
+    fn push(&mut self, record: &async_nats::Message, request_id: &str) -> bool {
+        let ids = record
             .headers
             .as_ref()
             .and_then(|h| h.get(HEADER_REQUEST_ID))
-            .is_some_and(|id| id.as_str() == request_id);
-        if !ours {
+            .map_or("", |ids| ids.as_str());
+        if !ids.split(',').any(|id| id == request_id) {
             return false;
         }
-        let mut text = line.payload.to_vec();
-        text.push(b'\n');
+        let text: Vec<u8> = if ids.contains(',') {
+            record
+                .payload
+                .split(|b| *b == b'\n')
+                .filter(|line| names_request(line, request_id))
+                .flat_map(|line| line.iter().copied().chain([b'\n']))
+                .collect()
+        } else {
+            let mut text = record.payload.to_vec();
+            text.push(b'\n');
+            text
+        };
+        let last = text
+            .split(|b| *b == b'\n')
+            .any(|l| l.starts_with(b"REPORT RequestId: "));
         self.bytes += text.len();
         self.lines.push_back(text);
         while self.bytes > TAIL_BYTES && self.lines.len() > 1 {
@@ -241,10 +255,7 @@ impl Tail {
                 self.bytes -= old.len();
             }
         }
-        // One record may hold several lines (`END ...\nREPORT ...`).
-        line.payload
-            .split(|b| *b == b'\n')
-            .any(|l| l.starts_with(b"REPORT RequestId: "))
+        last
     }
 
     fn encode(&self) -> String {
@@ -252,6 +263,18 @@ impl Tail {
         let from = all.len().saturating_sub(TAIL_BYTES);
         BASE64.encode(&all[from..])
     }
+}
+
+/// A platform line (`START RequestId: <id> ...`, `END ...`, `REPORT ...`) of `request_id`.
+fn names_request(line: &[u8], request_id: &str) -> bool {
+    let Some(at) = line.windows(11).position(|w| w == b"RequestId: ") else {
+        return false;
+    };
+    let rest = &line[at + 11..];
+    rest.starts_with(request_id.as_bytes())
+        && rest
+            .get(request_id.len())
+            .is_none_or(|b| b.is_ascii_whitespace())
 }
 
 /// `{name}` as the SDKs send it: a name, `name:qualifier`, `account:function:name`
@@ -388,5 +411,33 @@ mod tests {
             ),
         );
         assert_eq!(region(&headers), "eu-west-1");
+    }
+
+    #[test]
+    fn a_tail_keeps_only_its_own_lines_of_merged_platform_records() {
+        let message = |ids: &str, body: &str| {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(HEADER_REQUEST_ID, ids);
+            async_nats::Message {
+                subject: "natsfn.logs.f".into(),
+                reply: None,
+                payload: body.to_owned().into(),
+                headers: Some(headers),
+                status: None,
+                description: None,
+                length: 0,
+            }
+        };
+        let mut tail = Tail::default();
+        assert!(!tail.push(&message("a", "printed by a"), "b"));
+        assert!(!tail.push(&message("b", "printed by b"), "b"));
+        let merged = "END RequestId: b1\nREPORT RequestId: b1\tDuration: 1 ms\n\
+                      END RequestId: b\nREPORT RequestId: b\tDuration: 2 ms";
+        assert!(tail.push(&message("b1,b", merged), "b"));
+        let all: Vec<u8> = tail.lines.iter().flatten().copied().collect();
+        assert_eq!(
+            String::from_utf8(all).unwrap(),
+            "printed by b\nEND RequestId: b\nREPORT RequestId: b\tDuration: 2 ms\n"
+        );
     }
 }

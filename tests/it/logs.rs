@@ -531,3 +531,80 @@ async fn nodes_create_natsfn_logs_with_their_limits_and_leave_an_existing_one_al
     assert_eq!(kept.storage, StorageType::File);
     assert_eq!(kept.max_bytes, -1);
 }
+
+#[tokio::test]
+async fn a_busy_functions_platform_records_share_messages_and_none_is_lost() {
+    let env = Env::start().await;
+    let code = code_dir(&[("app.py", "def handler(event, context):\n    return event\n")]);
+    env.bind_ready(
+        "busy",
+        json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(code.path())},
+               "pool": {"min": 2, "max": 2}}),
+    )
+    .await;
+    let mut logs = env
+        .client
+        .subscribe("natsfn.logs.busy")
+        .await
+        .expect("subscribe");
+    env.client.flush().await.expect("flush");
+
+    let invocations = 2_000;
+    let replies: Vec<String> = futures::stream::iter(0..invocations)
+        .map(|i| {
+            let client = env.client.clone();
+            async move {
+                let reply = client
+                    .request("natsfn.invoke.busy", format!("{i}").into())
+                    .await
+                    .expect("request");
+                assert_eq!(error_code(&reply), None, "{reply:?}");
+                header(&reply, "Natsfn-Request-Id").expect("request id")
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let mut unreported: HashSet<String> = replies.into_iter().collect();
+    assert_eq!(unreported.len(), invocations);
+
+    let (mut messages, mut shared) = (0, 0);
+    while !unreported.is_empty() {
+        let msg = tokio::time::timeout(DEADLINE, logs.next())
+            .await
+            .unwrap_or_else(|_| panic!("{} invocations without REPORT", unreported.len()))
+            .expect("log stream");
+        messages += 1;
+        assert_eq!(
+            header(&msg, "Natsfn-Log-Stream").as_deref(),
+            Some("platform")
+        );
+        let ids = header(&msg, "Natsfn-Request-Id").expect("request ids");
+        let ids: Vec<&str> = ids.split(',').collect();
+        shared += usize::from(ids.len() > 1);
+        let text = String::from_utf8_lossy(&msg.payload).into_owned();
+        let mut named = Vec::new();
+        for line in text.lines() {
+            let id = line
+                .split("RequestId: ")
+                .nth(1)
+                .and_then(|rest| rest.split(['\t', ' ']).next())
+                .unwrap_or_else(|| panic!("a platform line without its request id: {line:?}"));
+            assert!(ids.contains(&id), "{line:?} is not of {ids:?}");
+            if named.last() != Some(&id) {
+                named.push(id);
+            }
+            if line.starts_with("REPORT RequestId: ") {
+                assert!(unreported.remove(id), "a second REPORT for {id}");
+            }
+        }
+        assert_eq!(
+            named, ids,
+            "the header lists the records' request ids in order"
+        );
+    }
+    assert!(
+        messages < invocations && shared > 0,
+        "{messages} messages for {invocations} invocations' records"
+    );
+}

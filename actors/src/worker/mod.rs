@@ -17,9 +17,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::{HeaderMap, Subject};
+use async_nats::Subject;
 use bytes::Bytes;
-use natsfn_protocol::names::{HEADER_LOG_STREAM, HEADER_REQUEST_ID, LOG_STREAM_PLATFORM};
+use natsfn_protocol::names::LOG_STREAM_PLATFORM;
 use natsfn_protocol::{ErrorCode, FromWorker, Invoke, LambdaError};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef};
 use tokio::sync::OwnedSemaphorePermit;
@@ -410,16 +410,14 @@ impl WorkerState {
             cold: call.cold,
         };
         let record = self.framing.finished(&id, with_start, ran);
-        self.publish_log(&id, LOG_STREAM_PLATFORM, record.into())
-            .await;
+        self.publish_log(&id, LOG_STREAM_PLATFORM, record.into());
         self.report_finished(endpoint, outcome, Some(took), since_received);
     }
 
     async fn on_output(&mut self, stream: OutputStream, line: String) {
         let request_id = self.log_request_id.as_deref().unwrap_or("");
         if let Some(start) = self.framing.start_due(request_id) {
-            self.publish_log(request_id, LOG_STREAM_PLATFORM, start.into())
-                .await;
+            self.publish_log(request_id, LOG_STREAM_PLATFORM, start.into());
         }
         tracing::info!(
             target: "natsfn::function",
@@ -428,22 +426,16 @@ impl WorkerState {
             stream = stream.as_str(),
             "{line}"
         );
-        self.publish_log(request_id, stream.as_str(), line.into())
-            .await;
+        self.publish_log(request_id, stream.as_str(), line.into());
     }
 
-    /// A record on `natsfn.logs.<function>`: a plain publish, kept by the NATSFN_LOGS
-    /// stream without the node ever waiting for an acknowledgement.
-    async fn publish_log(&self, request_id: &str, stream: &str, record: Bytes) {
-        let mut headers = HeaderMap::new();
-        headers.insert(HEADER_REQUEST_ID, request_id);
-        headers.insert(HEADER_LOG_STREAM, stream);
-        let _ = self
-            .args
+    /// A record on `natsfn.logs.<function>`, kept by the NATSFN_LOGS stream; handed to
+    /// the node's log shipper, never waited for.
+    fn publish_log(&self, request_id: &str, stream: &'static str, record: Bytes) {
+        self.args
             .ctx
-            .client
-            .publish_with_headers(self.args.logs_subject.clone(), headers, record)
-            .await;
+            .logs
+            .send(&self.args.logs_subject, request_id, stream, record);
     }
 
     async fn on_timeout(&mut self, myself: &ActorRef<WorkerMsg>, seq: u64) {
@@ -554,8 +546,7 @@ impl WorkerState {
             let record = self.framing.finished(&caller.request_id, with_start, ran);
             let request_id = caller.request_id.clone();
             caller.fail(&self.args.ctx, code, &error).await;
-            self.publish_log(&request_id, LOG_STREAM_PLATFORM, record.into())
-                .await;
+            self.publish_log(&request_id, LOG_STREAM_PLATFORM, record.into());
             self.report_finished(endpoint, failed(code, &error), None, since_received);
         }
         let waiting: Vec<Invocation> = waiting.map(|c| c.invocation).collect();
