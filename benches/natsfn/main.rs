@@ -556,12 +556,7 @@ fn load_only(args: &[String], with_latency: bool) {
         let l = Latency::from_samples(samples);
         println!(
             "p50 {:.0} µs  p99 {:.0} µs  ({:?} for {} sequential)  {:.0} req/s at {}",
-            l.p50_us,
-            l.p99_us,
-            sequential,
-            count,
-            t.per_second,
-            t.in_flight
+            l.p50_us, l.p99_us, sequential, count, t.per_second, t.in_flight
         );
     });
 }
