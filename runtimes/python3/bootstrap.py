@@ -323,6 +323,7 @@ def _serve(fd, rf, handler):
     loads = _json_loads
     encode = _json_encode
     Context = LambdaContext
+    clock = time.time
     while True:
         frame = _read_frame(rf)
         if frame is None:
@@ -330,9 +331,9 @@ def _serve(fd, rf, handler):
         kind, f = frame
         if kind != "Invoke":
             continue  # unknown frame types are ignored (forward compatibility)
-        rid = f.get("id") or ""
+        rid = f.id
         _request_id = rid
-        payload = f.get("payload")
+        payload = f.payload
         try:
             event = loads(payload) if payload else {}
         except Exception as e:
@@ -348,9 +349,9 @@ def _serve(fd, rf, handler):
             )
             continue
         # timeout_ms counts from now: the frame may have waited behind the one before.
-        timeout = f.get("timeout_ms")
-        deadline = int(time.time() * 1000) + timeout if timeout else f.get("deadline_ms") or 0
-        ctx = Context(rid, deadline, f.get("invoked_function_arn"))
+        timeout = f.timeout_ms
+        deadline = int(clock() * 1000) + timeout if timeout else f.deadline_ms
+        ctx = Context(rid, deadline, f.arn)
         try:
             result = handler(event, ctx)
             if type(result) is bytes:  # Lambda passes bytes through unencoded
@@ -374,7 +375,7 @@ def _serve(fd, rf, handler):
             )
             continue
         try:
-            _send_response(fd, rid, out)
+            _send_response(fd, rid, out, f.raw_id)
         except FrameTooLarge:
             # Answer with an error (named as Lambda's service names it) rather
             # than break the channel.
