@@ -4,12 +4,14 @@
 //! Every invocation ends with a platform record (END and REPORT), which the
 //! NATSFN_LOGS stream stores: at thousands of invocations a second, that second
 //! message per invocation cost the server more than the request and its reply did.
-//! So the platform records that pile up while the task waits for its turn go out as
-//! one message per function, the records one after another. An idle node's record
-//! goes out alone and at once, as before; a busy one's wait at most one turn of the
-//! node's thread. The function's own output stays one message per line, and a
-//! function's messages keep their order: its pending platform records go out before
-//! its next output line.
+//! So the task ships at most once every 5 ms: a record that comes sooner after the
+//! last shipment waits for the rest of those 5 ms, and the platform records gathered
+//! meanwhile go out as one message per function, the records one after another. An
+//! idle function's record goes out alone and at once, as before. The function's own
+//! output stays one message per line, and a function's messages keep their order: its
+//! pending platform records go out before its next output line.
+
+use std::time::{Duration, Instant};
 
 use async_nats::{Client, HeaderMap, Subject};
 use bytes::{Bytes, BytesMut};
@@ -17,7 +19,10 @@ use natsfn_protocol::names::{HEADER_LOG_STREAM, HEADER_REQUEST_ID, LOG_STREAM_PL
 use tokio::sync::{mpsc, oneshot};
 
 /// Records taken from the queue in one turn.
-const MAX_BATCH: usize = 256;
+const MAX_BATCH: usize = 1024;
+/// At most one turn of the task in this time: a record that comes sooner after the
+/// last shipment waits for the rest of it, with those that follow.
+const LINGER: Duration = Duration::from_millis(5);
 /// A message of merged platform records stays below this size (they are a few
 /// hundred bytes each).
 const MAX_MERGED_BYTES: usize = 64 * 1024;
@@ -47,8 +52,24 @@ impl LogShipper {
         let (tx, mut rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
+            // Long enough ago that the next record goes out at once.
+            let mut shipped = Instant::now()
+                .checked_sub(LINGER)
+                .unwrap_or_else(Instant::now);
             while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                let since = shipped.elapsed();
+                if since < LINGER {
+                    // Busy: what the workers hand over meanwhile joins this batch.
+                    tokio::time::sleep(LINGER - since).await;
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(shipment) => batch.push(shipment),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 ship(&client, &mut batch).await;
+                shipped = Instant::now();
             }
         });
         LogShipper { tx }
