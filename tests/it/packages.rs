@@ -627,8 +627,9 @@ async fn nodes_sharing_a_data_dir_never_remove_a_package_the_other_runs() {
                    "pool": {"min": 1, "max_invocations": 1}}),
         )
         .await;
-    eventually("node-b to run a worker of it", || async {
-        (!other.worker_pids().is_empty()).then_some(())
+    // Both nodes serve it (the status says ready once either does).
+    eventually("both nodes to run a worker of it", || async {
+        (!other.worker_pids().is_empty() && !s.env.node.worker_pids().is_empty()).then_some(())
     })
     .await;
     assert_eq!(s.cached().len(), 1, "one directory for both nodes");
