@@ -2,6 +2,7 @@
 //! here, and from what a user would write instead, measured side by side in one run on
 //! the test harness's real nats-server and node processes.
 
+mod cpu;
 mod events;
 mod gateway;
 #[path = "../../tests/it/harness.rs"]
@@ -216,6 +217,23 @@ async fn run(plan: &Plan, quick: bool) -> Report {
         "bench.pyservice",
         &dir_str(py.path()),
     ]));
+    // The npm `nats` package of the tests' lock file (scripts/bench installs it).
+    let nodeservice = Service::start(
+        Command::new("node")
+            .env(
+                "NODE_PATH",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/js/node_modules"),
+            )
+            .args([
+                concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/benches/natsfn/node_service.js"
+                ),
+                &env.server.url,
+                "bench.nodeservice",
+                &dir_str(js.path()),
+            ]),
+    );
     let subjects = [
         Subject {
             name: "bare async-nats echo (Rust)".into(),
@@ -235,6 +253,11 @@ async fn run(plan: &Plan, quick: bool) -> Report {
         Subject {
             name: "nats-py service, same handler".into(),
             subject: "bench.pyservice",
+            clients: clients(&env.server, 1).await,
+        },
+        Subject {
+            name: "node.js `nats` service, same handler".into(),
+            subject: "bench.nodeservice",
             clients: clients(&env.server, 1).await,
         },
         Subject {
@@ -305,9 +328,53 @@ async fn run(plan: &Plan, quick: bool) -> Report {
     .await;
     let dispatcher_cpu = vec![
         dispatcher_cpu(&env, &subjects[1], &payload, plan).await,
-        dispatcher_cpu(&before, &subjects[4], &payload, plan).await,
+        dispatcher_cpu(&before, &subjects[5], &payload, plan).await,
     ];
-    drop((bare, pyservice, before));
+    let natsfn = |function| cpu::Responder::Natsfn {
+        node: env.node.pid(),
+        function,
+    };
+    let responders = [
+        (0, env.server.pid(), cpu::Responder::Process(bare.pid())),
+        (1, env.server.pid(), natsfn("echo-python")),
+        (
+            3,
+            env.server.pid(),
+            cpu::Responder::Process(pyservice.pid()),
+        ),
+        (
+            5,
+            before.server.pid(),
+            cpu::Responder::Natsfn {
+                node: before.node.pid(),
+                function: "echo-python",
+            },
+        ),
+        (2, env.server.pid(), natsfn("echo-node")),
+        (
+            4,
+            env.server.pid(),
+            cpu::Responder::Process(nodeservice.pid()),
+        ),
+        (7, env.server.pid(), natsfn("echo-java")),
+        (6, env.server.pid(), natsfn("echo-rust")),
+    ];
+    let mut cpu = Vec::new();
+    for (i, server, responder) in &responders {
+        let s = &subjects[*i];
+        let row = cpu::measure(
+            &s.name,
+            &s.clients[0],
+            s.subject,
+            &payload,
+            plan.throughput_requests,
+            *server,
+            responder,
+        )
+        .await;
+        cpu.push(row);
+    }
+    drop((bare, pyservice, nodeservice, before));
     let gateway = gateway::measure(
         env.server.client().await,
         &format!("http://{http_addr}"),
@@ -359,6 +426,7 @@ async fn run(plan: &Plan, quick: bool) -> Report {
         cold_starts: vec![cold_python, cold_node, cold_java],
         propagation,
         dispatcher_cpu,
+        cpu,
         idle_functions: plan.idle_functions,
         node_rss_empty_kb: rss_empty_kb,
         node_rss_idle_kb: rss_idle_kb,
@@ -368,20 +436,20 @@ async fn run(plan: &Plan, quick: bool) -> Report {
     }
 }
 
-/// The node's own CPU time per python3 invocation, at 1 and at 16 in flight.
+/// The node's own CPU time per python3 invocation, at 1 and at 64 in flight.
 async fn dispatcher_cpu(env: &Env, s: &Subject, payload: &Bytes, plan: &Plan) -> DispatcherCpu {
-    let pid = env.node.pid();
+    let pid = [env.node.pid()];
     let count = plan.throughput_requests;
-    let start = cpu_time(pid);
+    let start = cpu::cpu_time(&pid);
     load::timed(&s.clients[0], s.subject, payload, count).await;
-    let sequential = cpu_time(pid);
-    load::throughput(&s.clients[..1], s.subject, payload, 16, count).await;
-    let concurrent = cpu_time(pid);
+    let sequential = cpu::cpu_time(&pid);
+    load::throughput(&s.clients[..1], s.subject, payload, 64, count).await;
+    let concurrent = cpu::cpu_time(&pid);
     let per = |d: Duration| d.as_secs_f64() * 1e6 / count as f64;
     DispatcherCpu {
         node: s.name.to_string(),
         us_at_1: per(sequential - start),
-        us_at_16: per(concurrent - sequential),
+        us_at_64: per(concurrent - sequential),
     }
 }
 
@@ -487,28 +555,14 @@ fn rss_kb(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
-/// CPU time of all of a process's threads (ns precision, from schedstat).
-fn cpu_time(pid: u32) -> Duration {
-    let mut ns = 0u64;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .expect("proc tasks")
-        .flatten()
-    {
-        if let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) {
-            ns += stat
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-    }
-    Duration::from_nanos(ns)
-}
-
 /// A helper process that prints `ready` once it serves; killed on drop.
 struct Service(Child);
 
 impl Service {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
     fn start(command: &mut Command) -> Service {
         let mut child = command
             .stdout(Stdio::piped())

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::cpu::CpuPerRequest;
 use crate::events::EventsReport;
 use crate::gateway::GatewayReport;
 use crate::load::{Latency, Throughput};
@@ -27,7 +28,7 @@ pub struct ColdStart {
 pub struct DispatcherCpu {
     pub node: String,
     pub us_at_1: f64,
-    pub us_at_16: f64,
+    pub us_at_64: f64,
 }
 
 #[derive(Serialize)]
@@ -41,6 +42,7 @@ pub struct Report {
     pub cold_starts: Vec<ColdStart>,
     pub propagation: Latency,
     pub dispatcher_cpu: Vec<DispatcherCpu>,
+    pub cpu: Vec<CpuPerRequest>,
     pub idle_functions: usize,
     pub node_rss_empty_kb: u64,
     pub node_rss_idle_kb: u64,
@@ -86,6 +88,7 @@ impl Report {
                 Self::per_second(t, 64) / Self::per_second(bare, 64),
             ));
         }
+        md.push_str(&crate::cpu::markdown(&self.cpu));
         md.push_str(&self.gateway.markdown());
         md.push_str(&self.events.markdown());
         md.push_str("\n| measure | value |\n|---|---:|\n");
@@ -111,8 +114,8 @@ impl Report {
         ));
         for cpu in &self.dispatcher_cpu {
             md.push_str(&format!(
-                "| node CPU per invocation ({}), 1 / 16 in flight | {:.1} / {:.1} µs |\n",
-                cpu.node, cpu.us_at_1, cpu.us_at_16
+                "| node CPU per invocation ({}), 1 / 64 in flight | {:.1} / {:.1} µs |\n",
+                cpu.node, cpu.us_at_1, cpu.us_at_64
             ));
         }
         md.push_str(&format!(

@@ -54,6 +54,10 @@ fn nats_server_binary() -> PathBuf {
 }
 
 impl NatsServer {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn start() -> NatsServer {
         Self::start_with_config("")
     }
