@@ -90,7 +90,7 @@ impl FunctionState {
         }
         // An idle worker takes it at once; otherwise it waits, if there is room.
         let invocation = if self.queue.is_empty() {
-            match self.dispatch(invocation) {
+            match self.dispatch(invocation, false) {
                 None => return self.start_workers(myself).await,
                 Some(invocation) => invocation,
             }
@@ -121,13 +121,16 @@ impl FunctionState {
     }
 
     /// Hands `invocation` to a worker that can take it now; gives it back when none can.
-    fn dispatch(&mut self, invocation: Invocation) -> Option<Invocation> {
+    /// `queued`: it waited in the queue (else it has just arrived).
+    fn dispatch(&mut self, invocation: Invocation, queued: bool) -> Option<Invocation> {
         let target = self.target();
         let Some(assigned) = self.pool.assign(&target) else {
             return Some(invocation);
         };
-        // It waited for its worker to start: a cold start.
-        let cold = assigned.first && invocation.received < assigned.ready_at;
+        // It waited for its worker to start: a cold start. One that has just arrived
+        // found its worker ready, though its timestamp (taken by the subscription) may
+        // be older than the worker's readiness (noted here, maybe first).
+        let cold = queued && assigned.first && invocation.received < assigned.ready_at;
         if cold {
             self.metrics.cold_start();
         }
@@ -136,7 +139,7 @@ impl FunctionState {
             Err(MessagingErr::SendErr(WorkerMsg::Invoke { invocation, .. })) => {
                 // The worker is gone (news of its exit is on the way): another takes it.
                 self.pool.undo_assign(id);
-                self.dispatch(invocation)
+                self.dispatch(invocation, queued)
             }
             // Delivered (any other failure gives no message back to retry).
             _ => None,
@@ -148,7 +151,7 @@ impl FunctionState {
     pub(super) async fn pump(&mut self, myself: &ActorRef<FunctionMsg>) {
         self.switch_if_warm();
         while let Some(invocation) = self.queue.next() {
-            if let Some(invocation) = self.dispatch(invocation) {
+            if let Some(invocation) = self.dispatch(invocation, true) {
                 self.queue.put_back(invocation);
                 break;
             }
