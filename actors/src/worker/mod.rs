@@ -61,6 +61,9 @@ pub(crate) struct WorkerArgs {
 pub(crate) enum WorkerMsg {
     /// Run this invocation after those already handed over.
     Invoke { invocation: Invocation, cold: bool },
+    /// Write the invocations handed over since the last flush: cast after the first of
+    /// them, so it comes after every Invoke already in the mailbox.
+    Flush,
     /// A frame arrived on the channel.
     Frame(FromWorker),
     /// A line the process printed.
@@ -215,6 +218,12 @@ impl Actor for WorkerActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             WorkerMsg::Invoke { invocation, cold } => state.invoke(&myself, invocation, cold).await,
+            WorkerMsg::Flush => {
+                if let Err(e) = state.writer.flush() {
+                    let why = format!("cannot write to the worker: {e}");
+                    state.fail(&myself, why, "Runtime.ExitError").await;
+                }
+            }
             WorkerMsg::Frame(frame) => state.on_frame(&myself, frame).await,
             WorkerMsg::Output { stream, line } => state.on_output(stream, line).await,
             WorkerMsg::ProtocolViolation(why) => {
@@ -330,6 +339,9 @@ impl WorkerState {
         });
         if self.in_flight.len() == 1 {
             self.start_next();
+        }
+        if let Ok(true) = sent {
+            let _ = myself.cast(WorkerMsg::Flush);
         }
         if let Err(SendError::Io(e)) = sent {
             let why = format!("cannot write to the worker: {e}");

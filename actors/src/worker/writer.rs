@@ -3,9 +3,11 @@
 //! large ones are pipelined behind it) fills the socket buffer, and an actor blocked in
 //! that write could not see its own timeout.
 //!
-//! A frame is written at once with a non-blocking write when nothing is pending (the
-//! usual case, no task hop on the hot path); what the socket does not take, and every
-//! frame after it until the backlog is written, goes to a task of its own.
+//! Frames are gathered and written together when the WorkerActor flushes (after the
+//! invocations that reached its mailbox in one turn, so several cost one syscall), with
+//! a non-blocking write when nothing is pending (the usual case, no task hop on the
+//! hot path); what the socket does not take, and every frame after it until the
+//! backlog is written, goes to a task of its own.
 
 use std::io::ErrorKind;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,7 +30,7 @@ use super::WorkerMsg;
 pub(crate) enum InvokeWriter {
     Channel {
         writer: ChannelWriter,
-        /// Reused for every frame.
+        /// Frames not yet flushed; reused for every batch.
         buf: BytesMut,
     },
     RuntimeApi(RuntimeApi),
@@ -64,14 +66,31 @@ impl InvokeWriter {
     }
 
     /// Hands `invoke` to the worker; never waits. `payload` is `invoke.payload`, shared.
-    pub(crate) fn send(&mut self, invoke: Invoke<'_>, payload: &Bytes) -> Result<(), SendError> {
+    /// `Ok(true)`: the frame waits for [`InvokeWriter::flush`], and it is the first
+    /// since the last one.
+    pub(crate) fn send(&mut self, invoke: Invoke<'_>, payload: &Bytes) -> Result<bool, SendError> {
         match self {
-            InvokeWriter::Channel { writer, buf } => {
-                buf.clear();
+            InvokeWriter::Channel { buf, .. } => {
+                let first = buf.is_empty();
                 frame::encode(&ToWorker::Invoke(invoke), buf).map_err(SendError::TooLarge)?;
-                writer.send(buf).map_err(SendError::Io)
+                Ok(first)
             }
-            InvokeWriter::RuntimeApi(api) => api.send(invoke.id, payload).map_err(SendError::Io),
+            InvokeWriter::RuntimeApi(api) => {
+                api.send(invoke.id, payload).map_err(SendError::Io)?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Writes the frames sent since the last flush, with one write when it can.
+    pub(crate) fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            InvokeWriter::Channel { writer, buf } if !buf.is_empty() => {
+                let written = writer.send(buf);
+                buf.clear();
+                written
+            }
+            _ => Ok(()),
         }
     }
 }
