@@ -2,8 +2,9 @@
 //! invocations its FunctionActor hands it one at a time (the next may already wait in
 //! the channel), enforces `timeout_ms` and `memory_mb`, answers the callers, and turns
 //! the process's output into log lines of the running invocation. It never waits on
-//! the process: frames go out through a writer task, and everything the process says
-//! comes in as messages.
+//! the process: frames go out through its writer (writer.rs: gathered per turn of the
+//! mailbox, a task only for what a full socket does not take), and everything the
+//! process says comes in as messages.
 
 mod channel;
 mod memory;
@@ -220,8 +221,7 @@ impl Actor for WorkerActor {
             WorkerMsg::Invoke { invocation, cold } => state.invoke(&myself, invocation, cold).await,
             WorkerMsg::Flush => {
                 if let Err(e) = state.writer.flush() {
-                    let why = format!("cannot write to the worker: {e}");
-                    state.fail(&myself, why, "Runtime.ExitError").await;
+                    state.write_failed(&myself, e).await;
                 }
             }
             WorkerMsg::Frame(frame) => state.on_frame(&myself, frame).await,
@@ -230,10 +230,7 @@ impl Actor for WorkerActor {
                 let why = format!("the worker answered garbage: {why}");
                 state.fail(&myself, why, "Runtime.InvalidResponse").await
             }
-            WorkerMsg::WriteFailed(why) => {
-                let why = format!("cannot write to the worker: {why}");
-                state.fail(&myself, why, "Runtime.ExitError").await
-            }
+            WorkerMsg::WriteFailed(why) => state.write_failed(&myself, why).await,
             WorkerMsg::OutOfMemory(rss) => state.out_of_memory(&myself, rss).await,
             WorkerMsg::ChannelClosed => {
                 state.exit.channel_closed = true;
@@ -344,9 +341,13 @@ impl WorkerState {
             let _ = myself.cast(WorkerMsg::Flush);
         }
         if let Err(SendError::Io(e)) = sent {
-            let why = format!("cannot write to the worker: {e}");
-            self.fail(myself, why, "Runtime.ExitError").await;
+            self.write_failed(myself, e).await;
         }
+    }
+
+    async fn write_failed(&mut self, myself: &ActorRef<WorkerMsg>, why: impl std::fmt::Display) {
+        let why = format!("cannot write to the worker: {why}");
+        self.fail(myself, why, "Runtime.ExitError").await;
     }
 
     /// The invocation at the front has the process now: its time starts.
