@@ -81,10 +81,9 @@ impl Invocation {
             client: ctx.client.clone(),
         };
         if chosen.is_some_and(|id| !is_valid_request_id(id.as_str())) {
-            let err = LambdaError::new(
-                "InvalidRequestContentException",
-                format!("{HEADER_REQUEST_ID} must be 1 to 64 characters of A-Za-z0-9-"),
-            );
+            let err = LambdaError::invalid_request_content(format!(
+                "{HEADER_REQUEST_ID} must be 1 to 64 characters of A-Za-z0-9-"
+            ));
             caller.fail(ctx, ErrorCode::BadRequest, &err).await;
             return None;
         }
@@ -95,10 +94,9 @@ impl Invocation {
             None => None,
             Some(Ok(ms)) => Some(ms),
             Some(Err(_)) => {
-                let err = LambdaError::new(
-                    "InvalidRequestContentException",
-                    format!("{HEADER_DEADLINE_MS} must be Unix time in milliseconds"),
-                );
+                let err = LambdaError::invalid_request_content(format!(
+                    "{HEADER_DEADLINE_MS} must be Unix time in milliseconds"
+                ));
                 caller.fail(ctx, ErrorCode::BadRequest, &err).await;
                 return None;
             }
@@ -170,9 +168,7 @@ impl Caller {
             }
         };
         if payload.len() + 256 > ctx.max_payload {
-            let err = LambdaError::new(
-                "Function.ResponseSizeTooLarge",
-                format!(
+            let err = LambdaError::response_too_large(format!(
                     "Response payload size ({} bytes) exceeded maximum allowed payload size ({} bytes).",
                     payload.len(),
                     ctx.max_payload
@@ -231,13 +227,10 @@ impl Drop for Caller {
             return;
         };
         tracing::error!(request_id = %self.request_id, "an invocation was lost without an answer; answering 502");
-        let error = LambdaError::new(
-            "Runtime.ExitError",
-            format!(
-                "RequestId: {} Error: the worker serving it failed",
-                self.request_id
-            ),
-        );
+        let error = LambdaError::exit_error(format!(
+            "RequestId: {} Error: the worker serving it failed",
+            self.request_id
+        ));
         let (headers, body) = error_reply(&self.request_id, ErrorCode::WorkerFailed, &error);
         let client = self.client.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {

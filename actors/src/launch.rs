@@ -125,13 +125,10 @@ impl LaunchPlan {
             }
         };
         let Some(program) = interpreter.clone() else {
-            return Err(LambdaError::new(
-                "Runtime.InvalidEntrypoint",
-                format!(
-                    "runtime {}: its interpreter was not found on this node's PATH",
-                    spec.runtime.as_str()
-                ),
-            ));
+            return Err(LambdaError::invalid_entrypoint(format!(
+                "runtime {}: its interpreter was not found on this node's PATH",
+                spec.runtime.as_str()
+            )));
         };
         let path = match program.parent() {
             Some(dir) => format!("{}:{SYSTEM_PATH}", dir.display()),
@@ -170,12 +167,8 @@ impl LaunchPlan {
         runtime_dir: &Path,
         interpreters: &crate::Interpreters,
     ) -> Result<LaunchPlan, LambdaError> {
-        let unavailable = |reason: &str| {
-            LambdaError::new(
-                "Runtime.InvalidEntrypoint",
-                format!("runtime java: {reason}"),
-            )
-        };
+        let unavailable =
+            |reason: &str| LambdaError::invalid_entrypoint(format!("runtime java: {reason}"));
         let jdk = interpreters.java.as_ref().map_err(|r| unavailable(r))?;
         let args = jdk
             .worker_args(spec.memory_mb)
@@ -218,13 +211,10 @@ impl LaunchPlan {
         let executable = std::fs::metadata(&program)
             .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
         if !executable {
-            return Err(LambdaError::new(
-                "Runtime.InvalidEntrypoint",
-                format!(
-                    "runtime provided: {} is missing or not executable",
-                    program.display()
-                ),
-            ));
+            return Err(LambdaError::invalid_entrypoint(format!(
+                "runtime provided: {} is missing or not executable",
+                program.display()
+            )));
         }
         let mut env = lambda_env(
             function,

@@ -56,6 +56,29 @@ impl LambdaError {
         }
     }
 
+    // The platform's own error types, one constructor each: the only place their
+    // names are written (a handler's own types come from the worker as they are).
+
+    /// The worker process exited, or its channel broke, while starting or running.
+    pub fn exit_error(message: impl Into<String>) -> Self {
+        Self::new("Runtime.ExitError", message)
+    }
+
+    /// The worker said something it should not have (not a frame, the wrong answer).
+    pub fn invalid_response(message: impl Into<String>) -> Self {
+        Self::new("Runtime.InvalidResponse", message)
+    }
+
+    /// The worker went past `memory_mb`.
+    pub fn out_of_memory(message: impl Into<String>) -> Self {
+        Self::new("Runtime.OutOfMemory", message)
+    }
+
+    /// The worker cannot be started at all (no interpreter, no bootstrap, spawn failed).
+    pub fn invalid_entrypoint(message: impl Into<String>) -> Self {
+        Self::new("Runtime.InvalidEntrypoint", message)
+    }
+
     /// The function's code (a `code.dir`, or a package that cannot be fetched right
     /// now) is not there.
     pub fn code_unavailable(message: impl Into<String>) -> Self {
@@ -78,10 +101,67 @@ impl LambdaError {
         Self::new("Runtime.InvalidPackage", message)
     }
 
+    /// The handler (or its init phase) ran past its time.
+    pub fn timed_out(message: impl Into<String>) -> Self {
+        Self::new("Sandbox.Timedout", message)
+    }
+
+    /// The event is larger than the worker's channel takes.
+    pub fn request_too_large(message: impl Into<String>) -> Self {
+        Self::new("Function.RequestTooLarge", message)
+    }
+
+    /// The handler's result is larger than the reply can carry.
+    pub fn response_too_large(message: impl Into<String>) -> Self {
+        Self::new("Function.ResponseSizeTooLarge", message)
+    }
+
+    /// natsfn itself could not serve the invocation (the function or node stopped).
+    pub fn service_exception(message: impl Into<String>) -> Self {
+        Self::new("ServiceException", message)
+    }
+
+    /// At the concurrency limit with a full queue (429).
+    pub fn too_many_requests(message: impl Into<String>) -> Self {
+        Self::new("TooManyRequestsException", message)
+    }
+
+    /// The request is unusable as sent (its headers, or an event that is not JSON).
+    pub fn invalid_request_content(message: impl Into<String>) -> Self {
+        Self::new("InvalidRequestContentException", message)
+    }
+
+    /// The request body is larger than the gateway takes.
+    pub fn request_too_large_exception(message: impl Into<String>) -> Self {
+        Self::new("RequestTooLargeException", message)
+    }
+
+    /// The caller stopped waiting (the gateway's wait limit passed).
+    pub fn request_timeout(message: impl Into<String>) -> Self {
+        Self::new("RequestTimeoutException", message)
+    }
+
+    /// A request parameter is out of its range.
+    pub fn validation(message: impl Into<String>) -> Self {
+        Self::new("ValidationException", message)
+    }
+
+    /// No such function (or qualifier).
+    pub fn resource_not_found(message: impl Into<String>) -> Self {
+        Self::new("ResourceNotFoundException", message)
+    }
+
     /// The JSON body of an error reply.
     pub fn to_json(&self) -> Vec<u8> {
         // A struct of strings always serialises.
         serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// `errorType: errorMessage`, as logs and the `Nats-Service-Error` header show it.
+impl std::fmt::Display for LambdaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.error_type, self.error_message)
     }
 }
 
@@ -96,6 +176,14 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"errorType": "ValueError", "errorMessage": "bad", "stackTrace": []})
+        );
+    }
+
+    #[test]
+    fn display_is_type_colon_message() {
+        assert_eq!(
+            LambdaError::exit_error("gone").to_string(),
+            "Runtime.ExitError: gone"
         );
     }
 

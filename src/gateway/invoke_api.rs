@@ -15,6 +15,7 @@ use futures::StreamExt;
 use natsfn_protocol::names::{
     async_subject, is_valid_function_name, logs_subject, HEADER_MSG_ID, HEADER_REQUEST_ID,
 };
+use natsfn_protocol::LambdaError;
 use serde_json::json;
 
 use super::{new_request_id, read_body, request, BodyError, Gateway, Outcome};
@@ -63,22 +64,19 @@ pub(super) async fn invoke(
             );
             return reply.error(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "RequestTooLargeException",
-                &message,
+                &LambdaError::request_too_large_exception(&message),
             );
         }
         Err(BodyError::TimedOut) => {
             return reply.error(
                 StatusCode::REQUEST_TIMEOUT,
-                "RequestTimeoutException",
-                "the request body did not arrive in time",
+                &LambdaError::request_timeout("the request body did not arrive in time"),
             )
         }
         Err(BodyError::Broken) => {
             return reply.error(
                 StatusCode::BAD_REQUEST,
-                "InvalidRequestContentException",
-                "the request body could not be read",
+                &LambdaError::invalid_request_content("the request body could not be read"),
             )
         }
     };
@@ -97,8 +95,7 @@ pub(super) async fn invoke(
             if !body.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
                 return reply.error(
                     StatusCode::BAD_REQUEST,
-                    "InvalidRequestContentException",
-                    "Could not parse request body into json",
+                    &LambdaError::invalid_request_content("Could not parse request body into json"),
                 );
             }
             // Durable: 202 only once NATSFN_ASYNC has stored it; the request id is its
@@ -123,7 +120,7 @@ pub(super) async fn invoke(
             let message = format!(
                 "1 validation error detected: Value '{other}' at 'invocationType' failed to satisfy constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]"
             );
-            return reply.error(StatusCode::BAD_REQUEST, "ValidationException", &message);
+            return reply.error(StatusCode::BAD_REQUEST, &LambdaError::validation(&message));
         }
     }
     let (outcome, log) = if tail {
@@ -143,18 +140,14 @@ pub(super) async fn invoke(
         Outcome::Error { code: 429, .. } => {
             let body = json!({"Reason": "ReservedFunctionConcurrentInvocationLimitExceeded",
                               "Type": "User", "message": "Rate Exceeded."});
-            reply.json(
-                StatusCode::TOO_MANY_REQUESTS,
-                "TooManyRequestsException",
-                &body,
-            )
+            let error_type = LambdaError::too_many_requests("Rate Exceeded.").error_type;
+            reply.json(StatusCode::TOO_MANY_REQUESTS, &error_type, &body)
         }
         Outcome::Error {
             code: 400, message, ..
         } => reply.error(
             StatusCode::BAD_REQUEST,
-            "InvalidRequestContentException",
-            &message,
+            &LambdaError::invalid_request_content(&message),
         ),
         // The handler's error, and (as in Lambda) a timeout, a crashed worker, an init
         // error or a result too large: 200 and the error JSON, marked Unhandled.
@@ -170,8 +163,7 @@ pub(super) async fn invoke(
         Outcome::NoResponders => reply.not_found(),
         Outcome::TimedOut => reply.error(
             StatusCode::BAD_GATEWAY,
-            "ServiceException",
-            "no reply from the function in time",
+            &LambdaError::service_exception("no reply from the function in time"),
         ),
         Outcome::Unavailable(why) => reply.unavailable(&why),
     }
@@ -354,7 +346,7 @@ impl Reply<'_> {
         response
     }
 
-    fn error(&self, status: StatusCode, error_type: &str, message: &str) -> Response {
+    fn error(&self, status: StatusCode, error: &LambdaError) -> Response {
         let side = if status.is_server_error() {
             "Service"
         } else {
@@ -362,8 +354,8 @@ impl Reply<'_> {
         };
         self.json(
             status,
-            error_type,
-            &json!({"Type": side, "message": message}),
+            &error.error_type,
+            &json!({"Type": side, "message": error.error_message}),
         )
     }
 
@@ -372,15 +364,17 @@ impl Reply<'_> {
             "Function not found: arn:aws:lambda:{}:000000000000:function:{}",
             self.region, self.name
         );
-        self.error(StatusCode::NOT_FOUND, "ResourceNotFoundException", &message)
+        self.error(
+            StatusCode::NOT_FOUND,
+            &LambdaError::resource_not_found(&message),
+        )
     }
 
     fn unavailable(&self, why: &str) -> Response {
         tracing::warn!(function = self.name, error = %why, "Invoke API request failed on NATS");
         self.error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceException",
-            "the function could not be reached over NATS",
+            &LambdaError::service_exception("the function could not be reached over NATS"),
         )
     }
 }

@@ -26,7 +26,7 @@ async fn refuse(
     error: &LambdaError,
 ) {
     metrics.finished(code, invocation.received.elapsed());
-    let text = format!("{}: {}", error.error_type, error.error_message);
+    let text = error.to_string();
     service.record(
         invocation.endpoint,
         invocation.received.elapsed(),
@@ -98,15 +98,12 @@ impl FunctionState {
             invocation
         };
         if let Some(invocation) = self.queue.admit(invocation) {
-            let error = LambdaError::new(
-                "TooManyRequestsException",
-                format!(
-                    "function {} is at its concurrency limit ({} running) and {} invocations wait",
-                    self.name,
-                    self.spec.pool.max,
-                    self.queue.limit()
-                ),
-            );
+            let error = LambdaError::too_many_requests(format!(
+                "function {} is at its concurrency limit ({} running) and {} invocations wait",
+                self.name,
+                self.spec.pool.max,
+                self.queue.limit()
+            ));
             return refuse(
                 &self.ctx,
                 &mut self.service,

@@ -324,10 +324,8 @@ impl Actor for FunctionActor {
         state: &mut FunctionState,
     ) -> Result<(), ActorProcessingErr> {
         state.subscriptions.clear();
-        let error = LambdaError::new(
-            "ServiceException",
-            format!("function {} stopped on this node", state.name),
-        );
+        let error =
+            LambdaError::service_exception(format!("function {} stopped on this node", state.name));
         state.events = None;
         state.hand_back_queue(&error).await;
         // Each worker reaps its process as it stops.

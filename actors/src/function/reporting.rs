@@ -40,7 +40,7 @@ impl FunctionState {
     pub(super) fn report_configured(&mut self) {
         match &self.plan {
             Code::Unavailable(error) => {
-                let reason = format!("{}: {}", error.error_type, error.error_message);
+                let reason = error.to_string();
                 self.report(State::Error, Some(reason))
             }
             // Nothing to wait for: the first invocation starts a worker, or warm ones

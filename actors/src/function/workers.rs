@@ -55,10 +55,9 @@ impl FunctionState {
                         .started(actor.get_id(), actor, self.code_revision, Instant::now())
                 }
                 Err(e) => {
-                    let error = LambdaError::new(
-                        "Runtime.InvalidEntrypoint",
-                        format!("cannot start a worker process: {e}"),
-                    );
+                    let error = LambdaError::invalid_entrypoint(format!(
+                        "cannot start a worker process: {e}"
+                    ));
                     self.start_failed(error).await;
                     self.wait_for_backoff(myself);
                     return;
@@ -176,7 +175,7 @@ impl FunctionState {
     /// A worker could not start (spawn failure or init error): count it, answer those
     /// waiting when no other worker can serve them, and keep the error for new callers.
     pub(super) async fn start_failed(&mut self, error: LambdaError) {
-        let mut reason = format!("{}: {}", error.error_type, error.error_message);
+        let mut reason = error.to_string();
         if let Some(previous) = self.previous {
             reason.push_str(&format!(" (still serving revision {previous})"));
         }

@@ -228,7 +228,9 @@ impl Actor for WorkerActor {
             WorkerMsg::Output { stream, line } => state.on_output(stream, line).await,
             WorkerMsg::ProtocolViolation(why) => {
                 let why = format!("the worker answered garbage: {why}");
-                state.fail(&myself, why, "Runtime.InvalidResponse").await
+                state
+                    .fail(&myself, why, LambdaError::invalid_response)
+                    .await
             }
             WorkerMsg::WriteFailed(why) => state.write_failed(&myself, why).await,
             WorkerMsg::OutOfMemory(rss) => state.out_of_memory(&myself, rss).await,
@@ -243,13 +245,10 @@ impl Actor for WorkerActor {
             WorkerMsg::TimedOut(seq) => state.on_timeout(&myself, seq).await,
             WorkerMsg::InitTimedOut => {
                 if state.phase == Phase::Starting {
-                    let error = LambdaError::new(
-                        "Sandbox.Timedout",
-                        format!(
-                            "Init phase did not finish within {} seconds",
-                            INIT_TIMEOUT.as_secs()
-                        ),
-                    );
+                    let error = LambdaError::timed_out(format!(
+                        "Init phase did not finish within {} seconds",
+                        INIT_TIMEOUT.as_secs()
+                    ));
                     state.init_failed(&myself, error);
                 }
             }
@@ -265,7 +264,7 @@ impl Actor for WorkerActor {
     ) -> Result<(), ActorProcessingErr> {
         // Stopped with invocations in hand only when the node shuts down: say so, do
         // not go silent.
-        let error = LambdaError::new("ServiceException", "the node stopped this worker");
+        let error = LambdaError::service_exception("the node stopped this worker");
         for call in state.in_flight.drain(..) {
             call.invocation
                 .caller
@@ -284,11 +283,11 @@ impl Actor for WorkerActor {
     }
 }
 
+/// One of `LambdaError`'s named constructors of a platform error type.
+type PlatformError = fn(String) -> LambdaError;
+
 fn failed(code: ErrorCode, error: &LambdaError) -> Outcome {
-    Outcome::Failed(
-        code,
-        format!("{}: {}", error.error_type, error.error_message),
-    )
+    Outcome::Failed(code, error.to_string())
 }
 
 impl WorkerState {
@@ -313,7 +312,7 @@ impl WorkerState {
         };
         let sent = self.writer.send(invoke, &invocation.payload);
         if let Err(SendError::TooLarge(e)) = sent {
-            let error = LambdaError::new("Function.RequestTooLarge", e.to_string());
+            let error = LambdaError::request_too_large(e.to_string());
             let since_received = invocation.received.elapsed();
             let endpoint = invocation.endpoint;
             invocation
@@ -347,7 +346,7 @@ impl WorkerState {
 
     async fn write_failed(&mut self, myself: &ActorRef<WorkerMsg>, why: impl std::fmt::Display) {
         let why = format!("cannot write to the worker: {why}");
-        self.fail(myself, why, "Runtime.ExitError").await;
+        self.fail(myself, why, LambdaError::exit_error).await;
     }
 
     /// The invocation at the front has the process now: its time starts.
@@ -387,7 +386,7 @@ impl WorkerState {
             (Phase::Done, _) => return,
             (_, other) => {
                 let why = format!("unexpected frame {other:?}");
-                return self.fail(myself, why, "Runtime.InvalidResponse").await;
+                return self.fail(myself, why, LambdaError::invalid_response).await;
             }
         };
         let running = self
@@ -396,7 +395,7 @@ impl WorkerState {
             .map(|c| c.invocation.caller.request_id.as_str());
         if running != Some(id.as_str()) {
             let why = format!("an answer for request {id:?}, which is not the one running");
-            return self.fail(myself, why, "Runtime.InvalidResponse").await;
+            return self.fail(myself, why, LambdaError::invalid_response).await;
         }
         let Some(call) = self.in_flight.pop_front() else {
             return;
@@ -458,7 +457,7 @@ impl WorkerState {
         self.kill();
         let secs = self.args.timeout.as_secs_f64();
         let why = format!("Task timed out after {secs:.2} seconds");
-        self.end(myself, ErrorCode::TimedOut, "Sandbox.Timedout", why)
+        self.end(myself, ErrorCode::TimedOut, LambdaError::timed_out, why)
             .await;
     }
 
@@ -473,24 +472,28 @@ impl WorkerState {
             self.args.memory_mb
         );
         if self.phase == Phase::Starting {
-            self.init_failed(myself, LambdaError::new("Runtime.OutOfMemory", why));
+            self.init_failed(myself, LambdaError::out_of_memory(why));
         } else {
-            self.end(myself, ErrorCode::WorkerFailed, "Runtime.OutOfMemory", why)
-                .await;
+            self.end(
+                myself,
+                ErrorCode::WorkerFailed,
+                LambdaError::out_of_memory,
+                why,
+            )
+            .await;
         }
     }
 
     /// The process said something it should not have: it cannot be trusted further.
-    async fn fail(&mut self, myself: &ActorRef<WorkerMsg>, why: String, error_type: &str) {
+    async fn fail(&mut self, myself: &ActorRef<WorkerMsg>, why: String, error: PlatformError) {
         if self.phase == Phase::Done {
             return;
         }
         self.kill();
         if self.phase == Phase::Starting {
-            self.init_failed(myself, LambdaError::new(error_type, why));
+            self.init_failed(myself, error(why));
         } else {
-            self.end(myself, ErrorCode::WorkerFailed, error_type, why)
-                .await;
+            self.end(myself, ErrorCode::WorkerFailed, error, why).await;
         }
     }
 
@@ -521,10 +524,15 @@ impl WorkerState {
             .unwrap_or_else(|| "its channel closed".into());
         let why = format!("Runtime exited with error: {status}");
         if self.phase == Phase::Starting {
-            self.init_failed(myself, LambdaError::new("Runtime.ExitError", why));
+            self.init_failed(myself, LambdaError::exit_error(why));
         } else {
-            self.end(myself, ErrorCode::WorkerFailed, "Runtime.ExitError", why)
-                .await;
+            self.end(
+                myself,
+                ErrorCode::WorkerFailed,
+                LambdaError::exit_error,
+                why,
+            )
+            .await;
         }
     }
 
@@ -534,7 +542,7 @@ impl WorkerState {
         &mut self,
         myself: &ActorRef<WorkerMsg>,
         code: ErrorCode,
-        error_type: &str,
+        error: PlatformError,
         why: String,
     ) {
         self.phase = Phase::Done;
@@ -550,7 +558,7 @@ impl WorkerState {
             let endpoint = running.invocation.endpoint;
             let caller = running.invocation.caller;
             let message = format!("RequestId: {} Error: {why}", caller.request_id);
-            let error = LambdaError::new(error_type, message);
+            let error = error(message);
             let ran = Ran {
                 duration: running.started.map_or(Duration::ZERO, |t| t.elapsed()),
                 cold: running.cold,

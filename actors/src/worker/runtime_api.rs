@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
 use natsfn_protocol::frame::{ErrorFields, InvocationError};
-use natsfn_protocol::FromWorker;
+use natsfn_protocol::{FromWorker, LambdaError};
 use ractor::ActorRef;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -31,8 +31,6 @@ use crate::invocation::now_ms;
 /// Lambda's limit on a synchronous invocation's response, and so on what its Runtime
 /// API takes as a response or error body.
 const LAMBDA_RESPONSE_LIMIT: usize = 6 * 1024 * 1024;
-/// Error type of an invocation whose response the API refused as too large (Lambda's).
-const RESPONSE_TOO_LARGE: &str = "Function.ResponseSizeTooLarge";
 /// Of a non-JSON error body, this much becomes the error message.
 const MAX_ERROR_TEXT: usize = 4096;
 
@@ -161,10 +159,11 @@ async fn next(State(s): State<Arc<Shared>>) -> Response {
     }
     // Cancel-safe: a worker that hangs up while waiting takes nothing with it.
     let Some(call) = queue.recv().await else {
+        let error = LambdaError::service_exception("the worker is stopping");
         return lambda_error(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "ServiceException",
-            "the worker is stopping",
+            &error.error_type,
+            &error.error_message,
         );
     };
     lock(&s.ids).running = Some(call.id.clone());
@@ -192,15 +191,16 @@ async fn response(State(s): State<Arc<Shared>>, Path(id): Path<String>, body: Bo
         Ok(payload) => payload,
         Err(refused) => {
             // As in Lambda, the invocation fails rather than waiting out its timeout.
+            let error = LambdaError::response_too_large(format!(
+                "Response payload size exceeded maximum allowed payload size ({} bytes).",
+                s.max_body
+            ));
             let _ = s.answer(
                 &id,
                 FromWorker::Error(InvocationError {
                     id: id.clone(),
-                    error_type: RESPONSE_TOO_LARGE.into(),
-                    error_message: format!(
-                        "Response payload size exceeded maximum allowed payload size ({} bytes).",
-                        s.max_body
-                    ),
+                    error_type: error.error_type,
+                    error_message: error.error_message,
                     stack_trace: Vec::new(),
                 }),
             );
