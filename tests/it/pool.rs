@@ -172,46 +172,84 @@ async fn the_first_request_after_bind_is_served_warm() {
     );
 }
 
-#[tokio::test]
-async fn a_burst_beyond_max_and_queue_gets_429s_at_once_and_no_timeouts() {
+/// How fast the function has been so far, which decides whether the pool pipelines
+/// invocations to a busy worker (it does for quick ones).
+#[derive(Clone, Copy)]
+enum Speed {
+    Quick,
+    Slow,
+}
+
+/// `pool.max` 2 and `pool.queue` 2, warm (both workers ready) or cold (one ready, the
+/// second starts in the burst): 8 invocations of 1 s at once, and exactly 4 are
+/// admitted (2 run, 2 wait) while 4 get a 429 before any of those finishes.
+async fn burst_admits_max_plus_queue(name: &str, speed: Speed, warm: bool) {
     let env = Env::start().await;
-    let (max, queue) = (2usize, 3usize);
+    let (max, queue) = (2usize, 2usize);
+    let min = if warm { max } else { 1 };
     let _code = bind(
         &env,
-        "burst",
-        json!({"timeout_ms": 10000, "pool": {"min": max, "max": max, "queue": queue}}),
+        name,
+        json!({"timeout_ms": 10000, "pool": {"min": min, "max": max, "queue": queue}}),
     )
     .await;
-    let sleep = 1.0;
+    // Quick invocations make it a function the pool pipelines; one of 50 ms does not.
+    let warm_up = match speed {
+        Speed::Quick => vec![json!({}); 20],
+        Speed::Slow => vec![json!({"sleep": 0.05})],
+    };
+    for event in warm_up {
+        let reply = env.invoke(name, event.to_string()).await;
+        assert_eq!(error_code(&reply), None, "{reply:?}");
+    }
     let replies = burst(
         &env,
-        "burst",
-        (0..4 * max)
-            .map(|n| json!({"n": n, "sleep": sleep}))
-            .collect(),
+        name,
+        (0..8).map(|n| json!({"n": n, "sleep": 1.0})).collect(),
     )
     .await;
     let throttled: Vec<_> = replies
         .iter()
         .filter(|(r, _)| error_code(r) == Some(429))
         .collect();
-    let served = replies
+    let served: Vec<_> = replies
         .iter()
         .filter(|(r, _)| error_code(r).is_none())
-        .count();
-    assert_eq!(throttled.len(), 4 * max - max - queue, "{replies:?}");
+        .collect();
+    assert_eq!(throttled.len(), 8 - max - queue, "{replies:?}");
     assert_eq!(
-        served,
+        served.len(),
         max + queue,
-        "the rest ran: no timeouts, no other errors"
+        "the rest ran: no timeouts, no other errors: {replies:?}"
     );
+    let first_served = served.iter().map(|(_, took)| *took).min();
     for (reply, took) in throttled {
         assert_eq!(json(reply)["errorType"], "TooManyRequestsException");
         assert!(
-            took.as_secs_f64() < sleep,
-            "429 after {took:?}: it waited instead of being refused"
+            first_served.is_some_and(|first| *took < first),
+            "a 429 after {took:?}, later than the first success ({first_served:?}): it waited instead of being refused"
         );
     }
+}
+
+#[tokio::test]
+async fn a_burst_on_a_quick_warm_function_admits_exactly_max_plus_queue() {
+    burst_admits_max_plus_queue("quickwarm", Speed::Quick, true).await;
+}
+
+#[tokio::test]
+async fn a_burst_on_a_quick_cold_function_admits_exactly_max_plus_queue() {
+    burst_admits_max_plus_queue("quickcold", Speed::Quick, false).await;
+}
+
+#[tokio::test]
+async fn a_burst_on_a_slow_warm_function_admits_exactly_max_plus_queue() {
+    burst_admits_max_plus_queue("slowwarm", Speed::Slow, true).await;
+}
+
+#[tokio::test]
+async fn a_burst_on_a_slow_cold_function_admits_exactly_max_plus_queue() {
+    burst_admits_max_plus_queue("slowcold", Speed::Slow, false).await;
 }
 
 #[tokio::test]

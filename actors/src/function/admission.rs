@@ -1,7 +1,7 @@
 //! How an invocation gets in (a request on a subscription, or an async event pulled
-//! from `NATSFN_ASYNC`): answered at once when the function cannot start, handed to a
-//! worker that can take it now, queued while there is room, refused (429) when there
-//! is none.
+//! from `NATSFN_ASYNC`): answered at once when the function cannot start, refused
+//! (429) when `pool.max` run and `pool.queue` wait already, else handed to a worker
+//! that can take it now or queued.
 
 use natsfn_protocol::names::{async_consumer, async_subject, dlq_subject, ASYNC_STREAM};
 use natsfn_protocol::{ErrorCode, LambdaError};
@@ -88,21 +88,10 @@ impl FunctionState {
             )
             .await;
         }
-        // An idle worker takes it at once; otherwise it waits, if there is room.
-        let invocation = if self.queue.is_empty() {
-            match self.dispatch(invocation, false) {
-                None => return self.start_workers(myself).await,
-                Some(invocation) => invocation,
-            }
-        } else {
-            invocation
-        };
-        if let Some(invocation) = self.queue.admit(invocation) {
+        if !self.pool.admits(self.queue.len(), &self.target()) {
             let error = LambdaError::too_many_requests(format!(
                 "function {} is at its concurrency limit ({} running) and {} invocations wait",
-                self.name,
-                self.spec.pool.max,
-                self.queue.limit()
+                self.name, self.spec.pool.max, self.spec.pool.queue
             ));
             return refuse(
                 &self.ctx,
@@ -113,6 +102,15 @@ impl FunctionState {
                 &error,
             )
             .await;
+        }
+        // A worker that can take it now does; otherwise it waits here.
+        if self.queue.is_empty() {
+            match self.dispatch(invocation, false) {
+                None => return self.start_workers(myself).await,
+                Some(invocation) => self.queue.push(invocation),
+            }
+        } else {
+            self.queue.push(invocation);
         }
         self.pump(myself).await;
     }

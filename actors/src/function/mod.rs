@@ -182,7 +182,7 @@ impl Actor for FunctionActor {
         let mut state = FunctionState {
             arn: format!("arn:aws:lambda:local:000000000000:function:{name}").into(),
             logs_subject: logs_subject(&name).into(),
-            queue: WaitQueue::new(spec.pool.queue as usize),
+            queue: WaitQueue::default(),
             ctx,
             node,
             name,
@@ -397,7 +397,6 @@ impl FunctionState {
             ..spec.clone()
         } == self.spec;
         self.spec = spec;
-        self.queue.set_limit(self.spec.pool.queue as usize);
         let (room, settings) = (self.event_room(), self.event_settings());
         if let Some(events) = &mut self.events {
             events.update(room, settings);

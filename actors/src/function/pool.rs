@@ -61,6 +61,8 @@ pub(crate) struct Target {
     pub(crate) previous: Option<u64>,
     pub(crate) min: usize,
     pub(crate) max: usize,
+    /// Invocations that may wait on top of the `max` that run.
+    pub(crate) queue: usize,
     pub(crate) idle: Duration,
     /// 0: no limit.
     pub(crate) max_invocations: u64,
@@ -80,6 +82,7 @@ impl Target {
             previous,
             min: pool.min as usize,
             max: pool.max as usize,
+            queue: pool.queue as usize,
             idle: Duration::from_millis(pool.idle_ms),
             max_invocations: pool.max_invocations,
             retiring,
@@ -409,6 +412,16 @@ impl<H> WorkerPool<H> {
             .count()
     }
 
+    /// Whether one more invocation may come in, `waiting` being those in the
+    /// FunctionActor's queue. At most `max` run and `queue` wait, and what a worker
+    /// holds behind the invocation it runs (pipelined) waits too: so what the workers
+    /// hold and the queue together stay within `max + queue`, whether the workers are
+    /// warm or still starting.
+    pub(crate) fn admits(&self, waiting: usize, target: &Target) -> bool {
+        let held: usize = self.workers.iter().map(|w| w.held).sum();
+        held + waiting < target.max + target.queue
+    }
+
     pub(crate) fn any_busy(&self) -> bool {
         self.workers.iter().any(|w| w.held > 0)
     }
@@ -438,6 +451,7 @@ mod tests {
             previous: None,
             min,
             max,
+            queue: 0,
             idle: Duration::from_secs(60),
             max_invocations: 0,
             retiring: false,
@@ -506,6 +520,35 @@ mod tests {
             per_worker[w as usize] += 1;
         }
         assert_eq!(per_worker, [PIPELINE_DEPTH, PIPELINE_DEPTH]);
+    }
+
+    #[test]
+    fn what_runs_pipelined_and_waits_together_stays_within_max_plus_queue() {
+        let t0 = Instant::now();
+        let t = Target {
+            queue: 2,
+            ..target(0, 2)
+        };
+        // Warm and quick: one worker holds the one it runs and three behind it.
+        let mut pool = ready_pool(1, t0);
+        pool.finished(ActorId::Local(0), Some(Duration::from_micros(300)), &t, t0);
+        let mut admitted = 0;
+        while pool.admits(0, &t) {
+            assert!(assign(&mut pool, &t).is_some());
+            admitted += 1;
+        }
+        assert_eq!(admitted, 4, "2 run (or would) and 2 wait, pipelined or not");
+        // Cold: nothing ready, everything waits in the queue.
+        let mut cold: WorkerPool<u64> = WorkerPool::default();
+        cold.started(ActorId::Local(0), 0, 1, t0);
+        assert!(cold.admits(3, &t));
+        assert!(!cold.admits(4, &t));
+        // Some held, some queued.
+        let mut pool = ready_pool(2, t0);
+        assign(&mut pool, &t);
+        assign(&mut pool, &t);
+        assert!(pool.admits(1, &t));
+        assert!(!pool.admits(2, &t));
     }
 
     #[test]

@@ -1,43 +1,23 @@
-//! The invocations of a function waiting on this node for a worker: at most
-//! `pool.queue` of them (beyond that the caller gets a 429 at once), oldest first, and
-//! those whose caller stopped waiting (`Natsfn-Deadline-Ms`) are dropped unrun.
+//! The invocations of a function waiting on this node for a worker, oldest first
+//! (how many may wait is the pool's to say: `WorkerPool::admits`); those whose caller
+//! stopped waiting (`Natsfn-Deadline-Ms`) are dropped unrun.
 
 use std::collections::VecDeque;
 
 use crate::invocation::{now_ms, Invocation};
 
+#[derive(Default)]
 pub(crate) struct WaitQueue {
     waiting: VecDeque<Invocation>,
-    limit: usize,
 }
 
 impl WaitQueue {
-    pub(crate) fn new(limit: usize) -> WaitQueue {
-        WaitQueue {
-            waiting: VecDeque::new(),
-            limit,
-        }
-    }
-
-    pub(crate) fn set_limit(&mut self, limit: usize) {
-        self.limit = limit;
-    }
-
-    pub(crate) fn limit(&self) -> usize {
-        self.limit
-    }
-
-    /// Takes `invocation` at the back, or hands it back when the queue is full.
-    pub(crate) fn admit(&mut self, invocation: Invocation) -> Option<Invocation> {
-        if self.waiting.len() >= self.limit {
-            return Some(invocation);
-        }
+    pub(crate) fn push(&mut self, invocation: Invocation) {
         self.waiting.push_back(invocation);
-        None
     }
 
-    /// Invocations a worker took but never started go back to the front, oldest first,
-    /// whatever the limit: they were admitted already.
+    /// Invocations a worker took but never started go back to the front, oldest first:
+    /// they were admitted already.
     pub(crate) fn requeue(&mut self, invocations: Vec<Invocation>) {
         for invocation in invocations.into_iter().rev() {
             self.waiting.push_front(invocation);
