@@ -301,35 +301,37 @@ async fn throttled_events_wait_and_are_not_counted_as_attempts() {
     );
     let env = Env::with(server, node).await;
     let recorder = Recorder::new();
-    // One worker, no queue: while requests keep it busy, an event pulled is refused
+    // One worker, no queue: while a request keeps it busy, an event pulled is refused
     // (429) and must be offered again, not failed; with max_retries 0 a throttle
     // counted as an attempt would make it a dead letter.
     let spec = recorder.spec(json!({"pool": {"min": 1, "max": 1, "queue": 0},
-                                    "async": {"max_retries": 0}}));
+                                    "timeout_ms": 10000, "async": {"max_retries": 0}}));
     env.bind_ready("throttled", spec).await;
     let js = jetstream::new(env.client.clone());
-    // Two callers back to back keep the one worker busy for about 2 s.
-    let busy: Vec<_> = (0..2)
-        .map(|_| {
-            let client = env.client.clone();
-            tokio::spawn(async move {
-                for _ in 0..20 {
-                    request(
-                        &client,
-                        "natsfn.invoke.throttled",
-                        json!({"sleep": 0.1}).to_string().into(),
-                    )
-                    .await;
-                }
-            })
-        })
-        .collect();
+    let mut headers = HeaderMap::new();
+    headers.insert(HEADER_REQUEST_ID, "busy");
+    let request = async_nats::Request::new()
+        .headers(headers)
+        .payload(json!({"sleep": 3}).to_string().into())
+        .timeout(Some(DEADLINE));
+    let busy = tokio::spawn({
+        let client = env.client.clone();
+        async move {
+            client
+                .send_request("natsfn.invoke.throttled", request)
+                .await
+        }
+    });
+    // The events come while the one worker runs the request.
+    eventually("the busy request runs", || async {
+        (recorder.runs_of("busy") == 1).then_some(())
+    })
+    .await;
     for n in 0..4 {
         publish(&js, "throttled", &format!("t-{n}"), json!({"n": n})).await;
     }
-    for caller in busy {
-        caller.await.expect("busy");
-    }
+    let reply = busy.await.expect("busy").expect("a reply");
+    assert_eq!(error_code(&reply), None, "{reply:?}");
     drained(&js, "throttled").await;
     for n in 0..4 {
         assert_eq!(recorder.runs_of(&format!("t-{n}")), 1, "event t-{n}");
