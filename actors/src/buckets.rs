@@ -30,10 +30,13 @@ pub async fn status(js: &Context) -> Result<Store, BucketError> {
     open(js, STATUS_BUCKET, 1, None).await
 }
 
+/// How long a key of `natsfn-nodes` outlives its last refresh.
+pub(crate) const NODE_TTL: Duration = Duration::from_secs(15);
+
 /// `natsfn-nodes`: per-key TTLs (nats-server 2.11+), so that a node that dies without
 /// a word leaves it; the server's marker for an expired key lives as long as a key.
 pub async fn nodes(js: &Context) -> Result<Store, BucketError> {
-    open(js, NODES_BUCKET, 1, Some(crate::registry::NODE_TTL)).await
+    open(js, NODES_BUCKET, 1, Some(NODE_TTL)).await
 }
 
 /// `--replicas`, if given: fixed once at start-up, before any bucket is opened.

@@ -1,6 +1,6 @@
 //! One invocation on its way through the tree, and the replies sent to its caller.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_nats::{HeaderMap, Message, Subject};
 use bytes::Bytes;
@@ -12,7 +12,6 @@ use natsfn_protocol::{ErrorCode, LambdaError};
 
 use crate::context::NodeContext;
 use crate::events::Event;
-use crate::function::EndpointId;
 
 /// Who is waiting for an invocation's outcome: the reply subject (none for a plain
 /// publish) or the async event to settle, and the request id every reply and log line
@@ -43,6 +42,12 @@ impl Answer {
     }
 }
 
+/// Which endpoint of the function's micro service an invocation came in on: an index
+/// that stays valid for the FunctionActor's life, so recording its stats is an array
+/// access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EndpointId(pub(crate) usize);
+
 pub(crate) struct Invocation {
     pub(crate) caller: Caller,
     /// The event, exactly as the caller sent it.
@@ -52,13 +57,6 @@ pub(crate) struct Invocation {
     pub(crate) received: std::time::Instant,
     /// The service endpoint (subject) it came in on, for the function's stats.
     pub(crate) endpoint: EndpointId,
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
 }
 
 impl Invocation {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use natsfn_protocol::{BindingSpec, CodeSource, LambdaError, Runtime};
 
+use crate::context::Interpreters;
 use crate::package::{Lease, Resolved};
 
 /// The bootstraps ship inside the binary and are written out once at node start-up.
@@ -84,7 +85,7 @@ impl LaunchPlan {
         spec: &BindingSpec,
         code: Resolved,
         runtime_dir: &Path,
-        interpreters: &crate::Interpreters,
+        interpreters: &Interpreters,
     ) -> Result<LaunchPlan, LambdaError> {
         let mut plan = Self::for_code(function, revision, spec, &code, runtime_dir, interpreters)?;
         plan._packages = code.leases;
@@ -97,7 +98,7 @@ impl LaunchPlan {
         spec: &BindingSpec,
         code: &Resolved,
         runtime_dir: &Path,
-        interpreters: &crate::Interpreters,
+        interpreters: &Interpreters,
     ) -> Result<LaunchPlan, LambdaError> {
         let cwd = code.dir.clone();
         if matches!(spec.code, CodeSource::Dir { .. }) && !cwd.is_dir() {
@@ -165,7 +166,7 @@ impl LaunchPlan {
         cwd: PathBuf,
         layers: &[PathBuf],
         runtime_dir: &Path,
-        interpreters: &crate::Interpreters,
+        interpreters: &Interpreters,
     ) -> Result<LaunchPlan, LambdaError> {
         let unavailable =
             |reason: &str| LambdaError::invalid_entrypoint(format!("runtime java: {reason}"));

@@ -6,7 +6,7 @@
 
 pub mod buckets;
 mod children;
-mod connection;
+mod clock;
 mod context;
 mod events;
 mod function;
@@ -15,15 +15,13 @@ mod java;
 mod launch;
 mod logs;
 mod metrics;
-mod node_actor;
+mod node;
 mod package;
-mod placement;
-mod registry;
 mod status;
 mod worker;
 
 pub use context::Interpreters;
 pub use java::Jdk;
 pub use metrics::Metrics;
-pub use node_actor::{Handover, NodeActor, NodeArgs, NodeMsg};
+pub use node::{Handover, NodeActor, NodeArgs, NodeMsg};
 pub use package::{stays_inside, MAX_PACKAGE_BYTES};

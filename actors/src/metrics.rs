@@ -76,15 +76,6 @@ impl From<ErrorCode> for Outcome {
     }
 }
 
-impl From<&crate::function::Outcome> for Outcome {
-    fn from(outcome: &crate::function::Outcome) -> Outcome {
-        match outcome {
-            crate::function::Outcome::Success => Outcome::Ok,
-            crate::function::Outcome::Failed(code, _) => (*code).into(),
-        }
-    }
-}
-
 impl EncodeLabelValue for Outcome {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
         EncodeLabelValue::encode(&self.as_str(), encoder)

@@ -13,9 +13,9 @@ use natsfn_protocol::names::{
 };
 use natsfn_protocol::{AfterFailure, AsyncSpec, Condition, ErrorCode, LambdaError};
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::task::AbortHandle;
+use tokio_util::task::AbortOnDrop;
 
-use crate::invocation::now_ms;
+use crate::clock::now_ms;
 use crate::metrics::{EventMetrics, Settled};
 
 /// A throttled event (the function's queue was full) is offered again after this.
@@ -55,8 +55,8 @@ pub(crate) struct Event {
     /// Its room on this node, given back as soon as it has run (settling it is only
     /// messages to the server).
     room: Option<OwnedSemaphorePermit>,
-    /// Keeps the lease alive while it runs.
-    lease: AbortHandle,
+    /// Keeps the lease alive while it runs; stopped when the event settles or drops.
+    lease: AbortOnDrop,
 }
 
 impl Event {
@@ -96,6 +96,7 @@ impl Event {
             .max(1);
         let enqueued_ms = number(&message, HEADER_ENQUEUED_AT).unwrap_or(published_ms);
         let lease = tokio::spawn(keep_leased(message.clone(), lease_every)).abort_handle();
+        let lease = AbortOnDrop::new(lease);
         Event {
             message: Some(message),
             id,
@@ -334,7 +335,6 @@ impl Event {
 
 impl Drop for Event {
     fn drop(&mut self) {
-        self.lease.abort();
         let Some(message) = self.message.take() else {
             return;
         };

@@ -8,7 +8,7 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
 use async_nats::jetstream::AckKind;
 use futures::StreamExt;
 use tokio::sync::{watch, Semaphore};
-use tokio::task::AbortHandle;
+use tokio_util::task::AbortOnDrop;
 
 use super::event::{Event, Settings};
 
@@ -32,7 +32,8 @@ pub(crate) struct SourceSpec {
 /// A running pull loop. Dropping it stops pulling; events already handed out settle
 /// on their own.
 pub(crate) struct EventSource {
-    task: AbortHandle,
+    /// The pull loop, stopped when this is dropped.
+    _task: AbortOnDrop,
     room: Arc<Semaphore>,
     capacity: usize,
     settings: watch::Sender<Arc<Settings>>,
@@ -55,7 +56,7 @@ impl EventSource {
         let (settings, watched) = watch::channel(Arc::new(settings));
         let task = tokio::spawn(pull_loop(spec, room.clone(), watched, deliver)).abort_handle();
         EventSource {
-            task,
+            _task: AbortOnDrop::new(task),
             room,
             capacity,
             settings,
@@ -78,12 +79,6 @@ impl EventSource {
             });
         }
         self.capacity = capacity;
-    }
-}
-
-impl Drop for EventSource {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

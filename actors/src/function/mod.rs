@@ -19,20 +19,20 @@ use std::time::{Duration, Instant};
 
 use async_nats::Subject;
 use natsfn_protocol::names::{invoke_subject, logs_subject};
-use natsfn_protocol::{BindingSpec, ErrorCode, FunctionState as State, LambdaError};
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use natsfn_protocol::{BindingSpec, FunctionState as State, LambdaError};
+use ractor::{
+    Actor, ActorId, ActorProcessingErr, ActorRef, DerivedActorRef, RpcReplyPort, SupervisionEvent,
+};
 
 use crate::context::NodeContext;
 use crate::events::EventSource;
 use crate::invocation::Invocation;
 use crate::launch::LaunchPlan;
 use crate::metrics::FunctionMetrics;
-use crate::node_actor::NodeMsg;
-use crate::worker::WorkerMsg;
+use crate::worker::{WorkerMsg, WorkerReport};
 use health::StartHealth;
 use pool::{Target, WorkerPool};
 use queue::WaitQueue;
-pub(crate) use service::EndpointId;
 use service::ServiceStats;
 use subscription::{Discovery, Subscriptions};
 
@@ -45,18 +45,18 @@ pub(crate) struct FunctionActor;
 
 pub(crate) struct FunctionArgs {
     pub(crate) ctx: NodeContext,
-    pub(crate) node: ActorRef<NodeMsg>,
+    /// Where the function reports (its node, which converts the reports).
+    pub(crate) node: DerivedActorRef<FunctionReport>,
     pub(crate) name: Arc<str>,
     pub(crate) spec: BindingSpec,
     pub(crate) revision: u64,
 }
 
 pub(crate) enum FunctionMsg {
-    /// A request arrived on one of the function's subjects.
+    /// A request arrived on one of the function's subjects, or an async event.
     Invoke(Invocation),
-    /// Invocations a worker took but never started (it failed first), oldest first:
-    /// they go back to the front of the queue.
-    Requeue(Vec<Invocation>),
+    /// News from one of its workers.
+    Worker(WorkerReport),
     /// The binding changed: new invocations go to workers of the new revision (the
     /// warm ones, when only subjects or pool size changed).
     Reconfigure {
@@ -70,16 +70,6 @@ pub(crate) enum FunctionMsg {
     CodePrepared {
         revision: u64,
         plan: Result<Arc<LaunchPlan>, LambdaError>,
-    },
-    WorkerReady(ActorId),
-    InvocationFinished(Finished),
-    WorkerInitFailed {
-        worker: ActorId,
-        error: LambdaError,
-    },
-    WorkerExited {
-        worker: ActorId,
-        reason: String,
     },
     /// A pause ended (a failed start's backoff, or a wait for a worker slot): workers
     /// may be started again.
@@ -96,27 +86,34 @@ pub(crate) enum FunctionMsg {
     Service(async_nats::Message),
 }
 
-/// One invocation a worker is done with.
-pub(crate) struct Finished {
-    pub(crate) worker: ActorId,
-    pub(crate) endpoint: EndpointId,
-    pub(crate) outcome: Outcome,
-    /// How long the handler ran, when it ran to an answer (a crash or timeout does
-    /// not say how long the function takes).
-    pub(crate) ran: Option<Duration>,
-    /// From the request's arrival to its reply.
-    pub(crate) since_received: Duration,
+impl From<WorkerReport> for FunctionMsg {
+    fn from(report: WorkerReport) -> FunctionMsg {
+        FunctionMsg::Worker(report)
+    }
 }
 
-pub(crate) enum Outcome {
-    Success,
-    /// The reply's error code and `errorType: errorMessage`.
-    Failed(ErrorCode, String),
+/// Gives a report that could not be delivered back to its sender.
+impl TryFrom<FunctionMsg> for WorkerReport {
+    type Error = FunctionMsg;
+
+    fn try_from(msg: FunctionMsg) -> Result<WorkerReport, FunctionMsg> {
+        match msg {
+            FunctionMsg::Worker(report) => Ok(report),
+            other => Err(other),
+        }
+    }
+}
+
+/// What a FunctionActor tells its node, in a message type of its own.
+pub(crate) enum FunctionReport {
+    /// This function has invocations waiting and the node is out of worker slots:
+    /// evict the least recently used idle worker of another function.
+    SlotWanted(ActorId),
 }
 
 pub(crate) struct FunctionState {
     ctx: NodeContext,
-    node: ActorRef<NodeMsg>,
+    node: DerivedActorRef<FunctionReport>,
     name: Arc<str>,
     spec: BindingSpec,
     /// The binding revision this actor serves (what the status reports).
@@ -230,34 +227,13 @@ impl Actor for FunctionActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             FunctionMsg::Invoke(invocation) => state.invoke(&myself, invocation).await,
-            FunctionMsg::Requeue(invocations) => {
-                state.queue.requeue(invocations);
-                state.pump(&myself).await;
-            }
+            FunctionMsg::Worker(report) => state.worker_reported(&myself, report).await,
             FunctionMsg::Reconfigure { spec, revision } => {
                 state.reconfigure(&myself, spec, revision).await
             }
             FunctionMsg::Retire => state.retire(&myself),
             FunctionMsg::CodePrepared { revision, plan } => {
                 state.code_prepared(&myself, revision, plan).await
-            }
-            FunctionMsg::WorkerReady(id) => state.worker_ready(&myself, id).await,
-            FunctionMsg::InvocationFinished(finished) => {
-                state.invocation_finished(&myself, finished).await
-            }
-            // Only the current code's failures say anything of its health: workers of
-            // code overtaken by a newer revision just leave.
-            FunctionMsg::WorkerInitFailed { worker, error } => {
-                if state.pool.remove(worker).map(|w| w.revision()) == Some(state.code_revision) {
-                    state.start_failed(error).await;
-                }
-                state.pump(&myself).await;
-            }
-            FunctionMsg::WorkerExited { worker, reason } => {
-                if state.pool.remove(worker).map(|w| w.revision()) == Some(state.code_revision) {
-                    state.crashed(format!("a worker exited: {reason}"));
-                }
-                state.pump(&myself).await;
             }
             FunctionMsg::RetryStart => {
                 state.health.retry_scheduled = false;

@@ -4,7 +4,8 @@
 
 use std::collections::VecDeque;
 
-use crate::invocation::{now_ms, Invocation};
+use crate::clock::now_ms;
+use crate::invocation::Invocation;
 
 #[derive(Default)]
 pub(crate) struct WaitQueue {

@@ -13,10 +13,7 @@ use natsfn_protocol::service::{
 };
 use natsfn_protocol::{BindingSpec, ErrorCode};
 
-/// Which endpoint an invocation came in on: an index that stays valid for the actor's
-/// life, so recording is an array access.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct EndpointId(usize);
+use crate::invocation::EndpointId;
 
 pub(crate) struct ServiceStats {
     id: String,

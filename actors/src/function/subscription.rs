@@ -8,12 +8,12 @@ use natsfn_protocol::names::queue_group;
 use natsfn_protocol::service::discovery_subjects;
 use ractor::ActorRef;
 use tokio::sync::oneshot;
-use tokio::task::AbortHandle;
+use tokio_util::task::AbortOnDrop;
 
+use super::service::ServiceStats;
+use super::FunctionMsg;
 use crate::context::NodeContext;
-use crate::function::service::{EndpointId, ServiceStats};
-use crate::function::FunctionMsg;
-use crate::invocation::Invocation;
+use crate::invocation::{EndpointId, Invocation};
 use crate::metrics::Refused;
 
 /// The subjects a function listens on, and those it left whose last messages are
@@ -99,7 +99,8 @@ impl Subscriptions {
 
 struct Subscription {
     drain: Option<oneshot::Sender<()>>,
-    task: AbortHandle,
+    /// The forwarding task, stopped when this is dropped.
+    _task: AbortOnDrop,
 }
 
 impl Subscription {
@@ -150,7 +151,7 @@ impl Subscription {
         });
         Ok(Subscription {
             drain: Some(drain_tx),
-            task: task.abort_handle(),
+            _task: AbortOnDrop::new(task.abort_handle()),
         })
     }
 
@@ -163,17 +164,13 @@ impl Subscription {
     }
 }
 
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// The `$SRV` discovery subscriptions of a function's service instance. Plain ones,
 /// not a queue group: every instance answers. Requests go to the FunctionActor, which
 /// owns the stats they ask for.
 pub(crate) struct Discovery {
-    task: AbortHandle,
+    /// The forwarding task, stopped when this is dropped; dropping its subscribers
+    /// unsubscribes them.
+    _task: AbortOnDrop,
 }
 
 impl Discovery {
@@ -196,14 +193,7 @@ impl Discovery {
             }
         });
         Ok(Discovery {
-            task: task.abort_handle(),
+            _task: AbortOnDrop::new(task.abort_handle()),
         })
-    }
-}
-
-impl Drop for Discovery {
-    fn drop(&mut self) {
-        // Dropping the task's subscribers unsubscribes them.
-        self.task.abort();
     }
 }

@@ -7,11 +7,39 @@ use natsfn_protocol::{ErrorCode, FunctionState as State, LambdaError};
 use ractor::{Actor, ActorId, ActorRef};
 
 use super::health::Verdict;
-use super::{Code, Finished, FunctionMsg, FunctionState, Outcome, SLOT_RETRY};
-use crate::node_actor::NodeMsg;
-use crate::worker::{WorkerActor, WorkerArgs};
+use super::{Code, FunctionMsg, FunctionReport, FunctionState, SLOT_RETRY};
+use crate::worker::{Finished, Outcome, WorkerActor, WorkerArgs, WorkerReport};
 
 impl FunctionState {
+    pub(super) async fn worker_reported(
+        &mut self,
+        myself: &ActorRef<FunctionMsg>,
+        report: WorkerReport,
+    ) {
+        match report {
+            WorkerReport::Ready(id) => self.worker_ready(myself, id).await,
+            WorkerReport::Finished(finished) => self.invocation_finished(myself, finished).await,
+            WorkerReport::Requeue(invocations) => {
+                self.queue.requeue(invocations);
+                self.pump(myself).await;
+            }
+            // Only the current code's failures say anything of its health: workers of
+            // code overtaken by a newer revision just leave.
+            WorkerReport::InitFailed { worker, error } => {
+                if self.pool.remove(worker).map(|w| w.revision()) == Some(self.code_revision) {
+                    self.start_failed(error).await;
+                }
+                self.pump(myself).await;
+            }
+            WorkerReport::Exited { worker, reason } => {
+                if self.pool.remove(worker).map(|w| w.revision()) == Some(self.code_revision) {
+                    self.crashed(format!("a worker exited: {reason}"));
+                }
+                self.pump(myself).await;
+            }
+        }
+    }
+
     pub(super) async fn start_workers(&mut self, myself: &ActorRef<FunctionMsg>) {
         let target = self.target();
         let wanted = if self.standby_capped {
@@ -46,7 +74,7 @@ impl FunctionState {
                 memory_mb: self.spec.memory_mb,
                 arn: self.arn.clone(),
                 logs_subject: self.logs_subject.clone(),
-                parent: myself.clone(),
+                parent: myself.get_derived(),
                 slot: Some(slot),
             };
             match WorkerActor::spawn_linked(None, WorkerActor, args, myself.get_cell()).await {
@@ -72,7 +100,9 @@ impl FunctionState {
     /// next invocation instead: a thousand capped functions must not poll.
     fn wait_for_slot(&mut self, myself: &ActorRef<FunctionMsg>, for_demand: bool) {
         if for_demand {
-            let _ = self.node.cast(NodeMsg::SlotWanted(myself.get_id()));
+            let _ = self
+                .node
+                .send_message(FunctionReport::SlotWanted(myself.get_id()));
             if !self.slot_retry {
                 self.slot_retry = true;
                 myself.send_after(SLOT_RETRY, || FunctionMsg::RetryStart);
@@ -87,7 +117,7 @@ impl FunctionState {
         }
     }
 
-    pub(super) async fn worker_ready(&mut self, myself: &ActorRef<FunctionMsg>, id: ActorId) {
+    async fn worker_ready(&mut self, myself: &ActorRef<FunctionMsg>, id: ActorId) {
         let target = self.target();
         if let Err(worker) = self.pool.ready(id, &target, Instant::now()) {
             worker.stop(None);
@@ -106,11 +136,7 @@ impl FunctionState {
         self.schedule_reap(myself);
     }
 
-    pub(super) async fn invocation_finished(
-        &mut self,
-        myself: &ActorRef<FunctionMsg>,
-        done: Finished,
-    ) {
+    async fn invocation_finished(&mut self, myself: &ActorRef<FunctionMsg>, done: Finished) {
         self.metrics.finished(&done.outcome, done.since_received);
         // An old revision serving through a rolling update says nothing of the new.
         if done.ran.is_some() && self.pool.revision_of(done.worker) == Some(self.code_revision) {

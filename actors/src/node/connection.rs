@@ -1,23 +1,30 @@
 //! Watches the node's NATS connection: logs each loss and return, and tells the
-//! NodeActor when the node has been cut off for longer than its grace period (it then
-//! stops taking work) and when it is back (it then catches up and serves again).
+//! NodeActor (in a message type of its own) when the node has been cut off for longer
+//! than its grace period (it then stops taking work) and when it is back (it then
+//! catches up and serves again).
 
 use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
-use ractor::ActorRef;
+use ractor::DerivedActorRef;
 
 use crate::metrics::Metrics;
-use crate::node_actor::NodeMsg;
 
 /// How often the connection state is looked at: a loss is noticed within this.
 const LOOK_EVERY: Duration = Duration::from_millis(100);
+
+pub(crate) enum ConnectionReport {
+    /// No NATS connection for longer than the grace period.
+    Isolated,
+    /// Connected again after being isolated.
+    Reconnected,
+}
 
 pub(crate) async fn watch(
     client: async_nats::Client,
     grace: Duration,
     metrics: std::sync::Arc<Metrics>,
-    node: ActorRef<NodeMsg>,
+    node: DerivedActorRef<ConnectionReport>,
 ) {
     let mut lost_at: Option<Instant> = None;
     let mut isolated = false;
@@ -41,7 +48,7 @@ pub(crate) async fn watch(
                 );
                 isolated = true;
                 metrics.set_isolated(true);
-                if node.cast(NodeMsg::Isolated).is_err() {
+                if node.send_message(ConnectionReport::Isolated).is_err() {
                     return;
                 }
             }
@@ -58,7 +65,7 @@ pub(crate) async fn watch(
                 if isolated {
                     isolated = false;
                     metrics.set_isolated(false);
-                    if node.cast(NodeMsg::Reconnected).is_err() {
+                    if node.send_message(ConnectionReport::Reconnected).is_err() {
                         return;
                     }
                 }

@@ -1,36 +1,37 @@
 //! NodeActor: the root of a node. Watches `natsfn-bindings` from its current state on
-//! and keeps exactly one FunctionActor per valid key; writes why a key was rejected to
-//! `natsfn-status`. Keeps the node's key in `natsfn-nodes` current.
+//! and keeps exactly one FunctionActor per valid key (bindings.rs); writes why a key
+//! was rejected to `natsfn-status`; keeps the node's key in `natsfn-nodes` current
+//! (registry.rs); hands functions whose placement leaves it out to a matching node
+//! (placement.rs); evicts idle workers across functions when out of worker slots
+//! (eviction.rs); stops taking work while cut off from NATS (connection.rs).
+
+mod bindings;
+mod connection;
+mod eviction;
+mod placement;
+mod registry;
+mod start;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use async_nats::jetstream;
-use async_nats::jetstream::kv::{Operation, Store};
+use async_nats::jetstream::kv::Store;
 use bytes::Bytes;
-use futures::StreamExt;
-use natsfn_protocol::names::BINDINGS_BUCKET;
-use natsfn_protocol::{BindingSpec, FunctionState};
-use ractor::rpc::CallResult;
+use natsfn_protocol::BindingSpec;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
-use tokio::sync::Semaphore;
+use tokio_util::task::AbortOnDrop;
 
 use crate::buckets;
 use crate::context::{Interpreters, NodeContext};
-use crate::function::{FunctionActor, FunctionArgs, FunctionMsg};
-use crate::launch;
-use crate::logs::LogShipper;
+use crate::function::{FunctionMsg, FunctionReport};
 use crate::metrics::Metrics;
-use crate::placement;
-use crate::registry::{self, NodeRegistry};
-use crate::status::StatusReporter;
+use connection::ConnectionReport;
+pub use placement::Handover;
+use registry::NodeRegistry;
 
-const WATCH_RETRY: Duration = Duration::from_secs(1);
 const STOP_FUNCTIONS_WITHIN: Duration = Duration::from_secs(10);
-/// How long a function may take to say which of its workers is idle.
-const ASK_IDLE_WITHIN: Duration = Duration::from_millis(200);
 
 pub struct NodeActor;
 
@@ -52,26 +53,6 @@ pub struct NodeArgs {
     pub nats_grace: Duration,
     /// `--label k=v`: matched with the `placement.labels` of each binding.
     pub labels: BTreeMap<String, String>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum NodeError {
-    #[error("node id {0:?}: expected letters, digits and -_=/. (it is a key of natsfn-nodes)")]
-    NodeId(String),
-    #[error(transparent)]
-    Bucket(#[from] buckets::BucketError),
-    #[error(transparent)]
-    Stream(#[from] buckets::StreamError),
-    #[error("cannot create the package cache under {dir}: {source}")]
-    DataDir {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot write the runtime bootstraps to {dir}: {source}")]
-    Runtimes {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
 }
 
 pub enum NodeMsg {
@@ -100,14 +81,46 @@ pub enum NodeMsg {
     },
 }
 
-/// How the wait for a matching node to take over a function ended.
-pub enum Handover {
-    /// A live matching node serves it.
-    Served,
-    /// No live node matches the placement (named in words).
-    NoMatch(String),
-    /// Matching nodes live but none said it serves the function in time.
-    TimedOut,
+impl From<FunctionReport> for NodeMsg {
+    fn from(report: FunctionReport) -> NodeMsg {
+        match report {
+            FunctionReport::SlotWanted(function) => NodeMsg::SlotWanted(function),
+        }
+    }
+}
+
+/// Gives a report that could not be delivered back to its sender.
+impl TryFrom<NodeMsg> for FunctionReport {
+    type Error = NodeMsg;
+
+    fn try_from(msg: NodeMsg) -> Result<FunctionReport, NodeMsg> {
+        match msg {
+            NodeMsg::SlotWanted(function) => Ok(FunctionReport::SlotWanted(function)),
+            other => Err(other),
+        }
+    }
+}
+
+impl From<ConnectionReport> for NodeMsg {
+    fn from(report: ConnectionReport) -> NodeMsg {
+        match report {
+            ConnectionReport::Isolated => NodeMsg::Isolated,
+            ConnectionReport::Reconnected => NodeMsg::Reconnected,
+        }
+    }
+}
+
+/// Gives a report that could not be delivered back to its sender.
+impl TryFrom<NodeMsg> for ConnectionReport {
+    type Error = NodeMsg;
+
+    fn try_from(msg: NodeMsg) -> Result<ConnectionReport, NodeMsg> {
+        match msg {
+            NodeMsg::Isolated => Ok(ConnectionReport::Isolated),
+            NodeMsg::Reconnected => Ok(ConnectionReport::Reconnected),
+            other => Err(other),
+        }
+    }
 }
 
 pub struct NodeState {
@@ -122,8 +135,9 @@ pub struct NodeState {
     /// `natsfn-nodes`, read to see who else may serve a function.
     nodes: Store,
     labels: Arc<BTreeMap<String, String>>,
-    watcher: tokio::task::AbortHandle,
-    connection: tokio::task::AbortHandle,
+    /// The bindings watch; none while draining or isolated.
+    watcher: Option<AbortOnDrop>,
+    _connection: AbortOnDrop,
     /// Taken when the node stops, to remove its key.
     registry: Option<NodeRegistry>,
 }
@@ -144,75 +158,7 @@ impl Actor for NodeActor {
         myself: ActorRef<NodeMsg>,
         args: NodeArgs,
     ) -> Result<NodeState, ActorProcessingErr> {
-        if !registry::is_valid_node_id(&args.node_id) {
-            return Err(NodeError::NodeId(args.node_id).into());
-        }
-        let runtime_dir = args.runtime_dir.unwrap_or_else(launch::default_runtime_dir);
-        launch::install_runtimes(&runtime_dir).map_err(|source| NodeError::Runtimes {
-            dir: runtime_dir.clone(),
-            source,
-        })?;
-        let js = jetstream::new(args.client.clone());
-        let data_dir = args
-            .data_dir
-            .unwrap_or_else(crate::package::default_data_dir);
-        let packages =
-            crate::package::PackageCache::new(&data_dir, js.clone()).map_err(|source| {
-                NodeError::DataDir {
-                    dir: data_dir.clone(),
-                    source,
-                }
-            })?;
-        let bindings = buckets::bindings(&js).await?;
-        let status = buckets::status(&js).await?;
-        let nodes = buckets::nodes(&js).await?;
-        buckets::logs(&js, args.logs).await?;
-        buckets::async_streams(&js).await?;
-        let node_id: Arc<str> = args.node_id.into();
-        let logs = LogShipper::spawn(args.client.clone());
-        let ctx = NodeContext {
-            max_payload: args.client.server_info().max_payload,
-            client: args.client,
-            runtime_dir: runtime_dir.into(),
-            interpreters: Arc::new(args.interpreters),
-            status: StatusReporter::spawn(node_id.clone(), status),
-            logs,
-            node_id,
-            worker_slots: Arc::new(Semaphore::new(args.max_workers)),
-            max_workers: args.max_workers,
-            metrics: args.metrics,
-            packages,
-        };
-        ctx.metrics.set_max_workers(args.max_workers);
-        let registry = NodeRegistry::spawn(
-            js,
-            nodes.clone(),
-            &ctx.node_id,
-            args.max_workers,
-            args.labels.clone(),
-            ctx.metrics.clone(),
-        );
-        let watcher = tokio::spawn(watch_bindings(bindings.clone(), myself.clone())).abort_handle();
-        let connection = tokio::spawn(crate::connection::watch(
-            ctx.client.clone(),
-            args.nats_grace,
-            ctx.metrics.clone(),
-            myself,
-        ))
-        .abort_handle();
-        Ok(NodeState {
-            ctx,
-            functions: HashMap::new(),
-            live: HashSet::new(),
-            draining: false,
-            isolated: false,
-            bindings,
-            nodes,
-            labels: Arc::new(args.labels),
-            watcher,
-            connection,
-            registry: Some(registry),
-        })
+        Ok(NodeState::start(myself, args).await?)
     }
 
     async fn handle(
@@ -239,9 +185,7 @@ impl Actor for NodeActor {
             NodeMsg::Reconnected if state.isolated && !state.draining => {
                 tracing::info!("connected to NATS again: reading the bindings and serving them");
                 state.isolated = false;
-                state.watcher =
-                    tokio::spawn(watch_bindings(state.bindings.clone(), myself.clone()))
-                        .abort_handle();
+                state.watch_bindings(&myself);
             }
             NodeMsg::Isolated | NodeMsg::Reconnected => {}
             NodeMsg::HandedOver {
@@ -298,8 +242,7 @@ impl Actor for NodeActor {
         myself: ActorRef<NodeMsg>,
         state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
-        state.watcher.abort();
-        state.connection.abort();
+        state.watcher = None;
         crate::children::stop_all(&myself.get_cell(), STOP_FUNCTIONS_WITHIN).await;
         // The last invocations' log records reach the connection before it is flushed.
         state.ctx.logs.flush().await;
@@ -320,136 +263,25 @@ impl NodeState {
         }
     }
 
-    async fn binding_put(
-        &mut self,
-        myself: &ActorRef<NodeMsg>,
-        name: String,
-        value: &[u8],
-        revision: u64,
-    ) {
-        if self
-            .functions
-            .get(&name)
-            .is_some_and(|f| f.revision >= revision)
-        {
-            return;
-        }
-        let spec = match BindingSpec::parse(&name, value) {
-            Ok(spec) => spec,
-            Err(e) => {
-                // The last good version (if any) keeps serving.
-                let kept = match self.functions.get(&name) {
-                    Some(f) => format!(" (still serving revision {})", f.revision),
-                    None => String::new(),
-                };
-                self.ctx.status.report(
-                    &name,
-                    FunctionState::Error,
-                    revision,
-                    Some(format!("invalid binding: {e}{kept}")),
-                );
-                return;
-            }
-        };
-        if let Some(placement) = spec.placement.as_ref().filter(|p| !p.admits(&self.labels)) {
-            // Not for this node. One serving it goes on until a matching node does.
-            let serving_here = self.functions.get_mut(&name).map(|f| {
-                f.revision = revision;
-            });
-            let (nodes, me) = (self.nodes.clone(), self.ctx.node_id.clone());
-            let wanted = placement.labels.clone();
-            let node = myself.clone();
-            tokio::spawn(async move {
-                let outcome =
-                    placement::hand_over(&nodes, &me, &name, &wanted, serving_here.is_some()).await;
-                let _ = node.cast(NodeMsg::HandedOver {
-                    name,
-                    revision,
-                    outcome,
-                });
-            });
-            return;
-        }
-        match self.functions.get_mut(&name) {
-            Some(f) => {
-                f.spec = spec.clone();
-                f.revision = revision;
-                let _ = f.actor.cast(FunctionMsg::Reconfigure { spec, revision });
-            }
-            None => self.spawn_function(myself, name, spec, revision).await,
-        }
-    }
-
     /// Every function retires as if its binding were deleted: its subscriptions are
     /// drained, what it received runs to the end, then it stops; the node after them.
     fn drain(&mut self, myself: &ActorRef<NodeMsg>) {
         self.draining = true;
-        self.watcher.abort();
+        self.watcher = None;
         for (_, f) in self.functions.drain() {
             let _ = f.actor.cast(FunctionMsg::Retire);
         }
         self.stop_if_drained(myself);
     }
 
-    /// The wait started when this node stopped matching revision `revision` of
-    /// `name` ended.
-    fn handed_over(&mut self, name: &str, revision: u64, outcome: Handover) {
-        let current = self.functions.get(name).map(|f| f.revision);
-        // A later edit decided again (and may have made this node match).
-        if current.is_some_and(|r| r != revision) {
-            return;
-        }
-        if let Some(f) = self.functions.remove(name) {
-            tracing::info!(function = %name, revision, "placement: no longer served on this node");
-            let _ = f.actor.cast(FunctionMsg::Retire);
-        }
-        match outcome {
-            Handover::Served => {}
-            Handover::NoMatch(reason) => {
-                self.ctx
-                    .status
-                    .report(name, FunctionState::Error, revision, Some(reason))
-            }
-            Handover::TimedOut => tracing::warn!(
-                function = %name,
-                "placement: no matching node said it serves the function in time; retired here all the same"
-            ),
-        }
-    }
-
     /// Every function retires; the watch stops, to start from the current state once
     /// the node is connected again (what changed meanwhile is then read as it is).
     fn isolate(&mut self) {
         self.isolated = true;
-        self.watcher.abort();
+        self.watcher = None;
         for (name, f) in self.functions.drain() {
             tracing::warn!(function = %name, "isolated from NATS: stops taking work");
             let _ = f.actor.cast(FunctionMsg::Retire);
-        }
-    }
-
-    /// Evicts the idle worker, of any function but `by`, that was used least recently.
-    async fn evict_for(&self, by: ActorId) {
-        if self.ctx.worker_slots.available_permits() > 0 {
-            return;
-        }
-        let mut oldest: Option<(&ActorRef<FunctionMsg>, ActorId, Instant)> = None;
-        for f in self.functions.values() {
-            if f.actor.get_id() == by {
-                continue;
-            }
-            let asked = f
-                .actor
-                .call(FunctionMsg::LeastRecentlyUsed, Some(ASK_IDLE_WITHIN))
-                .await;
-            if let Ok(CallResult::Success(Some((worker, since)))) = asked {
-                if oldest.is_none_or(|(_, _, t)| since < t) {
-                    oldest = Some((&f.actor, worker, since));
-                }
-            }
-        }
-        if let Some((function, worker, _)) = oldest {
-            let _ = function.cast(FunctionMsg::Evict(worker));
         }
     }
 
@@ -457,101 +289,5 @@ impl NodeState {
         if self.draining && self.live.is_empty() {
             myself.stop(None);
         }
-    }
-
-    fn binding_removed(&mut self, name: &str, revision: u64) {
-        if self
-            .functions
-            .get(name)
-            .is_some_and(|f| f.revision >= revision)
-        {
-            return;
-        }
-        if let Some(f) = self.functions.remove(name) {
-            let _ = f.actor.cast(FunctionMsg::Retire);
-        }
-        self.ctx.status.clear(name);
-    }
-
-    async fn spawn_function(
-        &mut self,
-        myself: &ActorRef<NodeMsg>,
-        name: String,
-        spec: BindingSpec,
-        revision: u64,
-    ) {
-        let args = FunctionArgs {
-            ctx: self.ctx.clone(),
-            node: myself.clone(),
-            name: name.as_str().into(),
-            spec: spec.clone(),
-            revision,
-        };
-        match FunctionActor::spawn_linked(None, FunctionActor, args, myself.get_cell()).await {
-            Ok((actor, _)) => {
-                self.live.insert(actor.get_id());
-                self.functions.insert(
-                    name,
-                    Function {
-                        actor,
-                        spec,
-                        revision,
-                    },
-                );
-            }
-            Err(e) => self.ctx.status.report(
-                &name,
-                FunctionState::Error,
-                revision,
-                Some(format!("cannot start the function: {e}")),
-            ),
-        }
-    }
-}
-
-/// Feeds the NodeActor every key's latest value, then every change. When the watch
-/// breaks (a server failover) it starts again just after the last revision it passed
-/// on, so every change made meanwhile arrives, deletes included, in order.
-async fn watch_bindings(bindings: Store, node: ActorRef<NodeMsg>) {
-    let mut last_seen: u64 = 0;
-    loop {
-        let watch = if last_seen == 0 {
-            bindings.watch_with_history(">").await
-        } else {
-            tracing::info!(
-                from = last_seen + 1,
-                "watching {BINDINGS_BUCKET} again from revision {}",
-                last_seen + 1
-            );
-            bindings.watch_all_from_revision(last_seen + 1).await
-        };
-        match watch {
-            Ok(mut watch) => {
-                while let Some(entry) = watch.next().await {
-                    let entry = match entry {
-                        Ok(entry) => entry,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "bindings watch failed");
-                            break;
-                        }
-                    };
-                    last_seen = last_seen.max(entry.revision);
-                    let value = match entry.operation {
-                        Operation::Put => Some(entry.value),
-                        Operation::Delete | Operation::Purge => None,
-                    };
-                    let msg = NodeMsg::BindingChanged {
-                        name: entry.key,
-                        value,
-                        revision: entry.revision,
-                    };
-                    if node.cast(msg).is_err() {
-                        return;
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot watch {BINDINGS_BUCKET}"),
-        }
-        tokio::time::sleep(WATCH_RETRY).await;
     }
 }

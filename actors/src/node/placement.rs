@@ -9,7 +9,15 @@ use async_nats::jetstream::kv::Store;
 use futures::StreamExt;
 use natsfn_protocol::{NodeInfo, Placement};
 
-use crate::node_actor::Handover;
+/// How the wait for a matching node to take over a function ended.
+pub enum Handover {
+    /// A live matching node serves it.
+    Served,
+    /// No live node matches the placement (named in words).
+    NoMatch(String),
+    /// Matching nodes live but none said it serves the function in time.
+    TimedOut,
+}
 
 /// How long a node that no longer matches keeps serving while it waits for a
 /// matching one to serve the function.

@@ -17,10 +17,9 @@ use time::format_description::well_known::Rfc3339;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::buckets::NODE_TTL;
 use crate::metrics::Metrics;
 
-/// How long a key outlives its last refresh.
-pub(crate) const NODE_TTL: Duration = Duration::from_secs(15);
 /// Three refreshes per TTL: one lost write never drops a live node.
 const REFRESH_EVERY: Duration = Duration::from_secs(5);
 /// How long a stopping node waits for its key to be removed.

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use ractor::ActorRef;
-use tokio::task::AbortHandle;
+use tokio_util::task::AbortOnDrop;
 
 use super::WorkerMsg;
 
@@ -20,7 +20,8 @@ const POLL: Duration = Duration::from_millis(100);
 const MAX_PROCESSES: usize = 256;
 
 pub(crate) struct MemoryWatch {
-    task: AbortHandle,
+    /// The polling task, stopped when this is dropped.
+    _task: AbortOnDrop,
 }
 
 impl MemoryWatch {
@@ -40,14 +41,8 @@ impl MemoryWatch {
             }
         });
         MemoryWatch {
-            task: task.abort_handle(),
+            _task: AbortOnDrop::new(task.abort_handle()),
         }
-    }
-}
-
-impl Drop for MemoryWatch {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

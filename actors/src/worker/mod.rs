@@ -7,7 +7,9 @@
 //! process says comes in as messages.
 
 mod channel;
+mod exit;
 mod memory;
+mod platform_log;
 mod process;
 mod report;
 mod runtime_api;
@@ -22,18 +24,19 @@ use async_nats::Subject;
 use bytes::Bytes;
 use natsfn_protocol::names::LOG_STREAM_PLATFORM;
 use natsfn_protocol::{ErrorCode, FromWorker, Invoke, LambdaError};
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, DerivedActorRef};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::AbortHandle;
 
+use crate::clock::now_ms;
 use crate::context::NodeContext;
-use crate::function::{EndpointId, Finished, FunctionMsg, Outcome};
-use crate::invocation::{now_ms, Invocation};
+use crate::invocation::{EndpointId, Invocation};
 use crate::launch::LaunchPlan;
 use channel::{spawn_reader, OutputStream};
 use memory::MemoryWatch;
+use platform_log::{LogFraming, Ran};
 use process::{ProcessGroup, Reaped};
-use report::{LogFraming, Ran};
+pub(crate) use report::{Finished, Outcome, WorkerReport};
 use runtime_api::RuntimeApi;
 use watchdog::Watchdog;
 use writer::{InvokeWriter, SendError};
@@ -54,7 +57,8 @@ pub(crate) struct WorkerArgs {
     pub(crate) memory_mb: u32,
     pub(crate) arn: Arc<str>,
     pub(crate) logs_subject: Subject,
-    pub(crate) parent: ActorRef<FunctionMsg>,
+    /// Where the worker reports (its FunctionActor, which converts the reports).
+    pub(crate) parent: DerivedActorRef<WorkerReport>,
     /// One of the node's `--max-workers` slots, held until the worker stops.
     pub(crate) slot: Option<OwnedSemaphorePermit>,
 }
@@ -283,13 +287,6 @@ impl Actor for WorkerActor {
     }
 }
 
-/// One of `LambdaError`'s named constructors of a platform error type.
-type PlatformError = fn(String) -> LambdaError;
-
-fn failed(code: ErrorCode, error: &LambdaError) -> Outcome {
-    Outcome::Failed(code, error.to_string())
-}
-
 impl WorkerState {
     async fn invoke(&mut self, myself: &ActorRef<WorkerMsg>, invocation: Invocation, cold: bool) {
         if self.phase != Phase::Ready {
@@ -298,7 +295,7 @@ impl WorkerState {
             let _ = self
                 .args
                 .parent
-                .cast(FunctionMsg::Requeue(vec![invocation]));
+                .send_message(WorkerReport::Requeue(vec![invocation]));
             return;
         }
         self.invocations += 1;
@@ -321,7 +318,7 @@ impl WorkerState {
                 .await;
             self.report_finished(
                 endpoint,
-                failed(ErrorCode::PayloadTooLarge, &error),
+                Outcome::failed(ErrorCode::PayloadTooLarge, &error),
                 None,
                 since_received,
             );
@@ -344,11 +341,6 @@ impl WorkerState {
         }
     }
 
-    async fn write_failed(&mut self, myself: &ActorRef<WorkerMsg>, why: impl std::fmt::Display) {
-        let why = format!("cannot write to the worker: {why}");
-        self.fail(myself, why, LambdaError::exit_error).await;
-    }
-
     /// The invocation at the front has the process now: its time starts.
     fn start_next(&mut self) {
         let Some(next) = self.in_flight.front_mut() else {
@@ -369,7 +361,7 @@ impl WorkerState {
                 }
                 self.phase = Phase::Ready;
                 self.framing.ready();
-                let _ = self.args.parent.cast(FunctionMsg::WorkerReady(self.id));
+                let _ = self.args.parent.send_message(WorkerReport::Ready(self.id));
                 return;
             }
             (Phase::Starting, FromWorker::InitError(e)) => {
@@ -409,11 +401,11 @@ impl WorkerState {
         let outcome = match outcome {
             Ok(payload) => match caller.succeed(&self.args.ctx, payload, call.cold).await {
                 Ok(()) => Outcome::Success,
-                Err((code, error)) => failed(code, &error),
+                Err((code, error)) => Outcome::failed(code, &error),
             },
             Err((code, error)) => {
                 caller.fail(&self.args.ctx, code, &error).await;
-                failed(code, &error)
+                Outcome::failed(code, &error)
             }
         };
         // Logged after the reply, which is what the caller waits for.
@@ -450,143 +442,6 @@ impl WorkerState {
             .send(&self.args.logs_subject, request_id, stream, record);
     }
 
-    async fn on_timeout(&mut self, myself: &ActorRef<WorkerMsg>, seq: u64) {
-        if self.phase == Phase::Done || self.in_flight.front().is_none_or(|c| c.seq != seq) {
-            return;
-        }
-        self.kill();
-        let secs = self.args.timeout.as_secs_f64();
-        let why = format!("Task timed out after {secs:.2} seconds");
-        self.end(myself, ErrorCode::TimedOut, LambdaError::timed_out, why)
-            .await;
-    }
-
-    async fn out_of_memory(&mut self, myself: &ActorRef<WorkerMsg>, rss: u64) {
-        if self.phase == Phase::Done {
-            return;
-        }
-        self.kill();
-        let why = format!(
-            "Runtime exited with error: memory limit exceeded ({} MB resident, memory_mb {})",
-            rss / (1024 * 1024),
-            self.args.memory_mb
-        );
-        if self.phase == Phase::Starting {
-            self.init_failed(myself, LambdaError::out_of_memory(why));
-        } else {
-            self.end(
-                myself,
-                ErrorCode::WorkerFailed,
-                LambdaError::out_of_memory,
-                why,
-            )
-            .await;
-        }
-    }
-
-    /// The process said something it should not have: it cannot be trusted further.
-    async fn fail(&mut self, myself: &ActorRef<WorkerMsg>, why: String, error: PlatformError) {
-        if self.phase == Phase::Done {
-            return;
-        }
-        self.kill();
-        if self.phase == Phase::Starting {
-            self.init_failed(myself, error(why));
-        } else {
-            self.end(myself, ErrorCode::WorkerFailed, error, why).await;
-        }
-    }
-
-    /// The process or its channel is gone. Kill the rest of the group (so inherited
-    /// pipes close too) and wait for the other half of the news before reporting, so
-    /// an InitError written just before exiting is not mistaken for a crash.
-    async fn on_exit_news(&mut self, myself: &ActorRef<WorkerMsg>) {
-        if self.phase == Phase::Done {
-            return;
-        }
-        self.kill();
-        if self.exit.channel_closed && self.exit.status.is_some() {
-            self.finish_exit(myself).await;
-        } else if !self.exit.settle_timer {
-            self.exit.settle_timer = true;
-            myself.send_after(EXIT_SETTLE, || WorkerMsg::Settle);
-        }
-    }
-
-    async fn finish_exit(&mut self, myself: &ActorRef<WorkerMsg>) {
-        if self.phase == Phase::Done {
-            return;
-        }
-        let status = self
-            .exit
-            .status
-            .clone()
-            .unwrap_or_else(|| "its channel closed".into());
-        let why = format!("Runtime exited with error: {status}");
-        if self.phase == Phase::Starting {
-            self.init_failed(myself, LambdaError::exit_error(why));
-        } else {
-            self.end(
-                myself,
-                ErrorCode::WorkerFailed,
-                LambdaError::exit_error,
-                why,
-            )
-            .await;
-        }
-    }
-
-    /// The worker is finished: the running invocation gets `code`, the ones waiting
-    /// behind it go back to the FunctionActor's queue (they never started).
-    async fn end(
-        &mut self,
-        myself: &ActorRef<WorkerMsg>,
-        code: ErrorCode,
-        error: PlatformError,
-        why: String,
-    ) {
-        self.phase = Phase::Done;
-        // The pool hears of the exit before the running invocation's end, so it never
-        // hands this worker another invocation.
-        let _ = self.args.parent.cast(FunctionMsg::WorkerExited {
-            worker: self.id,
-            reason: why.clone(),
-        });
-        let mut waiting = std::mem::take(&mut self.in_flight).into_iter();
-        if let Some(running) = waiting.next() {
-            let since_received = running.invocation.received.elapsed();
-            let endpoint = running.invocation.endpoint;
-            let caller = running.invocation.caller;
-            let message = format!("RequestId: {} Error: {why}", caller.request_id);
-            let error = error(message);
-            let ran = Ran {
-                duration: running.started.map_or(Duration::ZERO, |t| t.elapsed()),
-                cold: running.cold,
-            };
-            let with_start = self.framing.take_start();
-            let record = self.framing.finished(&caller.request_id, with_start, ran);
-            let request_id = caller.request_id.clone();
-            caller.fail(&self.args.ctx, code, &error).await;
-            self.publish_log(&request_id, LOG_STREAM_PLATFORM, record.into());
-            self.report_finished(endpoint, failed(code, &error), None, since_received);
-        }
-        let waiting: Vec<Invocation> = waiting.map(|c| c.invocation).collect();
-        if !waiting.is_empty() {
-            let _ = self.args.parent.cast(FunctionMsg::Requeue(waiting));
-        }
-        myself.stop(None);
-    }
-
-    fn init_failed(&mut self, myself: &ActorRef<WorkerMsg>, error: LambdaError) {
-        self.kill();
-        self.phase = Phase::Done;
-        let _ = self.args.parent.cast(FunctionMsg::WorkerInitFailed {
-            worker: self.id,
-            error,
-        });
-        myself.stop(None);
-    }
-
     fn report_finished(
         &self,
         endpoint: EndpointId,
@@ -597,18 +452,12 @@ impl WorkerState {
         let _ = self
             .args
             .parent
-            .cast(FunctionMsg::InvocationFinished(Finished {
+            .send_message(WorkerReport::Finished(Finished {
                 worker: self.id,
                 endpoint,
                 outcome,
                 ran,
                 since_received,
             }));
-    }
-
-    fn kill(&mut self) {
-        if let Some(group) = &self.group {
-            group.kill();
-        }
     }
 }

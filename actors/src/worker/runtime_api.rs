@@ -23,10 +23,10 @@ use natsfn_protocol::{FromWorker, LambdaError};
 use ractor::ActorRef;
 use serde_json::Value;
 use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
+use tokio_util::task::AbortOnDrop;
 
 use super::WorkerMsg;
-use crate::invocation::now_ms;
+use crate::clock::now_ms;
 
 /// Lambda's limit on a synchronous invocation's response, and so on what its Runtime
 /// API takes as a response or error body.
@@ -45,7 +45,8 @@ const ERROR_TYPE: HeaderName = HeaderName::from_static("lambda-runtime-function-
 pub(crate) struct RuntimeApi {
     addr: SocketAddr,
     queue: mpsc::UnboundedSender<Next>,
-    server: AbortHandle,
+    /// The HTTP server, stopped when this is dropped.
+    _server: AbortOnDrop,
 }
 
 /// An invocation waiting for the worker's `/next`.
@@ -118,7 +119,7 @@ impl RuntimeApi {
         Ok(RuntimeApi {
             addr,
             queue,
-            server: server.abort_handle(),
+            _server: AbortOnDrop::new(server.abort_handle()),
         })
     }
 
@@ -136,12 +137,6 @@ impl RuntimeApi {
         self.queue
             .send(next)
             .map_err(|_| std::io::Error::other("the runtime API server is gone"))
-    }
-}
-
-impl Drop for RuntimeApi {
-    fn drop(&mut self) {
-        self.server.abort();
     }
 }
 

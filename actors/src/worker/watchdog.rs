@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ractor::ActorRef;
 use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
+use tokio_util::task::AbortOnDrop;
 
 use super::WorkerMsg;
 
@@ -17,7 +17,8 @@ const IDLE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 pub(crate) struct Watchdog {
     arm: mpsc::UnboundedSender<(u64, tokio::time::Instant)>,
-    task: AbortHandle,
+    /// The timer task, stopped when this is dropped.
+    _task: AbortOnDrop,
 }
 
 impl Watchdog {
@@ -55,18 +56,12 @@ impl Watchdog {
         });
         Watchdog {
             arm,
-            task: task.abort_handle(),
+            _task: AbortOnDrop::new(task.abort_handle()),
         }
     }
 
     /// Invocation `seq` must finish by `deadline`.
     pub(crate) fn arm(&self, seq: u64, deadline: std::time::Instant) {
         let _ = self.arm.send((seq, deadline.into()));
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }

@@ -20,7 +20,7 @@ use ractor::ActorRef;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
+use tokio_util::task::AbortOnDrop;
 
 use super::runtime_api::RuntimeApi;
 use super::WorkerMsg;
@@ -101,7 +101,8 @@ pub(crate) struct ChannelWriter {
     /// Frames handed to the task and not yet written whole: while any are, a new
     /// frame must queue behind them.
     pending: Arc<AtomicUsize>,
-    task: AbortHandle,
+    /// The backlog task, stopped when this is dropped.
+    _task: AbortOnDrop,
 }
 
 impl ChannelWriter {
@@ -127,7 +128,7 @@ impl ChannelWriter {
             socket,
             backlog,
             pending,
-            task: task.abort_handle(),
+            _task: AbortOnDrop::new(task.abort_handle()),
         }
     }
 
@@ -159,10 +160,4 @@ async fn write_all(socket: &OwnedWriteHalf, mut frame: &[u8]) -> std::io::Result
         }
     }
     Ok(())
-}
-
-impl Drop for ChannelWriter {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
