@@ -1,6 +1,7 @@
-//! The documentation, checked: the README's five-minute tour runs as written against a
-//! node of the test's own, the relative links of README.md and docs/ lead somewhere,
-//! and the benchmark's writer rewrites docs/performance.md's tables and nothing else.
+//! The documentation, checked: the README's five-minute tour (and the deploy, micro
+//! service and async examples of docs/) runs as written against a node of the test's
+//! own, the relative links of README.md and docs/ lead somewhere, and the benchmark's
+//! writer rewrites docs/performance.md's tables and nothing else.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
