@@ -8,6 +8,7 @@ mod gateway;
 #[path = "../../tests/it/harness.rs"]
 mod harness;
 mod load;
+mod page;
 mod pool;
 mod report;
 
@@ -112,6 +113,16 @@ fn main() {
         "(written to {}/latest.md and latest.json)",
         out_dir.display()
     );
+    let page = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(page::PAGE);
+    match page::write_tables(&page, &markdown) {
+        Ok(()) => println!(
+            "(the tables written to {} between {} and {}; its prose is yours to update)",
+            page.display(),
+            page::BEGIN,
+            page::END
+        ),
+        Err(e) => eprintln!("the tables were not written to {}: {e}", page::PAGE),
+    }
 }
 
 /// A measured target: a subject and the connections that load it.

@@ -1,4 +1,4 @@
-//! The benchmark's output: JSON for machines, a markdown table for the README.
+//! The benchmark's output: JSON for machines, markdown tables for docs/performance.md.
 
 use serde::Serialize;
 
@@ -129,7 +129,7 @@ impl Report {
     }
 }
 
-/// The machine a report was measured on, as the README quotes it.
+/// The machine a report was measured on, as docs/performance.md quotes it.
 pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()

@@ -7,6 +7,7 @@ mod bindings;
 mod cli;
 mod cluster;
 mod dev;
+mod docs;
 mod failures;
 mod gateway;
 mod java;
