@@ -2,7 +2,7 @@
 //! values that must not disturb anything else.
 
 use natsfn_protocol::FunctionState;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::harness::*;
 
@@ -259,4 +259,78 @@ async fn lowering_pool_max_stops_the_workers_beyond_it() {
     env.bind_ready("shrinking", spec).await;
     let pids = pids_serving(&env, "shrinking").await;
     assert_eq!(pids.len(), 1, "pool.max 1 served by {pids:?}");
+}
+
+/// The builder of the harness writes each field where the binding contract puts it.
+#[test]
+fn the_binding_builder_puts_every_field_where_the_contract_has_it() {
+    let spec = Binding::python("app.handler", Code::pinned("hello", "sha256:00"))
+        .subjects(["myfunction.lambda"])
+        .env("GREETING", "hi")
+        .env("OTHER", String::from("x"))
+        .timeout_ms(3000)
+        .memory_mb(128)
+        .pool(1, 4)
+        .queue(64)
+        .idle_ms(60000)
+        .max_invocations(5)
+        .max_retries(2)
+        .retry_delay_ms(1000)
+        .max_event_age_s(21600)
+        .on_success("ok.subject")
+        .on_failure("failed.subject")
+        .layer("scaffolding")
+        .layer_pinned("tools", "sha256:11")
+        .label("region", "eu")
+        .label("gpu", "false")
+        .with("recursion", "Allow");
+    assert_eq!(
+        spec.json(),
+        json!({
+            "runtime": "python3",
+            "handler": "app.handler",
+            "code": {"package": "hello", "digest": "sha256:00"},
+            "subjects": ["myfunction.lambda"],
+            "env": {"GREETING": "hi", "OTHER": "x"},
+            "timeout_ms": 3000,
+            "memory_mb": 128,
+            "pool": {"min": 1, "max": 4, "queue": 64, "idle_ms": 60000, "max_invocations": 5},
+            "async": {"max_retries": 2, "retry_delay_ms": 1000, "max_event_age_s": 21600,
+                      "on_success": "ok.subject", "on_failure": "failed.subject"},
+            "layers": [{"package": "scaffolding"}, {"package": "tools", "digest": "sha256:11"}],
+            "placement": {"labels": {"region": "eu", "gpu": "false"}},
+            "recursion": "Allow"
+        })
+    );
+    let bytes: Value = serde_json::from_slice(&spec.bytes()).expect("json bytes");
+    assert_eq!(bytes, Value::from(spec));
+}
+
+#[test]
+fn the_binding_builders_code_is_a_directory_or_a_package_and_only_what_is_set_is_written() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir_str(dir.path());
+    let by_dir = json!({"runtime": "nodejs", "handler": "app.handler", "code": {"dir": path}});
+    assert_eq!(Binding::nodejs("app.handler", &dir).json(), by_dir);
+    assert_eq!(Binding::nodejs("app.handler", dir.path()).json(), by_dir);
+    assert_eq!(Binding::nodejs("app.handler", path.as_str()).json(), by_dir);
+    assert_eq!(
+        Binding::provided(Code::package("boot")).pool_min(0).json(),
+        json!({"runtime": "provided", "code": {"package": "boot"}, "pool": {"min": 0}})
+    );
+    assert_eq!(
+        Binding::java("example.Echo", Code::dir(&dir))
+            .subjects(Vec::<String>::new())
+            .json(),
+        json!({"runtime": "java", "handler": "example.Echo", "code": {"dir": path},
+               "subjects": []})
+    );
+    // The escape hatch replaces what the builder made.
+    assert_eq!(
+        Binding::python("app.handler", &dir)
+            .pool(1, 1)
+            .with("pool", json!({"max": 2}))
+            .json()["pool"],
+        json!({"max": 2})
+    );
 }
