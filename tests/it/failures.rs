@@ -22,14 +22,10 @@ def handler(event, context):
     return {"pid": os.getpid()}
 "#;
 
-fn spec(dir: &str) -> serde_json::Value {
-    json!({
-        "runtime": "python3",
-        "handler": "app.handler",
-        "code": {"dir": dir},
-        "timeout_ms": 500,
-        "pool": {"min": 1, "max": 1}
-    })
+fn spec(dir: &str) -> Binding {
+    Binding::python("app.handler", dir)
+        .timeout_ms(500)
+        .pool(1, 1)
 }
 
 #[tokio::test]
@@ -116,9 +112,8 @@ fn members_of_group(pgid: i32) -> Vec<i32> {
 async fn a_worker_that_exits_mid_invocation_gets_502_at_once_and_the_next_succeeds() {
     let env = Env::start().await;
     let code = code_dir(&[("app.py", SLOW_OR_FAST)]);
-    let mut s = spec(&dir_str(code.path()));
-    s["timeout_ms"] = json!(10_000);
-    env.bind_ready("crashy", s).await;
+    env.bind_ready("crashy", spec(&dir_str(code.path())).timeout_ms(10_000))
+        .await;
 
     let started = Instant::now();
     let reply = env.invoke("crashy", r#"{"exit": true}"#).await;
@@ -142,8 +137,9 @@ async fn a_nodejs_worker_that_exits_gets_502_and_the_next_succeeds() {
     )]);
     env.bind_ready(
         "nodecrash",
-        json!({"runtime": "nodejs", "handler": "app.handler", "code": {"dir": dir_str(code.path())},
-               "timeout_ms": 10000, "pool": {"min": 1, "max": 1}}),
+        Binding::nodejs("app.handler", &code)
+            .timeout_ms(10000)
+            .pool(1, 1),
     )
     .await;
     let started = Instant::now();
@@ -161,11 +157,7 @@ async fn code_that_cannot_start_answers_503_and_backs_off_instead_of_spinning() 
     let env = Env::start().await;
     let code = code_dir(&[("app.py", "import no_such_module\n")]);
     let revision = env
-        .put_binding(
-            "broken",
-            json!({"runtime": "python3", "handler": "app.handler",
-                   "code": {"dir": dir_str(code.path())}, "pool": {"min": 1, "max": 4}}),
-        )
+        .put_binding("broken", Binding::python("app.handler", &code).pool(1, 4))
         .await;
     let status = env
         .wait_status("broken", |s| s.revision == revision && s.reason.is_some())

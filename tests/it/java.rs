@@ -78,14 +78,8 @@ fn classes(sources: &[(&str, &str)]) -> TempDir {
     code
 }
 
-fn spec(code: &Path, handler: &str) -> Value {
-    json!({
-        "runtime": "java",
-        "handler": handler,
-        "code": {"dir": dir_str(code)},
-        "timeout_ms": 10000,
-        "pool": {"min": 1, "max": 1}
-    })
+fn spec(code: &Path, handler: &str) -> Binding {
+    Binding::java(handler, code).timeout_ms(10000).pool(1, 1)
 }
 
 const MAP_HANDLER: &str = r#"
@@ -120,9 +114,9 @@ public class Echo implements RequestHandler<Map<String, Object>, Map<String, Obj
 async fn a_map_request_handler_gets_the_event_and_lambdas_context() {
     let env = Env::start().await;
     let code = classes(&[("example/Echo.java", MAP_HANDLER)]);
-    let mut spec = spec(code.path(), "example.Echo");
-    spec["memory_mb"] = json!(256);
-    spec["timeout_ms"] = json!(3000);
+    let spec = spec(code.path(), "example.Echo")
+        .memory_mb(256)
+        .timeout_ms(3000);
     let revision = env.bind_ready("echojava", spec).await;
 
     let reply = env
@@ -471,9 +465,8 @@ public class Moody implements RequestHandler<Map<String, Object>, Long> {
 async fn system_exit_is_a_502_at_once_and_the_next_invocation_gets_a_new_jvm() {
     let env = Env::start().await;
     let code = classes(&[("example/Moody.java", EXITS_OR_SLEEPS)]);
-    let mut spec = spec(code.path(), "example.Moody");
     // Far beyond the harness's deadline: a 502 that waited for it would not arrive.
-    spec["timeout_ms"] = json!(600_000);
+    let spec = spec(code.path(), "example.Moody").timeout_ms(600_000);
     env.bind_ready("exitjava", spec).await;
     let before = json(&env.invoke("exitjava", "{}").await);
     let reply = env.invoke("exitjava", r#"{"exit":true}"#).await;
@@ -488,8 +481,7 @@ async fn system_exit_is_a_502_at_once_and_the_next_invocation_gets_a_new_jvm() {
 async fn a_timeout_is_a_504_and_kills_the_jvm_with_its_children() {
     let env = Env::start().await;
     let code = classes(&[("example/Moody.java", EXITS_OR_SLEEPS)]);
-    let mut spec = spec(code.path(), "example.Moody");
-    spec["timeout_ms"] = json!(1000);
+    let spec = spec(code.path(), "example.Moody").timeout_ms(1000);
     env.bind_ready("hangjava", spec).await;
     let mut logs = env
         .client
@@ -562,8 +554,7 @@ async fn a_jar_in_lib_is_on_the_class_path_even_when_it_bundles_the_interfaces()
         .arg("-C")
         .arg(build.path())
         .arg("."));
-    let mut spec = spec(code.path(), "com.example.orders.Handler");
-    spec["memory_mb"] = json!(128);
+    let spec = spec(code.path(), "com.example.orders.Handler").memory_mb(128);
     env.bind_ready("jarjava", spec).await;
     let reply = env.invoke("jarjava", r#"{"x":"y"}"#).await;
     assert_eq!(error_code(&reply), None, "{reply:?}");
@@ -593,8 +584,7 @@ public class Hog implements com.amazonaws.services.lambda.runtime.RequestHandler
 }
 "#,
     )]);
-    let mut spec = spec(code.path(), "example.Hog");
-    spec["memory_mb"] = json!(128);
+    let spec = spec(code.path(), "example.Hog").memory_mb(128);
     env.bind_ready("hogjava", spec).await;
     let mut logs = env
         .client

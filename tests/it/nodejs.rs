@@ -2,17 +2,12 @@
 //! behave as on AWS Lambda, errors come back in Lambda's shapes, and load failures are
 //! 503s with a status that says why.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::harness::*;
 
-fn spec(dir: &str, handler: &str) -> Value {
-    json!({
-        "runtime": "nodejs",
-        "handler": handler,
-        "code": {"dir": dir},
-        "pool": {"min": 1, "max": 1}
-    })
+fn spec(dir: &str, handler: &str) -> Binding {
+    Binding::nodejs(handler, dir).pool(1, 1)
 }
 
 /// Binds `app.handler` over a directory holding `app.js` = `source`.
@@ -41,9 +36,9 @@ exports.handler = async (event, context) => ({
 });
 "#,
     )]);
-    let mut spec = spec(&dir_str(code.path()), "app.handler");
-    spec["memory_mb"] = json!(256);
-    spec["timeout_ms"] = json!(3000);
+    let spec = spec(&dir_str(code.path()), "app.handler")
+        .memory_mb(256)
+        .timeout_ms(3000);
     let revision = env.bind_ready("ctxjs", spec).await;
 
     let reply = env.invoke("ctxjs", "{}").await;

@@ -70,19 +70,12 @@ fn make_executable(path: &Path) {
         .expect("chmod bootstrap");
 }
 
-fn spec(dir: &Path) -> Value {
-    json!({
-        "runtime": "provided",
-        "code": {"dir": dir_str(dir)},
-        "pool": {"min": 1, "max": 1}
-    })
+fn spec(dir: &Path) -> Binding {
+    Binding::provided(dir).pool(1, 1)
 }
 
-fn bash_spec(dir: &Path) -> Value {
-    let mut spec = spec(dir);
-    spec["handler"] = json!("function.handler");
-    spec["env"] = json!({"GREETING": "hi"});
-    spec
+fn bash_spec(dir: &Path) -> Binding {
+    spec(dir).handler("function.handler").env("GREETING", "hi")
 }
 
 fn error_type(reply: &async_nats::Message) -> String {
@@ -99,9 +92,8 @@ async fn the_tutorial_bash_bootstrap_answers_fails_and_logs_over_nats() {
         ("bootstrap", BASH_BOOTSTRAP),
         ("function.sh", BASH_FUNCTION),
     ]);
-    let mut spec = bash_spec(code.path());
-    spec["memory_mb"] = json!(256);
-    env.bind_ready("bashfn", spec).await;
+    env.bind_ready("bashfn", bash_spec(code.path()).memory_mb(256))
+        .await;
     let mut logs = env
         .client
         .subscribe("natsfn.logs.bashfn")
@@ -185,9 +177,8 @@ async fn a_handler_past_its_timeout_is_a_504() {
         ("bootstrap", BASH_BOOTSTRAP),
         ("function.sh", BASH_FUNCTION),
     ]);
-    let mut spec = bash_spec(code.path());
-    spec["timeout_ms"] = json!(1000);
-    env.bind_ready("slowfn", spec).await;
+    env.bind_ready("slowfn", bash_spec(code.path()).timeout_ms(1000))
+        .await;
 
     let reply = env.invoke("slowfn", r#"{"sleep": 1}"#).await;
     assert_eq!(error_code(&reply), Some(504), "{reply:?}");
@@ -270,11 +261,11 @@ def handler(event, context):
 "#,
         ),
     ]);
-    let mut spec = spec(code.path());
-    spec["handler"] = json!("app.handler");
-    spec["timeout_ms"] = json!(3000);
     let bin = python.parent().expect("python's directory");
-    spec["env"] = json!({"PATH": format!("{}:/usr/bin:/bin", bin.display())});
+    let spec = spec(code.path())
+        .handler("app.handler")
+        .timeout_ms(3000)
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()));
     env.bind_ready("ric", spec).await;
 
     let reply = env.invoke("ric", r#"{"hello": "ric"}"#).await;
@@ -315,9 +306,8 @@ async fn a_rust_function_on_the_lambda_runtime_crate_echoes() {
     let env = Env::start().await;
     let code = code_dir(&[]);
     std::fs::copy(rust_echo_bootstrap(), code.path().join("bootstrap")).expect("copy bootstrap");
-    let mut spec = spec(code.path());
-    spec["pool"] = json!({"min": 2, "max": 2});
-    env.bind_ready("rustecho", spec).await;
+    env.bind_ready("rustecho", spec(code.path()).pool(2, 2))
+        .await;
 
     for n in 0..20 {
         let event = json!({"n": n, "text": "héllo"});
@@ -353,9 +343,9 @@ exec sleep 600
 async fn runtime_api_misuse_gets_lambdas_status_codes_and_the_node_keeps_serving() {
     let mut env = Env::start().await;
     let code = provided_dir(&[("bootstrap", IDLE_BOOTSTRAP)]);
-    let mut spec = spec(code.path());
-    spec["timeout_ms"] = json!(10_000);
-    let revision = env.put_binding("misuse", spec).await;
+    let revision = env
+        .put_binding("misuse", spec(code.path()).timeout_ms(10_000))
+        .await;
     let api_file = code.path().join("api");
     let api = eventually("the bootstrap wrote its AWS_LAMBDA_RUNTIME_API", || async {
         std::fs::read_to_string(&api_file).ok()
