@@ -6,6 +6,7 @@ mod async_invocations;
 mod bindings;
 mod cli;
 mod cluster;
+mod conformance;
 mod dev;
 mod failures;
 mod gateway;
