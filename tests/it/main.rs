@@ -10,6 +10,7 @@ mod conformance;
 mod dev;
 mod failures;
 mod gateway;
+mod golden_frames;
 mod java;
 mod logs;
 mod metrics;
