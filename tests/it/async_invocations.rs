@@ -44,18 +44,10 @@ impl Recorder {
         Recorder { code, log }
     }
 
-    fn spec(&self, extra: Value) -> Value {
-        let mut spec = json!({
-            "runtime": "python3",
-            "handler": "app.handler",
-            "code": {"dir": dir_str(self.code.path())},
-            "env": {"EVENTS_LOG": self.log.to_string_lossy()},
-            "pool": {"min": 1, "max": 2},
-        });
-        if let (Some(spec), Value::Object(extra)) = (spec.as_object_mut(), extra) {
-            spec.extend(extra);
-        }
-        spec
+    fn spec(&self) -> Binding {
+        Binding::python("app.handler", &self.code)
+            .env("EVENTS_LOG", self.log.to_string_lossy())
+            .pool(1, 2)
     }
 
     /// Every run so far: (request id, event, worker pid).
@@ -134,7 +126,7 @@ fn header(headers: &HeaderMap, name: &str) -> String {
 async fn events_enqueued_by_the_cli_or_a_publish_run_once_and_a_repeated_msg_id_is_stored_once() {
     let env = Env::start().await;
     let recorder = Recorder::new();
-    env.bind_ready("recorder", recorder.spec(json!({}))).await;
+    env.bind_ready("recorder", recorder.spec()).await;
     let js = jetstream::new(env.client.clone());
 
     let out = run_cli(
@@ -192,9 +184,13 @@ async fn events_enqueued_by_the_cli_or_a_publish_run_once_and_a_repeated_msg_id_
 async fn an_always_failing_event_is_a_dead_letter_after_one_plus_max_retries_attempts() {
     let env = Env::start().await;
     let recorder = Recorder::new();
-    let policy = json!({"async": {"max_retries": 2, "retry_delay_ms": 100,
-                                  "on_failure": "test.failed", "on_success": "test.ok"}});
-    env.bind_ready("failing", recorder.spec(policy)).await;
+    let policy = recorder
+        .spec()
+        .max_retries(2)
+        .retry_delay_ms(100)
+        .on_failure("test.failed")
+        .on_success("test.ok");
+    env.bind_ready("failing", policy).await;
     let js = jetstream::new(env.client.clone());
     let mut failed = env.client.subscribe("test.failed").await.expect("sub");
     let mut ok = env.client.subscribe("test.ok").await.expect("sub");
@@ -250,11 +246,8 @@ async fn a_redriven_dead_letter_runs_again_once() {
     let env = Env::start().await;
     let recorder = Recorder::new();
     let marker = recorder.code.path().join("fixed");
-    env.bind_ready(
-        "redrive",
-        recorder.spec(json!({"async": {"max_retries": 0}})),
-    )
-    .await;
+    env.bind_ready("redrive", recorder.spec().max_retries(0))
+        .await;
     let js = jetstream::new(env.client.clone());
     let event = json!({"fail_until": marker.to_string_lossy(), "n": 1});
     publish(&js, "redrive", "second-chance", event).await;
@@ -304,8 +297,12 @@ async fn throttled_events_wait_and_are_not_counted_as_attempts() {
     // One worker, no queue: while a request keeps it busy, an event pulled is refused
     // (429) and must be offered again, not failed; with max_retries 0 a throttle
     // counted as an attempt would make it a dead letter.
-    let spec = recorder.spec(json!({"pool": {"min": 1, "max": 1, "queue": 0},
-                                    "timeout_ms": 10000, "async": {"max_retries": 0}}));
+    let spec = recorder
+        .spec()
+        .pool(1, 1)
+        .queue(0)
+        .timeout_ms(10000)
+        .max_retries(0);
     env.bind_ready("throttled", spec).await;
     let js = jetstream::new(env.client.clone());
     let mut headers = HeaderMap::new();
@@ -361,7 +358,7 @@ async fn a_node_with_less_room_pulls_fewer_events() {
     let env = Env::with(server, small).await;
     let big = Node::start_with(&env.server, "big", &["--max-workers", "8"]);
     let recorder = Recorder::new();
-    let spec = recorder.spec(json!({"pool": {"min": 1, "max": 4}}));
+    let spec = recorder.spec().pool(1, 4);
     let revision = env.put_binding("spread", spec).await;
     // Both nodes ready: each writes the status, so wait for each one's workers.
     env.wait_status("spread", |s| {
@@ -430,17 +427,12 @@ async fn ten_thousand_events_on_a_cluster_survive_a_node_and_a_server_killed() {
     let bindings = natsfn_actors::buckets::bindings(&js).await.expect("bucket");
     let code = code_dir(&[("app.py", TALLY)]);
     let log = code.path().join("events.log");
-    let spec = json!({
-        "runtime": "python3", "handler": "app.handler",
-        "code": {"dir": dir_str(code.path())},
-        "env": {"EVENTS_LOG": log.to_string_lossy()},
-        "pool": {"min": 2, "max": 4},
-        "async": {"max_retries": 2, "retry_delay_ms": 100},
-    });
-    bindings
-        .put("tally", spec.to_string().into())
-        .await
-        .expect("bind");
+    let spec = Binding::python("app.handler", &code)
+        .env("EVENTS_LOG", log.to_string_lossy())
+        .pool(2, 4)
+        .max_retries(2)
+        .retry_delay_ms(100);
+    bindings.put("tally", spec.bytes()).await.expect("bind");
     // A python3 worker of the function on every node (not just any child, such as the
     // interpreter probes a node runs at start-up).
     let runs_worker = |node: &Node| {
@@ -507,7 +499,7 @@ async fn an_event_running_longer_than_its_lease_keeps_it_and_runs_once() {
     let env = Env::start().await;
     let recorder = Recorder::new();
     // The lease is 10 s; a second worker is free to take a redelivery.
-    let spec = recorder.spec(json!({"timeout_ms": 30000, "pool": {"min": 2, "max": 2}}));
+    let spec = recorder.spec().timeout_ms(30000).pool(2, 2);
     env.bind_ready("long", spec).await;
     let js = jetstream::new(env.client.clone());
     publish(&js, "long", "slow-one", json!({"sleep": 12, "n": 1})).await;

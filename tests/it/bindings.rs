@@ -2,7 +2,7 @@
 //! values that must not disturb anything else.
 
 use natsfn_protocol::FunctionState;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::harness::*;
 
@@ -12,15 +12,11 @@ def handler(event, context):
     return {"greeting": os.environ.get("GREETING", "") + ", " + event.get("name", "world")}
 "#;
 
-fn greeter_spec(dir: &str, greeting: &str) -> serde_json::Value {
-    json!({
-        "runtime": "python3",
-        "handler": "app.handler",
-        "code": {"dir": dir},
-        "subjects": ["myfunction.lambda"],
-        "env": {"GREETING": greeting},
-        "pool": {"min": 1, "max": 2}
-    })
+fn greeter_spec(dir: &str, greeting: &str) -> Binding {
+    Binding::python("app.handler", dir)
+        .subjects(["myfunction.lambda"])
+        .env("GREETING", greeting)
+        .pool(1, 2)
 }
 
 #[tokio::test]
@@ -61,10 +57,9 @@ async fn subjects_can_move_without_losing_the_canonical_one() {
     let env = Env::start().await;
     let code = code_dir(&[("app.py", GREETER)]);
     let dir = dir_str(code.path());
-    let mut spec = greeter_spec(&dir, "hey");
+    let spec = greeter_spec(&dir, "hey");
     env.bind_ready("mover", spec.clone()).await;
-    spec["subjects"] = json!(["moved.here"]);
-    env.bind_ready("mover", spec).await;
+    env.bind_ready("mover", spec.subjects(["moved.here"])).await;
     let reply = env.request("moved.here", "{}").await;
     assert_eq!(json(&reply), json!({"greeting": "hey, world"}));
     eventually("the old subject to be left", || async {
@@ -99,7 +94,7 @@ async fn malformed_bindings_get_a_status_and_disturb_nothing() {
         "{s:?}"
     );
 
-    let mut unknown = greeter_spec(&dir, "x");
+    let mut unknown = greeter_spec(&dir, "x").json();
     unknown["colour"] = json!("red");
     env.put_binding("unknown", unknown).await;
     let s = env
@@ -113,7 +108,7 @@ async fn malformed_bindings_get_a_status_and_disturb_nothing() {
         "{s:?}"
     );
 
-    let mut bad_type = greeter_spec(&dir, "x");
+    let mut bad_type = greeter_spec(&dir, "x").json();
     bad_type["timeout_ms"] = json!("soon");
     env.put_binding("badtype", bad_type).await;
     let s = env
@@ -148,8 +143,7 @@ async fn an_invalid_update_keeps_the_last_good_version_serving() {
     let dir = dir_str(code.path());
     let good = env.bind_ready("keeper", greeter_spec(&dir, "kept")).await;
 
-    let mut bad = greeter_spec(&dir, "x");
-    bad["pool"] = json!({"min": 5, "max": 1});
+    let bad = greeter_spec(&dir, "x").pool(5, 1);
     let bad_revision = env.put_binding("keeper", bad).await;
     let s = env
         .wait_status("keeper", |s| {
@@ -179,9 +173,7 @@ async fn a_binding_put_before_the_node_starts_is_served() {
     bindings
         .put(
             "early",
-            serde_json::to_vec(&greeter_spec(&dir_str(code.path()), "early"))
-                .unwrap()
-                .into(),
+            greeter_spec(&dir_str(code.path()), "early").bytes(),
         )
         .await
         .expect("put");
@@ -201,13 +193,11 @@ async fn a_change_of_subjects_or_pool_keeps_the_warm_workers_and_a_change_of_cod
         "app.py",
         "import os\ndef handler(event, context):\n    return [os.getpid(), os.environ.get('GREETING'), context.function_version]\n",
     )]);
-    let mut spec = greeter_spec(&dir_str(code.path()), "one");
-    spec["pool"] = json!({"min": 1, "max": 1});
+    let spec = greeter_spec(&dir_str(code.path()), "one").pool(1, 1);
     let first = env.bind_ready("keeper", spec.clone()).await;
     let before = json(&env.invoke("keeper", "{}").await);
 
-    spec["subjects"] = json!(["kept.subject"]);
-    spec["pool"] = json!({"min": 1, "max": 2});
+    let spec = spec.subjects(["kept.subject"]).pool(1, 2);
     env.bind_ready("keeper", spec.clone()).await;
     let after = json(&env.request("kept.subject", "{}").await);
     assert_eq!(
@@ -220,8 +210,7 @@ async fn a_change_of_subjects_or_pool_keeps_the_warm_workers_and_a_change_of_cod
         "the version is the code's revision"
     );
 
-    spec["env"] = json!({"GREETING": "two"});
-    let changed = env.bind_ready("keeper", spec).await;
+    let changed = env.bind_ready("keeper", spec.env("GREETING", "two")).await;
     let replaced = json(&env.request("kept.subject", "{}").await);
     assert_ne!(
         replaced[0], before[0],
@@ -248,15 +237,87 @@ async fn lowering_pool_max_stops_the_workers_beyond_it() {
         "app.py",
         "import os\ndef handler(event, context):\n    return os.getpid()\n",
     )]);
-    let mut spec = greeter_spec(&dir_str(code.path()), "x");
-    spec["pool"] = json!({"min": 3, "max": 3});
-    env.bind_ready("shrinking", spec.clone()).await;
+    let spec = greeter_spec(&dir_str(code.path()), "x");
+    env.bind_ready("shrinking", spec.clone().pool(3, 3)).await;
     eventually("all three workers serving", || async {
         (pids_serving(&env, "shrinking").await.len() == 3).then_some(())
     })
     .await;
-    spec["pool"] = json!({"min": 1, "max": 1});
-    env.bind_ready("shrinking", spec).await;
+    env.bind_ready("shrinking", spec.pool(1, 1)).await;
     let pids = pids_serving(&env, "shrinking").await;
     assert_eq!(pids.len(), 1, "pool.max 1 served by {pids:?}");
+}
+
+/// The builder of the harness writes each field where the binding contract puts it.
+#[test]
+fn the_binding_builder_puts_every_field_where_the_contract_has_it() {
+    let spec = Binding::python("app.handler", Code::pinned("hello", "sha256:00"))
+        .subjects(["myfunction.lambda"])
+        .env("GREETING", "hi")
+        .env("OTHER", String::from("x"))
+        .timeout_ms(3000)
+        .memory_mb(128)
+        .pool(1, 4)
+        .queue(64)
+        .idle_ms(60000)
+        .max_invocations(5)
+        .max_retries(2)
+        .retry_delay_ms(1000)
+        .max_event_age_s(21600)
+        .on_success("ok.subject")
+        .on_failure("failed.subject")
+        .layer("scaffolding")
+        .layer_pinned("tools", "sha256:11")
+        .label("region", "eu")
+        .label("gpu", "false")
+        .with("recursion", "Allow");
+    assert_eq!(
+        spec.json(),
+        json!({
+            "runtime": "python3",
+            "handler": "app.handler",
+            "code": {"package": "hello", "digest": "sha256:00"},
+            "subjects": ["myfunction.lambda"],
+            "env": {"GREETING": "hi", "OTHER": "x"},
+            "timeout_ms": 3000,
+            "memory_mb": 128,
+            "pool": {"min": 1, "max": 4, "queue": 64, "idle_ms": 60000, "max_invocations": 5},
+            "async": {"max_retries": 2, "retry_delay_ms": 1000, "max_event_age_s": 21600,
+                      "on_success": "ok.subject", "on_failure": "failed.subject"},
+            "layers": [{"package": "scaffolding"}, {"package": "tools", "digest": "sha256:11"}],
+            "placement": {"labels": {"region": "eu", "gpu": "false"}},
+            "recursion": "Allow"
+        })
+    );
+    let bytes: Value = serde_json::from_slice(&spec.bytes()).expect("json bytes");
+    assert_eq!(bytes, Value::from(spec));
+}
+
+#[test]
+fn the_binding_builders_code_is_a_directory_or_a_package_and_only_what_is_set_is_written() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir_str(dir.path());
+    let by_dir = json!({"runtime": "nodejs", "handler": "app.handler", "code": {"dir": path}});
+    assert_eq!(Binding::nodejs("app.handler", &dir).json(), by_dir);
+    assert_eq!(Binding::nodejs("app.handler", dir.path()).json(), by_dir);
+    assert_eq!(Binding::nodejs("app.handler", path.as_str()).json(), by_dir);
+    assert_eq!(
+        Binding::provided(Code::package("boot")).pool_min(0).json(),
+        json!({"runtime": "provided", "code": {"package": "boot"}, "pool": {"min": 0}})
+    );
+    assert_eq!(
+        Binding::java("example.Echo", Code::dir(&dir))
+            .subjects(Vec::<String>::new())
+            .json(),
+        json!({"runtime": "java", "handler": "example.Echo", "code": {"dir": path},
+               "subjects": []})
+    );
+    // The escape hatch replaces what the builder made.
+    assert_eq!(
+        Binding::python("app.handler", &dir)
+            .pool(1, 1)
+            .with("pool", json!({"max": 2}))
+            .json()["pool"],
+        json!({"max": 2})
+    );
 }

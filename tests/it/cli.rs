@@ -148,11 +148,8 @@ async fn invoke_reports_function_errors_on_stderr_with_a_failing_exit() {
         "app.py",
         "def handler(e, c):\n    raise KeyError('missing')\n",
     )]);
-    env.bind_ready(
-        "raiser",
-        json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(code.path())}}),
-    )
-    .await;
+    env.bind_ready("raiser", Binding::python("app.handler", &code))
+        .await;
     let out = natsfn(&env, &["invoke", "raiser", "{}"]).await;
     assert!(!out.status.success());
     assert!(out.stdout.is_empty());

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use natsfn_protocol::names::{BINDINGS_BUCKET, LOGS_STREAM, NODES_BUCKET, STATUS_BUCKET};
-use serde_json::json;
 use tempfile::TempDir;
 
 use crate::harness::*;
@@ -47,15 +46,15 @@ impl Setup {
         }
     }
 
-    fn spec(&self, version: &str) -> serde_json::Value {
-        json!({"runtime": "python3", "handler": "app.handler",
-               "code": {"dir": dir_str(self.code.path())},
-               "env": {"VERSION": version}, "pool": {"min": 1, "max": 2}})
+    fn spec(&self, version: &str) -> Binding {
+        Binding::python("app.handler", &self.code)
+            .env("VERSION", version)
+            .pool(1, 2)
     }
 
-    async fn put(&self, name: &str, spec: serde_json::Value) -> u64 {
+    async fn put(&self, name: &str, spec: Binding) -> u64 {
         self.bindings
-            .put(name, serde_json::to_vec(&spec).expect("json").into())
+            .put(name, spec.bytes())
             .await
             .expect("put binding")
     }
@@ -286,13 +285,9 @@ async fn cut_off_node_catches_up(grace: &str, down_for: Duration) -> Node {
     let js = jetstream::new(client.clone());
     let bindings = natsfn_actors::buckets::bindings(&js).await.expect("bucket");
     let code = code_dir(&[("app.py", APP)]);
-    let spec = |v: &str| {
-        serde_json::to_vec(&json!({"runtime": "python3", "handler": "app.handler",
-               "code": {"dir": dir_str(code.path())}, "env": {"VERSION": v}}))
-        .expect("json")
-    };
-    bindings.put("kept", spec("1").into()).await.expect("put");
-    bindings.put("gone", spec("1").into()).await.expect("put");
+    let spec = |v: &str| Binding::python("app.handler", &code).env("VERSION", v);
+    bindings.put("kept", spec("1").bytes()).await.expect("put");
+    bindings.put("gone", spec("1").bytes()).await.expect("put");
     for name in ["kept", "gone"] {
         eventually(&format!("{name} served"), || {
             let client = client.clone();
@@ -314,8 +309,8 @@ async fn cut_off_node_catches_up(grace: &str, down_for: Duration) -> Node {
     // The bucket may be electing a new leader (it was on the killed server): a writer
     // tries again, as anyone editing a binding would.
     eventually("the change to be written", || {
-        let (bindings, value) = (bindings.clone(), spec("2"));
-        async move { bindings.put("kept", value.into()).await.ok() }
+        let (bindings, value) = (bindings.clone(), spec("2").bytes());
+        async move { bindings.put("kept", value).await.ok() }
     })
     .await;
     eventually("the delete to be written", || {
@@ -422,14 +417,11 @@ async fn measure_binding_propagation_and_sync_cost() {
         let cluster = Cluster::start_with(false, sync_always).await;
         let js = jetstream::new(cluster.client().await);
         let bucket = natsfn_actors::buckets::bindings(&js).await.expect("bucket");
-        let value = serde_json::to_vec(&setup.spec("1")).expect("json");
+        let value = setup.spec("1").bytes();
         let mut times = Vec::new();
         for _ in 0..200 {
             let started = Instant::now();
-            bucket
-                .put("measured", value.clone().into())
-                .await
-                .expect("put");
+            bucket.put("measured", value.clone()).await.expect("put");
             times.push(started.elapsed());
         }
         times.sort();
@@ -448,11 +440,7 @@ async fn a_placement_change_moves_a_function_between_labelled_nodes_under_load()
         &["--label", "region=us"],
     ])
     .await;
-    let placed = |region: &str| {
-        let mut spec = setup.spec("1");
-        spec["placement"] = json!({"labels": {"region": region}});
-        spec
-    };
+    let placed = |region: &str| setup.spec("1").label("region", region);
     setup.put("placed", placed("us")).await;
     setup.wait_served("placed", "1", &[2]).await;
     assert!(

@@ -34,9 +34,9 @@ async fn natsfn_dev_serves_the_gateway_and_the_readme_curl_answers() {
         .expect("bindings");
     let status = natsfn_actors::buckets::status(&js).await.expect("status");
     let hello = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hello-python");
-    let spec = json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": hello}});
+    let spec = Binding::python("app.handler", hello);
     let revision = bindings
-        .put("hello", spec.to_string().into())
+        .put("hello", spec.bytes())
         .await
         .expect("bind hello");
     wait_status(&status, "hello", |s| {

@@ -65,18 +65,10 @@ impl Gateway {
         let env = Env::with(server, node).await;
         let url_code = code_dir(&[("app.py", URL_APP)]);
         let api_code = code_dir(&[("app.py", API_APP)]);
-        env.bind_ready(
-            "web",
-            json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(url_code.path())},
-                   "pool": {"min": 1, "max": 2}}),
-        )
-        .await;
-        env.bind_ready(
-            "api",
-            json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(api_code.path())},
-                   "pool": {"min": 1, "max": 1}}),
-        )
-        .await;
+        env.bind_ready("web", Binding::python("app.handler", &url_code).pool(1, 2))
+            .await;
+        env.bind_ready("api", Binding::python("app.handler", &api_code).pool(1, 1))
+            .await;
         let http = reqwest::Client::new();
         let base = format!("http://{addr}");
         let health = format!("{base}/_natsfn/health");
@@ -377,8 +369,7 @@ async fn a_busy_function_is_429_too_many_requests() {
     gw.env
         .bind_ready(
             "busy",
-            json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(code.path())},
-                   "pool": {"min": 1, "max": 1, "queue": 0}}),
+            Binding::python("app.handler", &code).pool(1, 1).queue(0),
         )
         .await;
     let mut logs = gw

@@ -20,9 +20,13 @@ use futures::StreamExt;
 use natsfn_protocol::{FunctionState, FunctionStatus};
 use tempfile::TempDir;
 
+#[path = "harness/binding.rs"]
+mod binding;
 #[path = "harness/cluster.rs"]
 mod cluster;
-// The benchmark uses none of it.
+// The benchmark uses none of them.
+#[allow(unused_imports)]
+pub use binding::*;
 #[allow(unused_imports)]
 pub use cluster::*;
 
@@ -305,7 +309,8 @@ impl Env {
     }
 
     /// Puts a binding with the KV API, as any NATS tool would; returns its revision.
-    pub async fn put_binding(&self, name: &str, spec: serde_json::Value) -> u64 {
+    pub async fn put_binding(&self, name: &str, spec: impl Into<serde_json::Value>) -> u64 {
+        let spec: serde_json::Value = spec.into();
         self.bindings
             .put(name, serde_json::to_vec(&spec).expect("json").into())
             .await
@@ -313,7 +318,7 @@ impl Env {
     }
 
     /// Puts a binding and waits until a node says it is ready.
-    pub async fn bind_ready(&self, name: &str, spec: serde_json::Value) -> u64 {
+    pub async fn bind_ready(&self, name: &str, spec: impl Into<serde_json::Value>) -> u64 {
         let revision = self.put_binding(name, spec).await;
         let status = self
             .wait_status(name, |s| {
@@ -503,7 +508,11 @@ pub fn json(msg: &Message) -> serde_json::Value {
 /// Binds `spec`, whose code cannot load, and checks both places that must say so: the
 /// status (`error` or `crashloop`, the reason naming `error_type`) and an invocation's
 /// 503 reply (that `errorType`, an `errorMessage` starting with `message`).
-pub async fn assert_init_error(spec: serde_json::Value, error_type: &str, message: &str) {
+pub async fn assert_init_error(
+    spec: impl Into<serde_json::Value>,
+    error_type: &str,
+    message: &str,
+) {
     let env = Env::start().await;
     let name = "broken";
     let revision = env.put_binding(name, spec).await;

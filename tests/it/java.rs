@@ -1,6 +1,9 @@
 //! The java runtime: handlers written for AWS Lambda's Java runtime (RequestHandler,
 //! RequestStreamHandler, `Class::method`), compiled here with the JDK's javac against
-//! natsfn's own aws-lambda-java-core interfaces, run over NATS unchanged.
+//! natsfn's own aws-lambda-java-core interfaces, run over NATS unchanged. What every
+//! runtime does alike (a Map handler's event, result and context, a thrown exception,
+//! timeouts, System.exit, a missing class or method, ...) is in conformance; here what
+//! is Java's own.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -78,14 +81,8 @@ fn classes(sources: &[(&str, &str)]) -> TempDir {
     code
 }
 
-fn spec(code: &Path, handler: &str) -> Value {
-    json!({
-        "runtime": "java",
-        "handler": handler,
-        "code": {"dir": dir_str(code)},
-        "timeout_ms": 10000,
-        "pool": {"min": 1, "max": 1}
-    })
+fn spec(code: &Path, handler: &str) -> Binding {
+    Binding::java(handler, code).timeout_ms(10000).pool(1, 1)
 }
 
 const MAP_HANDLER: &str = r#"
@@ -101,14 +98,6 @@ public class Echo implements RequestHandler<Map<String, Object>, Map<String, Obj
     public Map<String, Object> handleRequest(Map<String, Object> event, Context context) {
         Map<String, Object> out = new LinkedHashMap<>();
         out.put("event", event);
-        out.put("awsRequestId", context.getAwsRequestId());
-        out.put("functionName", context.getFunctionName());
-        out.put("functionVersion", context.getFunctionVersion());
-        out.put("invokedFunctionArn", context.getInvokedFunctionArn());
-        out.put("memoryLimitInMB", context.getMemoryLimitInMB());
-        out.put("logGroupName", context.getLogGroupName());
-        out.put("logStreamName", context.getLogStreamName());
-        out.put("remaining", context.getRemainingTimeInMillis());
         out.put("identity", context.getIdentity());
         out.put("env", System.getenv("AWS_EXECUTION_ENV"));
         return out;
@@ -117,38 +106,16 @@ public class Echo implements RequestHandler<Map<String, Object>, Map<String, Obj
 "#;
 
 #[tokio::test]
-async fn a_map_request_handler_gets_the_event_and_lambdas_context() {
+async fn null_properties_are_left_out_and_the_execution_env_names_the_jdk() {
     let env = Env::start().await;
     let code = classes(&[("example/Echo.java", MAP_HANDLER)]);
-    let mut spec = spec(code.path(), "example.Echo");
-    spec["memory_mb"] = json!(256);
-    spec["timeout_ms"] = json!(3000);
-    let revision = env.bind_ready("echojava", spec).await;
-
-    let reply = env
-        .invoke(
-            "echojava",
-            r#"{"a":{"b":[1,2.5,"ü",true,null]},"z":"Zoë 👋"}"#,
-        )
+    env.bind_ready("echojava", spec(code.path(), "example.Echo"))
         .await;
+
+    let reply = env.invoke("echojava", r#"{"a":{"b":[1,null]}}"#).await;
     assert_eq!(error_code(&reply), None, "{reply:?}");
     let out = json(&reply);
-    assert_eq!(
-        out["event"],
-        json!({"a": {"b": [1, 2.5, "ü", true, null]}, "z": "Zoë 👋"})
-    );
-    let request_id = header(&reply, "Natsfn-Request-Id").expect("Natsfn-Request-Id");
-    assert_eq!(out["awsRequestId"], request_id.as_str());
-    assert_eq!(out["functionName"], "echojava");
-    assert_eq!(out["functionVersion"], revision.to_string());
-    let arn = out["invokedFunctionArn"].as_str().unwrap_or_default();
-    assert!(arn.ends_with(":function:echojava"), "{out}");
-    assert_eq!(out["memoryLimitInMB"], 256);
-    assert_eq!(out["logGroupName"], "/aws/lambda/echojava");
-    let stream = out["logStreamName"].as_str().unwrap_or_default();
-    assert!(stream.contains(&format!("/[{revision}]")), "{out}");
-    let remaining = out["remaining"].as_u64().expect("remaining is a number");
-    assert!(remaining > 0 && remaining <= 3000, "{out}");
+    assert_eq!(out["event"], json!({"a": {"b": [1, null]}}));
     // Null properties are left out, as Lambda's serializer leaves them.
     assert!(out.get("identity").is_none(), "{out}");
     assert_eq!(out["env"], "AWS_Lambda_java17".replace("17", &java_major()));
@@ -399,28 +366,6 @@ async fn an_exception_is_a_500_named_by_its_class_and_its_output_reaches_the_log
 }
 
 #[tokio::test]
-async fn a_missing_class_is_a_503_with_the_status_saying_so() {
-    let code = classes(&[("example/Echo.java", MAP_HANDLER)]);
-    assert_init_error(
-        spec(code.path(), "example.Missing"),
-        "java.lang.ClassNotFoundException",
-        "Class not found: example.Missing",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn a_missing_method_is_a_503_with_the_status_saying_so() {
-    let code = classes(&[("example/Methods.java", METHOD_HANDLERS)]);
-    assert_init_error(
-        spec(code.path(), "example.Methods::nope"),
-        "Runtime.HandlerNotFound",
-        "No public method named nope with appropriate method signature found on class example.Methods",
-    )
-    .await;
-}
-
-#[tokio::test]
 async fn a_constructor_that_throws_is_a_503_named_by_the_exception() {
     let code = classes(&[(
         "example/Broken.java",
@@ -440,7 +385,7 @@ public class Broken implements com.amazonaws.services.lambda.runtime.RequestHand
     .await;
 }
 
-const EXITS_OR_SLEEPS: &str = r#"
+const HANGS: &str = r#"
 package example;
 
 import com.amazonaws.services.lambda.runtime.Context;
@@ -450,9 +395,6 @@ import java.util.Map;
 public class Moody implements RequestHandler<Map<String, Object>, Long> {
     @Override
     public Long handleRequest(Map<String, Object> event, Context context) {
-        if (event.containsKey("exit")) {
-            System.exit(3);
-        }
         if (event.containsKey("hang")) {
             try {
                 Process child = new ProcessBuilder("sleep", "100").start();
@@ -468,28 +410,10 @@ public class Moody implements RequestHandler<Map<String, Object>, Long> {
 "#;
 
 #[tokio::test]
-async fn system_exit_is_a_502_at_once_and_the_next_invocation_gets_a_new_jvm() {
-    let env = Env::start().await;
-    let code = classes(&[("example/Moody.java", EXITS_OR_SLEEPS)]);
-    let mut spec = spec(code.path(), "example.Moody");
-    // Far beyond the harness's deadline: a 502 that waited for it would not arrive.
-    spec["timeout_ms"] = json!(600_000);
-    env.bind_ready("exitjava", spec).await;
-    let before = json(&env.invoke("exitjava", "{}").await);
-    let reply = env.invoke("exitjava", r#"{"exit":true}"#).await;
-    assert_eq!(error_code(&reply), Some(502), "{reply:?}");
-    assert_eq!(json(&reply)["errorType"], "Runtime.ExitError");
-    let after = env.invoke("exitjava", "{}").await;
-    assert_eq!(error_code(&after), None, "{after:?}");
-    assert_ne!(json(&after), before, "a new JVM answers");
-}
-
-#[tokio::test]
 async fn a_timeout_is_a_504_and_kills_the_jvm_with_its_children() {
     let env = Env::start().await;
-    let code = classes(&[("example/Moody.java", EXITS_OR_SLEEPS)]);
-    let mut spec = spec(code.path(), "example.Moody");
-    spec["timeout_ms"] = json!(1000);
+    let code = classes(&[("example/Moody.java", HANGS)]);
+    let spec = spec(code.path(), "example.Moody").timeout_ms(1000);
     env.bind_ready("hangjava", spec).await;
     let mut logs = env
         .client
@@ -562,8 +486,7 @@ async fn a_jar_in_lib_is_on_the_class_path_even_when_it_bundles_the_interfaces()
         .arg("-C")
         .arg(build.path())
         .arg("."));
-    let mut spec = spec(code.path(), "com.example.orders.Handler");
-    spec["memory_mb"] = json!(128);
+    let spec = spec(code.path(), "com.example.orders.Handler").memory_mb(128);
     env.bind_ready("jarjava", spec).await;
     let reply = env.invoke("jarjava", r#"{"x":"y"}"#).await;
     assert_eq!(error_code(&reply), None, "{reply:?}");
@@ -593,8 +516,7 @@ public class Hog implements com.amazonaws.services.lambda.runtime.RequestHandler
 }
 "#,
     )]);
-    let mut spec = spec(code.path(), "example.Hog");
-    spec["memory_mb"] = json!(128);
+    let spec = spec(code.path(), "example.Hog").memory_mb(128);
     env.bind_ready("hogjava", spec).await;
     let mut logs = env
         .client

@@ -23,12 +23,8 @@ def handler(event, context):
 async fn printed_lines_reach_the_logs_subject_with_the_request_id_and_leave_replies_intact() {
     let env = Env::start().await;
     let code = code_dir(&[("app.py", NOISY)]);
-    env.bind_ready(
-        "noisy",
-        json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(code.path())},
-               "pool": {"min": 1, "max": 1}}),
-    )
-    .await;
+    env.bind_ready("noisy", Binding::python("app.handler", &code).pool(1, 1))
+        .await;
     let mut logs = env
         .client
         .subscribe("natsfn.logs.noisy")
@@ -90,8 +86,7 @@ async fn a_publish_without_a_reply_subject_still_runs_the_function() {
     )]);
     env.bind_ready(
         "fire",
-        json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(code.path())},
-               "subjects": ["events.fire"]}),
+        Binding::python("app.handler", &code).subjects(["events.fire"]),
     )
     .await;
     let mut logs = env
@@ -224,9 +219,9 @@ async fn start_end_and_report_frame_each_invocation_with_its_duration_and_memory
     let version = env
         .bind_ready(
             "framed",
-            json!({"runtime": "python3", "handler": "app.handler",
-                   "code": {"dir": dir_str(code.path())}, "memory_mb": 256,
-                   "pool": {"min": 0, "max": 1}}),
+            Binding::python("app.handler", &code)
+                .memory_mb(256)
+                .pool(0, 1),
         )
         .await;
     let mut logs = env
@@ -329,11 +324,7 @@ async fn natsfn_logs_shows_history_bounded_by_since_and_still_after_a_node_resta
     let mut env = Env::start().await;
     let code = code_dir(&[("app.py", MARKED)]);
     let version = env
-        .bind_ready(
-            "marked",
-            json!({"runtime": "python3", "handler": "app.handler",
-                   "code": {"dir": dir_str(code.path())}}),
-        )
+        .bind_ready("marked", Binding::python("app.handler", &code))
         .await;
     let mut logs = env
         .client
@@ -385,12 +376,8 @@ async fn natsfn_logs_follow_prints_what_is_logged_after_it_started() {
 
     let env = Env::start().await;
     let code = code_dir(&[("app.py", MARKED)]);
-    env.bind_ready(
-        "marked",
-        json!({"runtime": "python3", "handler": "app.handler",
-               "code": {"dir": dir_str(code.path())}}),
-    )
-    .await;
+    env.bind_ready("marked", Binding::python("app.handler", &code))
+        .await;
     let mut logs = env
         .client
         .subscribe("natsfn.logs.marked")
@@ -440,8 +427,7 @@ async fn a_timed_out_invocation_still_gets_its_end_and_report() {
     let version = env
         .bind_ready(
             "sleepy",
-            json!({"runtime": "python3", "handler": "app.handler",
-               "code": {"dir": dir_str(code.path())}, "timeout_ms": 500}),
+            Binding::python("app.handler", &code).timeout_ms(500),
         )
         .await;
     let mut logs = env
@@ -520,12 +506,8 @@ async fn nodes_create_natsfn_logs_with_their_limits_and_leave_an_existing_one_al
     let env = Env::on(server).await;
     let code = code_dir(&[("app.py", MARKED)]);
     // Ready means the node is past its start-up, stream included.
-    env.bind_ready(
-        "kept",
-        json!({"runtime": "python3", "handler": "app.handler",
-               "code": {"dir": dir_str(code.path())}}),
-    )
-    .await;
+    env.bind_ready("kept", Binding::python("app.handler", &code))
+        .await;
     let kept = config(&env.server).await;
     assert_eq!(kept.max_age, Duration::from_secs(600));
     assert_eq!(kept.storage, StorageType::File);
@@ -536,12 +518,8 @@ async fn nodes_create_natsfn_logs_with_their_limits_and_leave_an_existing_one_al
 async fn a_busy_functions_platform_records_share_messages_and_none_is_lost() {
     let env = Env::start().await;
     let code = code_dir(&[("app.py", "def handler(event, context):\n    return event\n")]);
-    env.bind_ready(
-        "busy",
-        json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(code.path())},
-               "pool": {"min": 2, "max": 2}}),
-    )
-    .await;
+    env.bind_ready("busy", Binding::python("app.handler", &code).pool(2, 2))
+        .await;
     let mut logs = env
         .client
         .subscribe("natsfn.logs.busy")

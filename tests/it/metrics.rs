@@ -2,7 +2,6 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::*;
@@ -72,12 +71,8 @@ async fn metrics_count_invocations_by_outcome_cold_starts_and_workers() {
         "app.py",
         "def handler(event, context):\n    if event.get('fail'):\n        raise ValueError('asked to')\n    return 'ok'\n",
     )]);
-    env.bind_ready(
-        "counted",
-        json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(code.path())},
-               "pool": {"min": 0, "max": 1}}),
-    )
-    .await;
+    env.bind_ready("counted", Binding::python("app.handler", &code).pool(0, 1))
+        .await;
     // pool.min 0: the first invocation starts the worker, the others find it warm.
     let first = env.invoke("counted", "{}").await;
     assert_eq!(error_code(&first), None, "{first:?}");
@@ -171,21 +166,15 @@ async fn metrics_count_results_too_large_and_functions_that_cannot_start() {
         "app.py",
         "def handler(event, context):\n    return 'x' * event\n",
     )]);
-    env.bind_ready(
-        "big",
-        json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(big.path())}}),
-    )
-    .await;
+    env.bind_ready("big", Binding::python("app.handler", &big))
+        .await;
     let max = env.client.server_info().max_payload;
     let reply = env.invoke("big", (max + 1).to_string()).await;
     assert_eq!(error_code(&reply), Some(413), "{reply:?}");
 
     let broken = code_dir(&[("app.py", "import no_such_module\n")]);
     let revision = env
-        .put_binding(
-            "broken",
-            json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(broken.path())}}),
-        )
+        .put_binding("broken", Binding::python("app.handler", &broken))
         .await;
     env.wait_status("broken", |s| {
         s.revision >= revision

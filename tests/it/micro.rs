@@ -18,9 +18,10 @@ def handler(event, context):
     return "ok"
 "#;
 
-fn spec(dir: &Path, subjects: &[&str]) -> Value {
-    json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(dir)},
-           "subjects": subjects, "pool": {"min": 1, "max": 1}})
+fn spec(dir: &Path, subjects: &[&str]) -> Binding {
+    Binding::python("app.handler", dir)
+        .subjects(subjects)
+        .pool(1, 1)
 }
 
 /// Validates a reply against the ADR-32 schema vendored for the protocol's tests.
@@ -194,8 +195,7 @@ async fn a_function_answers_ping_info_and_stats_as_adr_32_says() {
 async fn errors_the_node_answers_itself_are_counted() {
     let env = Env::start().await;
     let code = code_dir(&[("app.py", APP)]);
-    let mut broken = spec(code.path(), &[]);
-    broken["handler"] = json!("missing.handler");
+    let broken = spec(code.path(), &[]).handler("missing.handler");
     let revision = env.put_binding("broken", broken).await;
     env.wait_status("broken", |s| {
         s.revision >= revision && matches!(s.state, FunctionState::Error | FunctionState::Crashloop)
@@ -215,7 +215,7 @@ async fn errors_the_node_answers_itself_are_counted() {
 
 /// Binds `name` and waits until both nodes report it ready (their service instances
 /// subscribe before they report).
-async fn bind_on_both(env: &Env, name: &str, spec: Value) {
+async fn bind_on_both(env: &Env, name: &str, spec: Binding) {
     let mut reports = env.status.watch(name).await.expect("watch status");
     env.put_binding(name, spec).await;
     let mut ready = HashSet::new();

@@ -19,12 +19,8 @@ async fn two_nodes_both_serve_a_function_through_its_queue_group() {
     )]);
     // Watch before binding, so that neither node's first report is missed.
     let mut reports = env.status.watch("shared").await.expect("watch status");
-    env.put_binding(
-        "shared",
-        json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(code.path())},
-               "pool": {"min": 1, "max": 1}}),
-    )
-    .await;
+    env.put_binding("shared", Binding::python("app.handler", &code).pool(1, 1))
+        .await;
     let mut ready = HashSet::new();
     while ready.len() < 2 {
         let entry = tokio::time::timeout(DEADLINE, reports.next())
@@ -63,12 +59,8 @@ async fn a_node_asked_to_stop_finishes_what_it_received_then_exits() {
         "app.py",
         "import time\ndef handler(event, context):\n    print('started', flush=True)\n    time.sleep(0.5)\n    return 'finished'\n",
     )]);
-    env.bind_ready(
-        "slowpoke",
-        json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(code.path())},
-               "pool": {"min": 1, "max": 1}}),
-    )
-    .await;
+    env.bind_ready("slowpoke", Binding::python("app.handler", &code).pool(1, 1))
+        .await;
     let mut logs = env
         .client
         .subscribe("natsfn.logs.slowpoke")

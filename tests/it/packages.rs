@@ -473,10 +473,7 @@ async fn hostile_archives_are_rejected_and_write_nothing_outside_the_cache() {
         s.put_object(name, &bytes).await;
         let revision = s
             .env
-            .put_binding(
-                name,
-                json!({"runtime": "python3", "handler": "app.handler", "code": {"package": name}}),
-            )
+            .put_binding(name, Binding::python("app.handler", Code::package(name)))
             .await;
         let status = s
             .env
@@ -539,7 +536,7 @@ async fn a_digest_mismatch_and_a_missing_package_are_named_and_nothing_else_is_d
     let cases = [
         (
             "mismatch",
-            json!({"package": "hello", "digest": wrong}),
+            Code::pinned("hello", &wrong),
             "Runtime.PackageDigestMismatch",
             format!(
                 "code package \"hello\": expected {wrong}, the object in natsfn-packages is {real}"
@@ -547,7 +544,7 @@ async fn a_digest_mismatch_and_a_missing_package_are_named_and_nothing_else_is_d
         ),
         (
             "missing",
-            json!({"package": "nope"}),
+            Code::package("nope"),
             "Runtime.PackageNotFound",
             "code package \"nope\": no such object in natsfn-packages".to_owned(),
         ),
@@ -555,10 +552,7 @@ async fn a_digest_mismatch_and_a_missing_package_are_named_and_nothing_else_is_d
     for (name, code, error_type, message) in cases {
         let revision = s
             .env
-            .put_binding(
-                name,
-                json!({"runtime": "python3", "handler": "app.handler", "code": code}),
-            )
+            .put_binding(name, Binding::python("app.handler", code))
             .await;
         let status = s
             .env
@@ -586,8 +580,9 @@ async fn a_digest_mismatch_and_a_missing_package_are_named_and_nothing_else_is_d
         .env
         .put_binding(
             "layered",
-            json!({"runtime": "python3", "handler": "app.handler", "code": {"package": "hello"},
-                   "layers": [{"package": "hello"}, {"package": "gone"}]}),
+            Binding::python("app.handler", Code::package("hello"))
+                .layer("hello")
+                .layer("gone"),
         )
         .await;
     let status = s
@@ -623,8 +618,9 @@ async fn nodes_sharing_a_data_dir_never_remove_a_package_the_other_runs() {
     s.env
         .bind_ready(
             "both",
-            json!({"runtime": "python3", "handler": "app.handler", "code": {"package": "both"},
-                   "pool": {"min": 1, "max_invocations": 1}}),
+            Binding::python("app.handler", Code::package("both"))
+                .pool_min(1)
+                .max_invocations(1),
         )
         .await;
     // Both nodes serve it (the status says ready once either does).

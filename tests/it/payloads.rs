@@ -11,11 +11,8 @@ const BIG_RESULT: &str = "def handler(event, context):\n    return 'x' * event\n
 async fn env_with(name: &str, source: &str) -> (Env, tempfile::TempDir) {
     let env = Env::start().await;
     let code = code_dir(&[("app.py", source)]);
-    env.bind_ready(
-        name,
-        json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(code.path())}}),
-    )
-    .await;
+    env.bind_ready(name, Binding::python("app.handler", &code))
+        .await;
     (env, code)
 }
 

@@ -21,8 +21,9 @@ async fn one_worker(env: &Env, name: &str, timeout_ms: u64) -> tempfile::TempDir
     let code = code_dir(&[("app.py", HANDLER)]);
     env.bind_ready(
         name,
-        json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(code.path())},
-               "timeout_ms": timeout_ms, "pool": {"min": 1, "max": 1}}),
+        Binding::python("app.handler", &code)
+            .timeout_ms(timeout_ms)
+            .pool(1, 1),
     )
     .await;
     // Quick invocations make the function one that is pipelined.

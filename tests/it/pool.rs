@@ -28,14 +28,11 @@ def handler(event, context):
     return {"n": event.get("n"), "pid": os.getpid(), "size": len(event.get("blob", ""))}
 "#;
 
-async fn bind(env: &Env, name: &str, extra: serde_json::Value) -> tempfile::TempDir {
+/// Binds HANDLER as `name`, its spec completed by `spec`.
+async fn bind(env: &Env, name: &str, spec: impl FnOnce(Binding) -> Binding) -> tempfile::TempDir {
     let code = code_dir(&[("app.py", HANDLER)]);
-    let mut spec = json!({"runtime": "python3", "handler": "app.handler",
-                          "code": {"dir": dir_str(code.path())}});
-    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
-        spec.extend(extra.clone());
-    }
-    env.bind_ready(name, spec).await;
+    env.bind_ready(name, spec(Binding::python("app.handler", &code)))
+        .await;
     code
 }
 
@@ -71,12 +68,7 @@ fn pid_of(reply: &async_nats::Message) -> u64 {
 #[tokio::test]
 async fn a_hung_handler_with_large_invocations_pipelined_behind_it_still_times_out() {
     let env = Env::start().await;
-    let _code = bind(
-        &env,
-        "wedge",
-        json!({"timeout_ms": 1000, "pool": {"min": 1, "max": 1}}),
-    )
-    .await;
+    let _code = bind(&env, "wedge", |b| b.timeout_ms(1000).pool(1, 1)).await;
     // Quick invocations make it a function that is pipelined.
     let mut warm = HashSet::new();
     for n in 0..20 {
@@ -114,7 +106,7 @@ async fn a_hung_handler_with_large_invocations_pipelined_behind_it_still_times_o
 #[tokio::test]
 async fn every_caller_behind_a_worker_that_dies_gets_exactly_one_reply() {
     let env = Env::start().await;
-    let _code = bind(&env, "once", json!({"pool": {"min": 1, "max": 1}})).await;
+    let _code = bind(&env, "once", |b| b.pool(1, 1)).await;
     for n in 0..20 {
         env.invoke("once", json!({"n": n}).to_string()).await;
     }
@@ -162,7 +154,7 @@ async fn every_caller_behind_a_worker_that_dies_gets_exactly_one_reply() {
 #[tokio::test]
 async fn the_first_request_after_bind_is_served_warm() {
     let env = Env::start().await;
-    let _code = bind(&env, "standby", json!({"pool": {"min": 1, "max": 2}})).await;
+    let _code = bind(&env, "standby", |b| b.pool(1, 2)).await;
     let reply = env.invoke("standby", "{}").await;
     assert_eq!(error_code(&reply), None, "{reply:?}");
     assert_eq!(
@@ -185,13 +177,11 @@ enum Speed {
 /// admitted (2 run, 2 wait) while 4 get a 429 before any of those finishes.
 async fn burst_admits_max_plus_queue(name: &str, speed: Speed, warm: bool) {
     let env = Env::start().await;
-    let (max, queue) = (2usize, 2usize);
+    let (max, queue) = (2u64, 2u64);
     let min = if warm { max } else { 1 };
-    let _code = bind(
-        &env,
-        name,
-        json!({"timeout_ms": 10000, "pool": {"min": min, "max": max, "queue": queue}}),
-    )
+    let _code = bind(&env, name, |b| {
+        b.timeout_ms(10000).pool(min, max).queue(queue)
+    })
     .await;
     // Quick invocations make it a function the pool pipelines; one of 50 ms does not.
     let warm_up = match speed {
@@ -216,10 +206,10 @@ async fn burst_admits_max_plus_queue(name: &str, speed: Speed, warm: bool) {
         .iter()
         .filter(|(r, _)| error_code(r).is_none())
         .collect();
-    assert_eq!(throttled.len(), 8 - max - queue, "{replies:?}");
+    assert_eq!(throttled.len(), 8 - (max + queue) as usize, "{replies:?}");
     assert_eq!(
         served.len(),
-        max + queue,
+        (max + queue) as usize,
         "the rest ran: no timeouts, no other errors: {replies:?}"
     );
     let first_served = served.iter().map(|(_, took)| *took).min();
@@ -255,12 +245,7 @@ async fn a_burst_on_a_slow_cold_function_admits_exactly_max_plus_queue() {
 #[tokio::test]
 async fn idle_workers_above_min_are_reaped_and_min_zero_scales_to_zero() {
     let env = Env::start().await;
-    let code = bind(
-        &env,
-        "reap",
-        json!({"pool": {"min": 1, "max": 3, "idle_ms": 300}}),
-    )
-    .await;
+    let code = bind(&env, "reap", |b| b.pool(1, 3).idle_ms(300)).await;
     let replies = burst(
         &env,
         "reap",
@@ -277,9 +262,9 @@ async fn idle_workers_above_min_are_reaped_and_min_zero_scales_to_zero() {
     // Scale to zero: the same code with min 0 keeps the warm worker until idle_ms.
     env.put_binding(
         "reap",
-        json!({"runtime": "python3", "handler": "app.handler",
-               "code": {"dir": dir_str(code.path())},
-               "pool": {"min": 0, "max": 3, "idle_ms": 300}}),
+        Binding::python("app.handler", &code)
+            .pool(0, 3)
+            .idle_ms(300),
     )
     .await;
     eventually("the pool to scale to zero", || {
@@ -297,8 +282,8 @@ async fn the_node_cap_evicts_another_functions_idle_worker_before_refusing() {
     let server = NatsServer::start();
     let node = Node::start_with(&server, "capped", &["--max-workers", "1"]);
     let env = Env::with(server, node).await;
-    let _a = bind(&env, "cap-a", json!({"pool": {"min": 0, "max": 2}})).await;
-    let _b = bind(&env, "cap-b", json!({"pool": {"min": 0, "max": 2}})).await;
+    let _a = bind(&env, "cap-a", |b| b.pool(0, 2)).await;
+    let _b = bind(&env, "cap-b", |b| b.pool(0, 2)).await;
     let a = env.invoke("cap-a", "{}").await;
     assert_eq!(error_code(&a), None, "{a:?}");
     let a_pid = pid_of(&a);
@@ -321,11 +306,9 @@ async fn the_node_cap_evicts_another_functions_idle_worker_before_refusing() {
 #[tokio::test]
 async fn a_handler_past_memory_mb_gets_out_of_memory_and_the_next_request_succeeds() {
     let env = Env::start().await;
-    let _code = bind(
-        &env,
-        "hog",
-        json!({"memory_mb": 128, "timeout_ms": 10000, "pool": {"min": 1, "max": 1}}),
-    )
+    let _code = bind(&env, "hog", |b| {
+        b.memory_mb(128).timeout_ms(10000).pool(1, 1)
+    })
     .await;
     let reply = env
         .invoke("hog", json!({"alloc_mb": 300}).to_string())
@@ -347,12 +330,7 @@ async fn a_handler_past_memory_mb_gets_out_of_memory_and_the_next_request_succee
 #[tokio::test]
 async fn a_worker_is_replaced_after_max_invocations() {
     let env = Env::start().await;
-    let _code = bind(
-        &env,
-        "recycle",
-        json!({"pool": {"min": 1, "max": 1, "max_invocations": 2}}),
-    )
-    .await;
+    let _code = bind(&env, "recycle", |b| b.pool(1, 1).max_invocations(2)).await;
     let mut pids = Vec::new();
     for n in 0..3 {
         let reply = env.invoke("recycle", json!({"n": n}).to_string()).await;
@@ -373,7 +351,7 @@ async fn a_node_stopped_after_a_load_leaves_no_worker_unreaped() {
         0
     );
     let mut env = Env::start().await;
-    let _code = bind(&env, "reaped", json!({"pool": {"min": 2, "max": 2}})).await;
+    let _code = bind(&env, "reaped", |b| b.pool(2, 2)).await;
     let replies = burst(&env, "reaped", (0..64).map(|n| json!({"n": n})).collect()).await;
     assert!(replies.iter().all(|(r, _)| error_code(r).is_none()));
     let workers = env.node.worker_pids();
@@ -414,9 +392,9 @@ async fn a_standby_the_cap_leaves_short_still_reports_ready_and_serves() {
     let server = NatsServer::start();
     let node = Node::start_with(&server, "small", &["--max-workers", "1"]);
     let env = Env::with(server, node).await;
-    let _one = bind(&env, "first", json!({"pool": {"min": 1, "max": 1}})).await;
+    let _one = bind(&env, "first", |b| b.pool(1, 1)).await;
     // No slot is left for its standby: it is ready all the same, and serves on demand.
-    let _two = bind(&env, "second", json!({"pool": {"min": 1, "max": 1}})).await;
+    let _two = bind(&env, "second", |b| b.pool(1, 1)).await;
     let reply = env.invoke("second", "{}").await;
     assert_eq!(error_code(&reply), None, "{reply:?}");
     assert_eq!(header(&reply, "Natsfn-Cold-Start").as_deref(), Some("true"));

@@ -3,10 +3,11 @@
 //! curl bootstrap of AWS's custom runtime tutorial, by the official Python runtime
 //! interface client (awslambdaric) and by a Rust function on the `lambda_runtime`
 //! crate; and the endpoint's answers to misuse, with reqwest playing the runtime.
+//! What every runtime does alike (errors, timeouts, a dying worker, init errors, the
+//! context) is in conformance, where `provided` runs awslambdaric.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use futures::StreamExt;
 use natsfn_protocol::FunctionState;
@@ -50,9 +51,6 @@ function handler () {
   echo "$EVENT_DATA" 1>&2
   case "$EVENT_DATA" in
     *fail*) return 1 ;;
-    *sleep*) sleep 30 ;;
-    # The handler runs in a subshell; $$ is the bootstrap itself.
-    *exit*) kill -KILL $$ ;;
   esac
   echo "{\"echo\": $EVENT_DATA, \"handler\": \"$_HANDLER\", \"cwd\": \"$PWD\", \"task_root\": \"$LAMBDA_TASK_ROOT\", \"function\": \"$AWS_LAMBDA_FUNCTION_NAME\", \"memory\": \"$AWS_LAMBDA_FUNCTION_MEMORY_SIZE\", \"region\": \"$AWS_REGION\", \"greeting\": \"$GREETING\"}"
 }
@@ -70,19 +68,12 @@ fn make_executable(path: &Path) {
         .expect("chmod bootstrap");
 }
 
-fn spec(dir: &Path) -> Value {
-    json!({
-        "runtime": "provided",
-        "code": {"dir": dir_str(dir)},
-        "pool": {"min": 1, "max": 1}
-    })
+fn spec(dir: &Path) -> Binding {
+    Binding::provided(dir).pool(1, 1)
 }
 
-fn bash_spec(dir: &Path) -> Value {
-    let mut spec = spec(dir);
-    spec["handler"] = json!("function.handler");
-    spec["env"] = json!({"GREETING": "hi"});
-    spec
+fn bash_spec(dir: &Path) -> Binding {
+    spec(dir).handler("function.handler").env("GREETING", "hi")
 }
 
 fn error_type(reply: &async_nats::Message) -> String {
@@ -99,9 +90,8 @@ async fn the_tutorial_bash_bootstrap_answers_fails_and_logs_over_nats() {
         ("bootstrap", BASH_BOOTSTRAP),
         ("function.sh", BASH_FUNCTION),
     ]);
-    let mut spec = bash_spec(code.path());
-    spec["memory_mb"] = json!(256);
-    env.bind_ready("bashfn", spec).await;
+    env.bind_ready("bashfn", bash_spec(code.path()).memory_mb(256))
+        .await;
     let mut logs = env
         .client
         .subscribe("natsfn.logs.bashfn")
@@ -157,46 +147,6 @@ async fn the_tutorial_bash_bootstrap_answers_fails_and_logs_over_nats() {
 }
 
 #[tokio::test]
-async fn a_bootstrap_that_dies_is_a_502_and_is_replaced() {
-    let env = Env::start().await;
-    let code = provided_dir(&[
-        ("bootstrap", BASH_BOOTSTRAP),
-        ("function.sh", BASH_FUNCTION),
-    ]);
-    env.bind_ready("diefn", bash_spec(code.path())).await;
-
-    let started = std::time::Instant::now();
-    let reply = env.invoke("diefn", r#"{"exit": 1}"#).await;
-    assert_eq!(error_code(&reply), Some(502), "{reply:?}");
-    assert_eq!(error_type(&reply), "Runtime.ExitError");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "the crash is answered at once, not at the timeout: {:?}",
-        started.elapsed()
-    );
-    let reply = env.invoke("diefn", r#"{"n": 3}"#).await;
-    assert_eq!(json(&reply)["echo"], json!({"n": 3}), "{reply:?}");
-}
-
-#[tokio::test]
-async fn a_handler_past_its_timeout_is_a_504() {
-    let env = Env::start().await;
-    let code = provided_dir(&[
-        ("bootstrap", BASH_BOOTSTRAP),
-        ("function.sh", BASH_FUNCTION),
-    ]);
-    let mut spec = bash_spec(code.path());
-    spec["timeout_ms"] = json!(1000);
-    env.bind_ready("slowfn", spec).await;
-
-    let reply = env.invoke("slowfn", r#"{"sleep": 1}"#).await;
-    assert_eq!(error_code(&reply), Some(504), "{reply:?}");
-    assert_eq!(error_type(&reply), "Sandbox.Timedout");
-    let reply = env.invoke("slowfn", r#"{"n": 4}"#).await;
-    assert_eq!(json(&reply)["echo"], json!({"n": 4}), "{reply:?}");
-}
-
-#[tokio::test]
 async fn a_bootstrap_that_posts_init_error_is_a_503_with_its_reason() {
     let code = provided_dir(&[(
         "bootstrap",
@@ -229,7 +179,7 @@ async fn a_code_dir_without_a_bootstrap_is_a_503() {
 
 /// The Python interpreter the tests use (`NATSFN_PYTHON3`, else `python3` on PATH),
 /// which scripts/test installs awslambdaric for.
-fn python3() -> PathBuf {
+pub(crate) fn python3() -> PathBuf {
     let program = std::env::var("NATSFN_PYTHON3").unwrap_or_else(|_| "python3".into());
     let out = std::process::Command::new(&program)
         .args(["-c", "import awslambdaric, sys; print(sys.executable)"])
@@ -244,7 +194,7 @@ fn python3() -> PathBuf {
 }
 
 #[tokio::test]
-async fn the_official_python_runtime_interface_client_runs_unchanged() {
+async fn the_official_python_runtime_interface_client_sees_the_invocations_trace_id() {
     let python = python3();
     let env = Env::start().await;
     let code = provided_dir(&[
@@ -258,44 +208,23 @@ async fn the_official_python_runtime_interface_client_runs_unchanged() {
 import os
 
 def handler(event, context):
-    if event.get("fail"):
-        raise ValueError("no good")
-    return {
-        "echo": event,
-        "request_id": context.aws_request_id,
-        "arn": context.invoked_function_arn,
-        "remaining": context.get_remaining_time_in_millis(),
-        "trace": os.environ.get("_X_AMZN_TRACE_ID"),
-    }
+    return {"trace": os.environ.get("_X_AMZN_TRACE_ID")}
 "#,
         ),
     ]);
-    let mut spec = spec(code.path());
-    spec["handler"] = json!("app.handler");
-    spec["timeout_ms"] = json!(3000);
     let bin = python.parent().expect("python's directory");
-    spec["env"] = json!({"PATH": format!("{}:/usr/bin:/bin", bin.display())});
+    let spec = spec(code.path())
+        .handler("app.handler")
+        .timeout_ms(3000)
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()));
     env.bind_ready("ric", spec).await;
 
+    // awslambdaric sets _X_AMZN_TRACE_ID from the Lambda-Runtime-Trace-Id header.
     let reply = env.invoke("ric", r#"{"hello": "ric"}"#).await;
     assert_eq!(error_code(&reply), None, "{reply:?}");
     let out = json(&reply);
-    assert_eq!(out["echo"], json!({"hello": "ric"}), "{out}");
-    let request_id = header(&reply, "Natsfn-Request-Id").expect("request id");
-    assert_eq!(out["request_id"], request_id.as_str());
-    let arn = out["arn"].as_str().unwrap_or_default();
-    assert!(arn.ends_with(":function:ric"), "{out}");
-    let remaining = out["remaining"].as_i64().unwrap_or(-1);
-    assert!(remaining > 0 && remaining <= 3000, "{out}");
     let trace = out["trace"].as_str().unwrap_or_default();
     assert!(trace.starts_with("Root=1-"), "{out}");
-
-    // awslambdaric sends no error-type header: the body's errorType is the one.
-    let reply = env.invoke("ric", r#"{"fail": true}"#).await;
-    assert_eq!(error_code(&reply), Some(500), "{reply:?}");
-    let error = json(&reply);
-    assert_eq!(error["errorType"], "ValueError", "{error}");
-    assert_eq!(error["errorMessage"], "no good", "{error}");
 }
 
 /// The echo function of examples/provided-rust, built by scripts/test.
@@ -315,9 +244,8 @@ async fn a_rust_function_on_the_lambda_runtime_crate_echoes() {
     let env = Env::start().await;
     let code = code_dir(&[]);
     std::fs::copy(rust_echo_bootstrap(), code.path().join("bootstrap")).expect("copy bootstrap");
-    let mut spec = spec(code.path());
-    spec["pool"] = json!({"min": 2, "max": 2});
-    env.bind_ready("rustecho", spec).await;
+    env.bind_ready("rustecho", spec(code.path()).pool(2, 2))
+        .await;
 
     for n in 0..20 {
         let event = json!({"n": n, "text": "héllo"});
@@ -353,9 +281,9 @@ exec sleep 600
 async fn runtime_api_misuse_gets_lambdas_status_codes_and_the_node_keeps_serving() {
     let mut env = Env::start().await;
     let code = provided_dir(&[("bootstrap", IDLE_BOOTSTRAP)]);
-    let mut spec = spec(code.path());
-    spec["timeout_ms"] = json!(10_000);
-    let revision = env.put_binding("misuse", spec).await;
+    let revision = env
+        .put_binding("misuse", spec(code.path()).timeout_ms(10_000))
+        .await;
     let api_file = code.path().join("api");
     let api = eventually("the bootstrap wrote its AWS_LAMBDA_RUNTIME_API", || async {
         std::fs::read_to_string(&api_file).ok()

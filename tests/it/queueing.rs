@@ -12,12 +12,8 @@ const SLOW: &str = "import time\ndef handler(event, context):\n    time.sleep(ev
 
 async fn one_slow_worker(env: &Env, name: &str) -> tempfile::TempDir {
     let code = code_dir(&[("app.py", SLOW)]);
-    env.bind_ready(
-        name,
-        json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(code.path())},
-               "pool": {"min": 1, "max": 1}}),
-    )
-    .await;
+    env.bind_ready(name, Binding::python("app.handler", &code).pool(1, 1))
+        .await;
     code
 }
 
@@ -86,11 +82,8 @@ async fn a_chosen_request_id_is_adopted_and_a_bad_one_is_a_400() {
         "app.py",
         "def handler(event, context):\n    print('line of', context.aws_request_id)\n    return context.aws_request_id\n",
     )]);
-    env.bind_ready(
-        "chosen",
-        json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(code.path())}}),
-    )
-    .await;
+    env.bind_ready("chosen", Binding::python("app.handler", &code))
+        .await;
     let mut logs = env
         .client
         .subscribe("natsfn.logs.chosen")

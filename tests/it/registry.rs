@@ -4,7 +4,6 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv::Store;
 use natsfn_protocol::NodeInfo;
-use serde_json::json;
 
 use crate::harness::*;
 
@@ -40,12 +39,8 @@ async fn natsfn_nodes_lists_the_running_nodes_with_their_functions_and_workers()
     let second = Node::start(&server, "node-b");
     let env = Env::on(server).await;
     let code = code_dir(&[("app.py", "def handler(event, context):\n    return 1\n")]);
-    env.bind_ready(
-        "listed",
-        json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(code.path())},
-               "pool": {"min": 1, "max": 2}}),
-    )
-    .await;
+    env.bind_ready("listed", Binding::python("app.handler", &code).pool(1, 2))
+        .await;
     // Worker counts are refreshed with the key (every 5 s), function counts at once.
     let listing = eventually("both nodes listed with their worker", || async {
         let listing = natsfn_nodes(&env.server).await;

@@ -19,13 +19,8 @@ fn versioned(version: u32, init_sleep_s: f64) -> String {
     )
 }
 
-fn spec(dir: &str) -> serde_json::Value {
-    json!({
-        "runtime": "python3",
-        "handler": "app.handler",
-        "code": {"dir": dir},
-        "pool": {"min": 2, "max": 4}
-    })
+fn spec(dir: &str) -> Binding {
+    Binding::python("app.handler", dir).pool(2, 4)
 }
 
 /// One request of a steady load: when it was sent, when its answer came, and the
