@@ -4,7 +4,6 @@
 mod admin;
 mod cli;
 mod dev;
-mod dev_cluster;
 mod events;
 mod gateway;
 mod invoke;
