@@ -71,10 +71,12 @@ pub(super) fn parse_handler(
     runtime: Runtime,
     value: Option<&Value>,
 ) -> Result<Option<String>, SpecError> {
-    let form = if runtime == Runtime::Java {
-        JAVA_HANDLER_FORM
-    } else {
-        "a handler string \"file.function\" (e.g. \"app.handler\")"
+    let form = match runtime {
+        Runtime::Java => JAVA_HANDLER_FORM,
+        Runtime::Provided => PROVIDED_HANDLER_FORM,
+        Runtime::Python3 | Runtime::Nodejs => {
+            "a handler string \"file.function\" (e.g. \"app.handler\")"
+        }
     };
     match value {
         None | Some(Value::Null) if runtime == Runtime::Provided => Ok(None),
@@ -82,21 +84,12 @@ pub(super) fn parse_handler(
             "handler",
             format!("required for runtime {}; expected {form}", runtime.as_str()),
         )),
-        Some(Value::String(h)) if runtime == Runtime::Java => {
-            if is_java_handler(h) {
-                Ok(Some(h.clone()))
-            } else {
-                Err(reject(
-                    "handler",
-                    format!("expected {form}, {}", got(&Value::String(h.clone()))),
-                ))
-            }
-        }
         Some(Value::String(h)) => {
-            let well_formed = h
-                .rsplit_once('.')
-                .is_some_and(|(module, function)| !module.is_empty() && !function.is_empty())
-                && !h.chars().any(|c| c.is_whitespace() || c.is_control());
+            let well_formed = match runtime {
+                Runtime::Java => is_java_handler(h),
+                Runtime::Provided => is_provided_handler(h),
+                Runtime::Python3 | Runtime::Nodejs => is_file_function_handler(h),
+            };
             if well_formed {
                 Ok(Some(h.clone()))
             } else {
@@ -111,6 +104,28 @@ pub(super) fn parse_handler(
             format!("expected {form}, {}", got(other)),
         )),
     }
+}
+
+/// Lambda's limit on a handler string (`Handler` of CreateFunction).
+const MAX_HANDLER_LEN: usize = 128;
+
+const PROVIDED_HANDLER_FORM: &str =
+    "a handler string of 1 to 128 characters without spaces or control characters, handed to the bootstrap as _HANDLER (e.g. \"bootstrap\")";
+
+/// `file.function` (python3, nodejs): a module and a function, neither empty.
+fn is_file_function_handler(handler: &str) -> bool {
+    handler
+        .rsplit_once('.')
+        .is_some_and(|(module, function)| !module.is_empty() && !function.is_empty())
+        && !handler.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// A `provided` handler means nothing to natsfn: the bootstrap gets it as `_HANDLER`
+/// and reads it as it likes. Lambda's own rule: 1 to 128 characters, none of them
+/// white space (nor, here, a control character).
+fn is_provided_handler(handler: &str) -> bool {
+    (1..=MAX_HANDLER_LEN).contains(&handler.chars().count())
+        && !handler.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 const JAVA_HANDLER_FORM: &str =

@@ -231,6 +231,38 @@ fn provided_needs_no_handler() {
 }
 
 #[test]
+fn a_provided_handler_is_any_string_lambda_would_take() {
+    let with = |h: &str| {
+        parse(&format!(
+            r#"{{"runtime":"provided","handler":{},"code":{{"dir":"/x"}}}}"#,
+            Value::String(h.to_owned())
+        ))
+    };
+    let long = "h".repeat(128);
+    for good in [
+        "bootstrap",
+        "function.handler",
+        "my-handler/v2:main",
+        "ü",
+        long.as_str(),
+    ] {
+        let spec = with(good).expect(good);
+        assert_eq!(spec.handler.as_deref(), Some(good));
+    }
+    let too_long = "h".repeat(129);
+    for bad in ["", "a b", "tab\there", "nul\u{0}", too_long.as_str()] {
+        let err = with(bad).expect_err(bad);
+        assert_eq!(err.field, "handler", "{bad:?}: {err}");
+        assert!(err.message.contains("_HANDLER"), "{bad:?}: {err}");
+    }
+    // The other runtimes keep their forms.
+    let python = rejection(r#"{"runtime":"python3","handler":"bootstrap","code":{"dir":"/x"}}"#);
+    assert!(python.contains("\"file.function\""), "{python}");
+    let java = rejection(r#"{"runtime":"java","handler":"bootstrap::","code":{"dir":"/x"}}"#);
+    assert!(java.contains("\"package.Class::method\""), "{java}");
+}
+
+#[test]
 fn placement_labels_all_must_match() {
     let spec = parse(
         r#"{"runtime":"provided","code":{"dir":"/x"},"placement":{"labels":{"region":"eu","gpu":"false"}}}"#,
