@@ -283,7 +283,8 @@ pub struct InvokeArgs {
     pub name: String,
     /// The event (JSON); `-` reads it from stdin; none sends an empty event ({}).
     pub payload: Option<String>,
-    /// How long to wait for the result, e.g. 30s.
+    /// How long to wait for the result, e.g. 30s. Sent as the request's
+    /// Natsfn-Deadline-Ms: an invocation still queued on a node then is dropped, not run.
     #[arg(long, default_value = "60s")]
     pub timeout: String,
     /// Enqueue the event on NATSFN_ASYNC (Lambda's InvocationType Event) and print its
