@@ -11,6 +11,7 @@ mod logs;
 mod metrics;
 mod node;
 mod package;
+mod patience;
 mod stats;
 
 use clap::Parser;
