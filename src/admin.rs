@@ -7,20 +7,22 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use async_nats::jetstream::kv::{CreateErrorKind, Operation, Store, UpdateErrorKind};
 use async_nats::jetstream::object_store::ObjectStore;
-use futures::StreamExt;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use natsfn_actors::buckets;
+use natsfn_protocol::names::{BINDINGS_BUCKET, NODES_BUCKET, STATUS_BUCKET};
 use natsfn_protocol::{BindingSpec, FunctionState, FunctionStatus, NodeInfo};
 use serde_json::{json, Map, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::cli::{parse_duration_ms, BindArgs, DeployArgs, SubjectArgs};
+use crate::patience;
 
 /// Attempts at a compare-and-swap edit before giving up on a busy key.
 const CAS_ATTEMPTS: usize = 20;
 
 struct Buckets {
-    js: async_nats::jetstream::Context,
     bindings: Store,
     status: Store,
 }
@@ -34,6 +36,22 @@ async fn open_on(client: async_nats::Client) -> anyhow::Result<Buckets> {
     Ok(Buckets {
         bindings: buckets::bindings(&js).await?,
         status: buckets::status(&js).await?,
+    })
+}
+
+/// The buckets as they are, for a read that [`patience::read`] tries again; `None`
+/// for one that does not exist.
+struct Reading {
+    js: async_nats::jetstream::Context,
+    bindings: Option<Store>,
+    status: Option<Store>,
+}
+
+async fn open_reading(client: async_nats::Client) -> anyhow::Result<Reading> {
+    let js = patience::jetstream(client);
+    Ok(Reading {
+        bindings: patience::bucket(&js, BINDINGS_BUCKET).await?,
+        status: patience::bucket(&js, STATUS_BUCKET).await?,
         js,
     })
 }
@@ -344,25 +362,49 @@ pub async fn edit_subjects(nats: &str, args: SubjectArgs, edit: Edit) -> anyhow:
     bail!("{} kept changing under this edit; try again", args.name)
 }
 
+/// One line of `natsfn ls`.
+struct Listed {
+    name: String,
+    revision: u64,
+    runtime: String,
+    subjects: String,
+    state: String,
+}
+
 pub async fn ls(nats: &str) -> anyhow::Result<ExitCode> {
-    let b = open(nats).await?;
-    let mut names: Vec<String> = b
-        .bindings
-        .keys()
-        .await?
-        .filter_map(|k| async { k.ok() })
-        .collect()
-        .await;
-    names.sort();
+    let client = crate::connect(nats).await?;
+    let listed = patience::read(|| list(client.clone())).await?;
     println!(
         "{:<24} {:<10} {:>8}  {:<9} SUBJECTS",
         "NAME", "STATE", "REVISION", "RUNTIME"
     );
+    for Listed {
+        name,
+        revision,
+        runtime,
+        subjects,
+        state,
+    } in listed
+    {
+        println!("{name:<24} {state:<10} {revision:>8}  {runtime:<9} {subjects}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every binding and its status, read afresh.
+async fn list(client: async_nats::Client) -> anyhow::Result<Vec<Listed>> {
+    let b = open_reading(client).await?;
+    let Some(bindings) = &b.bindings else {
+        return Ok(Vec::new());
+    };
+    let mut names = keys(bindings).await?;
+    names.sort();
+    let mut listed = Vec::with_capacity(names.len());
     for name in names {
-        let Some(entry) = b.bindings.entry(&name).await? else {
+        let Some(entry) = bindings.entry(&name).await? else {
             continue;
         };
-        let status = read_status(&b.status, &name).await;
+        let status = read_status(b.status.as_ref(), &name).await?;
         let (runtime, subjects) = match serde_json::from_slice::<Value>(&entry.value) {
             Ok(v) => (
                 v["runtime"].as_str().unwrap_or("?").to_owned(),
@@ -383,30 +425,42 @@ pub async fn ls(nats: &str) -> anyhow::Result<ExitCode> {
             .and_then(|s| serde_json::to_value(s.state).ok())
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_else(|| "-".into());
-        println!(
-            "{name:<24} {state:<10} {:>8}  {runtime:<9} {subjects}",
-            entry.revision
-        );
+        listed.push(Listed {
+            name,
+            revision: entry.revision,
+            runtime,
+            subjects,
+            state,
+        });
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(listed)
 }
 
 pub async fn get(nats: &str, name: &str) -> anyhow::Result<ExitCode> {
-    let b = open(nats).await?;
-    let entry = b
-        .bindings
-        .entry(name)
-        .await?
+    let client = crate::connect(nats).await?;
+    let out = patience::read(|| describe(client.clone(), name)).await?;
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A function's binding, status and async backlog, read afresh.
+async fn describe(client: async_nats::Client, name: &str) -> anyhow::Result<Value> {
+    let b = open_reading(client).await?;
+    let entry = match &b.bindings {
+        Some(bindings) => bindings.entry(name).await?,
+        None => None,
+    };
+    let entry = entry
         .filter(|e| e.operation == Operation::Put)
         .with_context(|| format!("no function {name} is bound"))?;
     let spec = serde_json::from_slice::<Value>(&entry.value)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&entry.value).into_owned()));
-    let status = read_status(&b.status, name).await;
+    let status = read_status(b.status.as_ref(), name).await?;
     let backlog = crate::events::backlog(&b.js, name).await;
-    let out = json!({"name": name, "revision": entry.revision, "spec": spec, "status": status,
-                     "async": backlog});
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(ExitCode::SUCCESS)
+    Ok(
+        json!({"name": name, "revision": entry.revision, "spec": spec, "status": status,
+               "async": backlog}),
+    )
 }
 
 pub async fn rm(nats: &str, name: &str) -> anyhow::Result<ExitCode> {
@@ -426,25 +480,14 @@ pub async fn rm(nats: &str, name: &str) -> anyhow::Result<ExitCode> {
 
 /// The nodes whose key in `natsfn-nodes` is alive (TTL'd: a dead node drops out).
 pub async fn nodes(nats: &str) -> anyhow::Result<ExitCode> {
-    let js = async_nats::jetstream::new(crate::connect(nats).await?);
-    let store = buckets::nodes(&js).await?;
-    let mut ids: Vec<String> = store
-        .keys()
-        .await?
-        .filter_map(|k| async { k.ok() })
-        .collect()
-        .await;
-    ids.sort();
+    let client = crate::connect(nats).await?;
+    let records = patience::read(|| node_records(client.clone())).await?;
     println!(
         "{:<32} {:<20} {:>9} {:>9}  UPTIME",
         "ID", "HOST", "FUNCTIONS", "WORKERS"
     );
     let now = OffsetDateTime::now_utc();
-    for id in ids {
-        // Gone since the listing: it stopped or expired.
-        let Some(value) = store.get(&id).await? else {
-            continue;
-        };
+    for (id, value) in records {
         let Ok(node) = serde_json::from_slice::<NodeInfo>(&value) else {
             println!("{id:<32} (not a natsfn node record)");
             continue;
@@ -461,6 +504,29 @@ pub async fn nodes(nats: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Each live node's id and record, read afresh.
+async fn node_records(client: async_nats::Client) -> anyhow::Result<Vec<(String, Bytes)>> {
+    let js = patience::jetstream(client);
+    let Some(store) = patience::bucket(&js, NODES_BUCKET).await? else {
+        return Ok(Vec::new());
+    };
+    let mut ids = keys(&store).await?;
+    ids.sort();
+    let mut records = Vec::with_capacity(ids.len());
+    for id in ids {
+        // Gone since the listing: it stopped or expired.
+        if let Some(value) = store.get(&id).await? {
+            records.push((id, value));
+        }
+    }
+    Ok(records)
+}
+
+/// Every key of `store`; an error reading any of them is the listing's.
+async fn keys(store: &Store) -> anyhow::Result<Vec<String>> {
+    Ok(store.keys().await?.try_collect().await?)
+}
+
 /// `3d4h`, `2h5m`, `4m10s`, `12s`: the two largest units.
 fn uptime(elapsed: time::Duration) -> String {
     let s = elapsed.whole_seconds().max(0);
@@ -473,9 +539,13 @@ fn uptime(elapsed: time::Duration) -> String {
     }
 }
 
-async fn read_status(status: &Store, name: &str) -> Option<FunctionStatus> {
-    let value = status.get(name).await.ok()??;
-    serde_json::from_slice(&value).ok()
+/// The status a node wrote for `name`; `None` if there is none, or it is not JSON.
+async fn read_status(status: Option<&Store>, name: &str) -> anyhow::Result<Option<FunctionStatus>> {
+    let Some(status) = status else {
+        return Ok(None);
+    };
+    let value = status.get(name).await?;
+    Ok(value.and_then(|v| serde_json::from_slice(&v).ok()))
 }
 
 #[cfg(test)]

@@ -10,7 +10,11 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "natsfn",
     version,
-    about = "AWS Lambda handlers served over NATS"
+    about = "AWS Lambda handlers served over NATS",
+    after_help = "The reading commands (ls, get, nodes, logs, package ls, dlq ls) ride out a JetStream \
+leader election: a read nobody answered (a request timed out or found no responders, \
+JetStream temporarily unavailable) is tried again, each request waiting 1 s, for up to 15 s; \
+then the command fails with the reason."
 )]
 pub struct Cli {
     /// NATS server URL(s), comma-separated.
@@ -54,18 +58,21 @@ pub enum Command {
     },
     /// Invoke a function and print its result.
     Invoke(InvokeArgs),
-    /// List the bound functions and their state.
+    /// List the bound functions and their state (retried for up to 15 s while JetStream
+    /// elects a leader).
     Ls,
-    /// List the live nodes.
+    /// List the live nodes (retried for up to 15 s while JetStream elects a leader).
     Nodes,
-    /// Show a function's binding and status.
+    /// Show a function's binding and status (retried for up to 15 s while JetStream
+    /// elects a leader).
     Get { name: String },
     /// Remove a function's binding.
     Rm { name: String },
     /// What each node's instance of each function (or of NAME) has served: requests,
     /// errors, average time, last error, and totals (ADR-32 `$SRV.STATS`).
     Stats { name: Option<String> },
-    /// Print a function's recent log (from the NATSFN_LOGS stream); -f follows it.
+    /// Print a function's recent log (from the NATSFN_LOGS stream); -f follows it. Opening
+    /// the history is retried for up to 15 s while JetStream elects a leader.
     Logs(LogsArgs),
     /// A function's dead letters: async events that ran out of retries or age.
     Dlq {
@@ -76,7 +83,8 @@ pub enum Command {
 
 #[derive(Subcommand)]
 pub enum DlqCommand {
-    /// List the dead letters of a function.
+    /// List the dead letters of a function (retried for up to 15 s while JetStream elects
+    /// a leader).
     Ls { name: String },
     /// Put a function's dead letters back in its async queue (each once) and remove them.
     Redrive { name: String },
@@ -252,7 +260,8 @@ pub enum PackageCommand {
         #[arg(short = 'p', long)]
         package: String,
     },
-    /// List packages: size, digest and which functions use each as code or layer.
+    /// List packages: size, digest and which functions use each as code or layer
+    /// (retried for up to 15 s while JetStream elects a leader).
     Ls,
     /// Remove a package; refused while a binding uses it, unless --force.
     Rm {
@@ -283,7 +292,8 @@ pub struct InvokeArgs {
     pub name: String,
     /// The event (JSON); `-` reads it from stdin; none sends an empty event ({}).
     pub payload: Option<String>,
-    /// How long to wait for the result, e.g. 30s.
+    /// How long to wait for the result, e.g. 30s. Sent as the request's
+    /// Natsfn-Deadline-Ms: an invocation still queued on a node then is dropped, not run.
     #[arg(long, default_value = "60s")]
     pub timeout: String,
     /// Enqueue the event on NATSFN_ASYNC (Lambda's InvocationType Event) and print its

@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
-use async_nats::jetstream::{self, stream::Stream, Context};
+use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
+use async_nats::jetstream::{self, Context};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -106,7 +107,10 @@ async fn dead_letters(js: &Context, function: &str) -> anyhow::Result<(Stream, V
         {
             Ok(message) => message,
             // No further message on the subject.
-            Err(_) => break,
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("cannot read {DLQ_STREAM}")))
+            }
         };
         next = message.sequence + 1;
         let time = message
@@ -124,8 +128,8 @@ async fn dead_letters(js: &Context, function: &str) -> anyhow::Result<(Stream, V
 }
 
 pub async fn dlq_ls(nats: &str, function: &str) -> anyhow::Result<ExitCode> {
-    let js = jetstream::new(crate::connect(nats).await?);
-    let (_, letters) = dead_letters(&js, function).await?;
+    let js = crate::patience::jetstream(crate::connect(nats).await?);
+    let (_, letters) = crate::patience::read(|| dead_letters(&js, function)).await?;
     if letters.is_empty() {
         println!("no dead letters for {function}");
         return Ok(ExitCode::SUCCESS);

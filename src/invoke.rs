@@ -2,12 +2,14 @@
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
-use async_nats::{Request, RequestErrorKind};
+use async_nats::{HeaderMap, Request, RequestErrorKind};
 use bytes::Bytes;
-use natsfn_protocol::names::{invoke_subject, HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE};
+use natsfn_protocol::names::{
+    invoke_subject, HEADER_DEADLINE_MS, HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE,
+};
 
 use crate::cli::{parse_duration_ms, InvokeArgs};
 
@@ -38,7 +40,13 @@ pub async fn run(nats: &str, args: InvokeArgs) -> anyhow::Result<ExitCode> {
         return crate::events::enqueue(client, &args.name, payload, args.event_id).await;
     }
     let subject = invoke_subject(&args.name);
-    let request = Request::new().payload(payload).timeout(Some(timeout));
+    // The node drops the invocation if it is still queued when we stop waiting.
+    let mut headers = HeaderMap::new();
+    headers.insert(HEADER_DEADLINE_MS, deadline_after(timeout).as_str());
+    let request = Request::new()
+        .headers(headers)
+        .payload(payload)
+        .timeout(Some(timeout));
     let reply = match client.send_request(subject.clone(), request).await {
         Ok(reply) => reply,
         Err(e) if e.kind() == RequestErrorKind::NoResponders => bail!(
@@ -71,4 +79,13 @@ pub async fn run(nats: &str, args: InvokeArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// The `Natsfn-Deadline-Ms` of a caller that waits `wait` from now: Unix time in
+/// milliseconds.
+pub(crate) fn deadline_after(wait: Duration) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    (now + wait).as_millis().to_string()
 }

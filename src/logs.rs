@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context};
 use async_nats::jetstream::consumer::pull::OrderedConfig;
-use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::consumer::{Consumer, DeliverPolicy};
 use futures::StreamExt;
 use natsfn_protocol::names::{
     is_valid_function_name, logs_subject, HEADER_LOG_STREAM, HEADER_REQUEST_ID, LOGS_STREAM,
@@ -26,21 +26,9 @@ pub async fn run(nats: &str, args: LogsArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let client = crate::connect(nats).await?;
-    let js = async_nats::jetstream::new(client);
-    let stream = js.get_stream(LOGS_STREAM).await.with_context(|| {
-        format!(
-            "no log history: cannot open the stream {LOGS_STREAM} (nodes create it at start-up)"
-        )
-    })?;
     let start_time = OffsetDateTime::now_utc() - args.since;
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            filter_subject: logs_subject(&args.name),
-            deliver_policy: DeliverPolicy::ByStartTime { start_time },
-            ..Default::default()
-        })
-        .await
-        .context("cannot read the log stream")?;
+    let consumer =
+        crate::patience::read(|| history(client.clone(), &args.name, start_time)).await?;
     if consumer.cached_info().num_pending == 0 && !args.follow {
         return Ok(ExitCode::SUCCESS);
     }
@@ -76,6 +64,28 @@ pub async fn run(nats: &str, args: LogsArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An ordered consumer of `function`'s records from `start_time` on.
+async fn history(
+    client: async_nats::Client,
+    function: &str,
+    start_time: OffsetDateTime,
+) -> anyhow::Result<Consumer<OrderedConfig>> {
+    let js = crate::patience::jetstream(client);
+    let stream = js.get_stream(LOGS_STREAM).await.with_context(|| {
+        format!(
+            "no log history: cannot open the stream {LOGS_STREAM} (nodes create it at start-up)"
+        )
+    })?;
+    stream
+        .create_consumer(OrderedConfig {
+            filter_subject: logs_subject(function),
+            deliver_policy: DeliverPolicy::ByStartTime { start_time },
+            ..Default::default()
+        })
+        .await
+        .context("cannot read the log stream")
 }
 
 /// One record as printed lines: each line (a platform record holds several) after the

@@ -4,7 +4,6 @@
 mod admin;
 mod cli;
 mod dev;
-mod dev_cluster;
 mod events;
 mod gateway;
 mod invoke;
@@ -12,6 +11,7 @@ mod logs;
 mod metrics;
 mod node;
 mod package;
+mod patience;
 mod stats;
 
 use clap::Parser;

@@ -8,10 +8,11 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use async_nats::jetstream::kv::Operation;
-use async_nats::jetstream::object_store::ObjectStore;
+use async_nats::jetstream::object_store::{ObjectInfo, ObjectStore};
 use base64::Engine;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use natsfn_actors::buckets;
+use natsfn_protocol::names::{BINDINGS_BUCKET, PACKAGES_BUCKET};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -202,17 +203,15 @@ pub async fn push_cmd(nats: &str, dir: &Path, package: &str) -> anyhow::Result<E
 }
 
 /// For each package, the functions using it: `fn (code)`, `fn (layer)`.
-async fn users(client: &async_nats::Client) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
-    let js = async_nats::jetstream::new(client.clone());
-    let bindings = buckets::bindings(&js).await?;
-    let mut names: Vec<String> = bindings
-        .keys()
-        .await?
-        .filter_map(|k| async { k.ok() })
-        .collect()
-        .await;
-    names.sort();
+async fn users(
+    js: &async_nats::jetstream::Context,
+) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
     let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let Some(bindings) = crate::patience::bucket(js, BINDINGS_BUCKET).await? else {
+        return Ok(users);
+    };
+    let mut names: Vec<String> = bindings.keys().await?.try_collect().await?;
+    names.sort();
     for name in names {
         let Some(entry) = bindings.entry(&name).await? else {
             continue;
@@ -243,17 +242,7 @@ async fn users(client: &async_nats::Client) -> anyhow::Result<BTreeMap<String, V
 
 pub async fn ls(nats: &str) -> anyhow::Result<ExitCode> {
     let client = crate::connect(nats).await?;
-    let store = open_store(&client).await?;
-    let mut objects = Vec::new();
-    let mut list = store.list().await?;
-    while let Some(info) = list.next().await {
-        let info = info?;
-        if !info.deleted {
-            objects.push(info);
-        }
-    }
-    objects.sort_by(|a, b| a.name.cmp(&b.name));
-    let users = users(&client).await?;
+    let (objects, users) = crate::patience::read(|| listing(client.clone())).await?;
     println!("{:<24} {:>12}  {:<71}  USED BY", "NAME", "SIZE", "DIGEST");
     for info in objects {
         let digest = info
@@ -270,13 +259,35 @@ pub async fn ls(nats: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The packages by name, and who uses each, read afresh.
+async fn listing(
+    client: async_nats::Client,
+) -> anyhow::Result<(Vec<ObjectInfo>, BTreeMap<String, Vec<String>>)> {
+    let js = crate::patience::jetstream(client);
+    let mut objects = Vec::new();
+    let opened = js.get_object_store(PACKAGES_BUCKET).await;
+    let Some(store) = crate::patience::unless_missing(opened)? else {
+        return Ok((objects, users(&js).await?));
+    };
+    let mut list = store.list().await?;
+    while let Some(info) = list.next().await {
+        let info = info?;
+        if !info.deleted {
+            objects.push(info);
+        }
+    }
+    objects.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((objects, users(&js).await?))
+}
+
 pub async fn rm(nats: &str, package: &str, force: bool) -> anyhow::Result<ExitCode> {
     let client = crate::connect(nats).await?;
     let store = open_store(&client).await?;
     if store.info(package).await.is_err() {
         bail!("no package {package} in natsfn-packages");
     }
-    if let Some(used) = users(&client).await?.get(package) {
+    let js = async_nats::jetstream::new(client);
+    if let Some(used) = users(&js).await?.get(package) {
         if !force {
             bail!(
                 "package {package} is used by {}; rebind or remove those first, or --force",

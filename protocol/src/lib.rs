@@ -4,7 +4,6 @@
 //! runtime.
 #![deny(unreachable_pub)]
 
-pub mod async_spec;
 pub mod destination;
 pub mod error;
 pub mod frame;
@@ -18,6 +17,8 @@ pub use async_spec::{AfterFailure, AsyncSpec, Condition};
 pub use error::{ErrorCode, LambdaError};
 pub use frame::{FrameDecoder, FrameError, FromWorker, Invoke, ToWorker};
 pub use node::NodeInfo;
+/// Kept at the crate root, where it was before the spec became a folder.
+pub use spec::async_spec;
 pub use spec::{
     is_valid_label, BindingSpec, CodeSource, PackageRef, Placement, PoolSpec, Runtime, SpecError,
 };

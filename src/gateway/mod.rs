@@ -28,7 +28,8 @@ use axum::Router;
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use natsfn_protocol::names::{
-    invoke_subject, HEADER_REQUEST_ID, HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE,
+    invoke_subject, HEADER_DEADLINE_MS, HEADER_REQUEST_ID, HEADER_SERVICE_ERROR,
+    HEADER_SERVICE_ERROR_CODE,
 };
 use tokio::sync::Semaphore;
 use tower_service::Service;
@@ -233,10 +234,15 @@ enum Outcome {
 }
 
 /// Sends the event on the function's canonical subject with the request id the gateway
-/// chose, and waits for the reply.
+/// chose and the deadline of its own wait (a node drops the invocation if it is still
+/// queued then), and waits for the reply.
 async fn request(gateway: &Gateway, function: &str, request_id: &str, event: Bytes) -> Outcome {
     let mut headers = HeaderMap::new();
     headers.insert(HEADER_REQUEST_ID, request_id);
+    headers.insert(
+        HEADER_DEADLINE_MS,
+        crate::invoke::deadline_after(INVOKE_WAIT).as_str(),
+    );
     let request = Request::new()
         .headers(headers)
         .payload(event)

@@ -118,6 +118,65 @@ async fn json_body(response: reqwest::Response) -> Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&bytes)))
 }
 
+/// The gateway tells the node how long it waits (its own limit, 15 min 5 s), so that a
+/// node never starts an invocation the gateway has stopped waiting for.
+#[tokio::test]
+async fn the_gateway_sends_the_end_of_its_wait_as_the_deadline() {
+    const GATEWAY_WAIT_MS: u64 = (15 * 60 + 5) * 1000;
+    let server = NatsServer::start();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let node = Node::start_with(&server, "node-a", &["--http", &addr]);
+    let env = Env::with(server, node).await;
+    // Stands in for a node's function: answers, and keeps the headers it got.
+    let mut probe = env
+        .client
+        .subscribe("natsfn.invoke.probe")
+        .await
+        .expect("subscribe");
+    env.client.flush().await.expect("flush");
+    let http = reqwest::Client::new();
+    let health = format!("http://{addr}/_natsfn/health");
+    eventually("the gateway to answer its health check", || {
+        let request = http.get(&health).send();
+        async move { request.await.ok().filter(|r| r.status() == 200) }
+    })
+    .await;
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64
+    };
+    for url in [
+        format!("http://{addr}/probe/path"),
+        format!("http://{addr}/2015-03-31/functions/probe/invocations"),
+    ] {
+        let sent = now_ms();
+        let response = tokio::spawn(http.post(&url).body("{}").send());
+        let msg = tokio::time::timeout(DEADLINE, probe.next())
+            .await
+            .expect("the gateway's request")
+            .expect("a message");
+        let got = now_ms();
+        let deadline: u64 = header(&msg, "Natsfn-Deadline-Ms")
+            .unwrap_or_else(|| panic!("{url}: no Natsfn-Deadline-Ms in {:?}", msg.headers))
+            .parse()
+            .expect("Unix ms");
+        assert!(
+            (sent + GATEWAY_WAIT_MS..=got + GATEWAY_WAIT_MS).contains(&deadline),
+            "{url}: deadline {deadline}, sent at {sent}, received at {got}"
+        );
+        let reply = msg.reply.expect("a reply subject");
+        env.client
+            .publish(reply, r#"{"ok": true}"#.into())
+            .await
+            .expect("answer");
+        let response = response.await.expect("task").expect("response");
+        assert_eq!(response.status(), 200, "{url}: {response:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_function_url_request_becomes_a_payload_2_0_event() {
     let gw = Gateway::start().await;

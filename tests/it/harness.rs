@@ -421,9 +421,14 @@ pub async fn enqueue_numbered(
 
 /// Runs the natsfn command line against `server`, as a user would.
 pub async fn run_cli(server: &NatsServer, args: &[&str]) -> std::process::Output {
+    run_cli_on(&server.url, args).await
+}
+
+/// Runs the natsfn command line against `urls` (`--nats`, comma-separated).
+pub async fn run_cli_on(urls: &str, args: &[&str]) -> std::process::Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_natsfn"))
         .arg("--nats")
-        .arg(&server.url)
+        .arg(urls)
         .args(args)
         .output()
         .await

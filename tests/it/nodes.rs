@@ -88,3 +88,113 @@ async fn a_node_asked_to_stop_finishes_what_it_received_then_exits() {
     }
     assert!(env.node.exited().await.success());
 }
+
+/// `natsfn nodes` run against the two servers left right after one is killed rides out
+/// the leader election: first the JetStream meta leader (consumer creation waits for a
+/// new one; the command used to fail with "timed out"), then, once that server is back,
+/// the leader of the `natsfn-nodes` stream (its stream info waits).
+#[tokio::test]
+async fn natsfn_nodes_rides_out_a_leader_election_after_a_server_is_killed() {
+    let mut cluster = Cluster::start().await;
+    let _node = Node::start_urls(&cluster.urls(), "node-a", &[]);
+    let urls = cluster.urls();
+    let listed = || {
+        let urls = urls.clone();
+        async move {
+            let out = run_cli_on(&urls, &["nodes"]).await;
+            String::from_utf8_lossy(&out.stdout)
+                .contains("node-a")
+                .then_some(())
+        }
+    };
+    eventually("natsfn nodes to list node-a", listed).await;
+    let stream = format!("KV_{}", natsfn_protocol::names::NODES_BUCKET);
+    let js = async_nats::jetstream::new(cluster.client().await);
+    let stream_leader = || {
+        let (js, stream) = (js.clone(), stream.clone());
+        async move {
+            let info = js
+                .get_stream(&stream)
+                .await
+                .ok()?
+                .info()
+                .await
+                .ok()?
+                .clone();
+            info.cluster?.leader
+        }
+    };
+
+    let meta = eventually("JetStream to have a meta leader", || cluster.meta_leader()).await;
+    // The stream's leader elsewhere: its info is answered, and only creating the
+    // listing's consumer waits for the meta group.
+    eventually("natsfn-nodes to be led by another server", || {
+        let (js, stream, meta, leader) =
+            (js.clone(), stream.clone(), meta.clone(), stream_leader());
+        async move {
+            let leader = leader.await?;
+            if leader != meta {
+                return Some(());
+            }
+            let stepdown = format!("STREAM.LEADER.STEPDOWN.{stream}");
+            let _: Result<serde_json::Value, _> = js.request(stepdown, &json!({})).await;
+            None
+        }
+    })
+    .await;
+    kill_and_list(&mut cluster, &meta, "the meta leader").await;
+
+    let back = (0..3)
+        .find(|&i| cluster.pid(i).is_none())
+        .expect("a killed server");
+    cluster.restart(back);
+    eventually(
+        "the restarted server to hold its replica of natsfn-nodes",
+        || {
+            let js = js.clone();
+            let (stream, name) = (stream.clone(), cluster.name(back).to_owned());
+            async move {
+                let info = js
+                    .get_stream(&stream)
+                    .await
+                    .ok()?
+                    .info()
+                    .await
+                    .ok()?
+                    .clone();
+                let cluster = info.cluster?;
+                let current = cluster.leader.as_deref() == Some(name.as_str())
+                    || cluster.replicas.iter().any(|r| r.name == name && r.current);
+                current.then_some(())
+            }
+        },
+    )
+    .await;
+    eventually("natsfn nodes to list node-a again", listed).await;
+    let leader = eventually("natsfn-nodes to have a leader", stream_leader).await;
+    kill_and_list(&mut cluster, &leader, "the leader of natsfn-nodes").await;
+}
+
+/// Kills server `name`, then at once runs `natsfn nodes` against the two others, which
+/// must list node-a.
+async fn kill_and_list(cluster: &mut Cluster, name: &str, what: &str) {
+    let killed = (0..3)
+        .find(|&i| cluster.name(i) == name)
+        .expect("one of the three");
+    let others: Vec<String> = (0..3)
+        .filter(|&i| i != killed)
+        .map(|i| cluster.url(i))
+        .collect();
+    cluster.kill(killed);
+    let started = std::time::Instant::now();
+    let out = run_cli_on(&others.join(","), &["nodes"]).await;
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "natsfn nodes failed {took:?} after {what} ({name}) was killed: {}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("node-a"), "{stdout}");
+    println!("natsfn nodes answered {took:?} after {what} ({name}) was killed");
+}

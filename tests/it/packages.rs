@@ -602,6 +602,123 @@ async fn a_digest_mismatch_and_a_missing_package_are_named_and_nothing_else_is_d
     );
 }
 
+/// The cache is keyed by digest, but a binding names an object: one whose object is
+/// not in `natsfn-packages` is an error even when this node holds bytes of that digest
+/// (another function's package), a new function and an edited one alike; the edited
+/// one keeps serving its last good revision.
+#[tokio::test]
+async fn a_missing_package_is_an_error_even_when_its_digest_is_cached() {
+    let s = Setup::start().await;
+    let out = s
+        .ok(&[
+            "deploy",
+            &example("hello-python"),
+            "-f",
+            "hello",
+            "--runtime",
+            "python3",
+            "--handler",
+            "app.handler",
+        ])
+        .await;
+    let digest = digest_in(&out);
+    assert_eq!(s.cached(), vec![digest["sha256:".len()..].to_owned()]);
+    let missing = json!({"package": "no-such-package", "digest": digest});
+    let message = "code package \"no-such-package\": no such object in natsfn-packages";
+
+    // A new function.
+    let revision = s
+        .env
+        .put_binding(
+            "stranger",
+            json!({"runtime": "python3", "handler": "app.handler", "code": missing}),
+        )
+        .await;
+    let status = s
+        .env
+        .wait_status("stranger", |st| {
+            st.revision >= revision && st.state != FunctionState::Starting
+        })
+        .await;
+    assert_eq!(status.state, FunctionState::Error, "{status:?}");
+    let reason = status.reason.unwrap_or_default();
+    assert!(
+        reason.starts_with(&format!("Runtime.PackageNotFound: {message}")),
+        "{reason}"
+    );
+    let reply = s.env.invoke("stranger", "{}").await;
+    assert_eq!(error_code(&reply), Some(503), "{reply:?}");
+    assert_eq!(json(&reply)["errorType"], "Runtime.PackageNotFound");
+
+    // An edit of a function that serves.
+    let good = s
+        .env
+        .bindings
+        .entry("hello")
+        .await
+        .expect("read")
+        .expect("bound")
+        .revision;
+    let revision = s
+        .env
+        .put_binding(
+            "hello",
+            json!({"runtime": "python3", "handler": "app.handler", "code": missing}),
+        )
+        .await;
+    let status = s
+        .env
+        .wait_status("hello", |st| {
+            st.revision >= revision && st.state != FunctionState::Starting
+        })
+        .await;
+    assert_eq!(status.state, FunctionState::Error, "{status:?}");
+    let reason = status.reason.unwrap_or_default();
+    assert!(
+        reason.starts_with(&format!("Runtime.PackageNotFound: {message}"))
+            && reason.contains(&format!("still serving revision {good}")),
+        "{reason}"
+    );
+    assert_eq!(
+        json(&s.env.invoke("hello", r#"{"name":"still"}"#).await),
+        json!({"message": "hello, still"})
+    );
+
+    // A deleted object is gone too, though its info (and digest) stays in the stream.
+    let js = async_nats::jetstream::new(s.env.client.clone());
+    let store = natsfn_actors::buckets::packages(&js).await.expect("bucket");
+    let mut bytes = Vec::new();
+    let mut object = store.get("hello").await.expect("get hello");
+    tokio::io::AsyncReadExt::read_to_end(&mut object, &mut bytes)
+        .await
+        .expect("read hello");
+    s.put_object("doomed", &bytes).await;
+    store.delete("doomed").await.expect("delete");
+    let revision = s
+        .env
+        .put_binding(
+            "ghost",
+            json!({"runtime": "python3", "handler": "app.handler",
+                   "code": {"package": "doomed", "digest": digest}}),
+        )
+        .await;
+    let status = s
+        .env
+        .wait_status("ghost", |st| {
+            st.revision >= revision && st.state != FunctionState::Starting
+        })
+        .await;
+    assert_eq!(status.state, FunctionState::Error, "{status:?}");
+    assert!(
+        status
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("Runtime.PackageNotFound: code package \"doomed\""),
+        "{status:?}"
+    );
+}
+
 #[tokio::test]
 async fn nodes_sharing_a_data_dir_never_remove_a_package_the_other_runs() {
     let s = Setup::start().await;

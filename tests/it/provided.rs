@@ -177,6 +177,37 @@ async fn a_code_dir_without_a_bootstrap_is_a_503() {
     .await;
 }
 
+/// A bootstrap that answers every event with the `_HANDLER` it was started with.
+const HANDLER_ECHO_BOOTSTRAP: &str = r#"#!/bin/bash
+set -euo pipefail
+API="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime/invocation"
+while true
+do
+  HEADERS="$(mktemp)"
+  curl -sS -o /dev/null -D "$HEADERS" "$API/next"
+  REQUEST_ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
+  rm -f "$HEADERS"
+  curl -sS "$API/$REQUEST_ID/response" -d "{\"handler\": \"$_HANDLER\"}"
+done
+"#;
+
+/// Lambda gives a custom runtime's handler no meaning: `bootstrap` (the usual one) and
+/// any other string without spaces are bound, run, and reach the bootstrap as
+/// `_HANDLER`.
+#[tokio::test]
+async fn a_provided_handler_is_any_string_and_reaches_the_bootstrap_as_handler() {
+    let env = Env::start().await;
+    let code = provided_dir(&[("bootstrap", HANDLER_ECHO_BOOTSTRAP)]);
+    for (name, handler) in [("plain", "bootstrap"), ("custom", "my-handler/v2:main")] {
+        let mut spec = spec(code.path());
+        spec["handler"] = json!(handler);
+        env.bind_ready(name, spec).await;
+        let reply = env.invoke(name, "{}").await;
+        assert_eq!(error_code(&reply), None, "{name}: {reply:?}");
+        assert_eq!(json(&reply), json!({"handler": handler}), "{name}");
+    }
+}
+
 /// The Python interpreter the tests use (`NATSFN_PYTHON3`, else `python3` on PATH),
 /// which scripts/test installs awslambdaric for.
 pub(crate) fn python3() -> PathBuf {

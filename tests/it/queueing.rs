@@ -57,6 +57,76 @@ async fn a_queued_invocation_past_its_callers_deadline_is_dropped_not_run() {
     assert!(b.is_err(), "b was run after its caller's deadline: {b:?}");
 }
 
+/// Notes each event's `n` in `$MARKS/ran` as it starts; one with `hold` then waits
+/// (at most 30 s) until `$MARKS/release` exists.
+const GATED: &str = r#"
+import os, time
+def handler(event, context):
+    marks = os.environ["MARKS"]
+    with open(os.path.join(marks, "ran"), "a") as f:
+        f.write(event["n"] + "\n")
+    if event.get("hold"):
+        release = os.path.join(marks, "release")
+        for _ in range(3000):
+            if os.path.exists(release):
+                break
+            time.sleep(0.01)
+    return event["n"]
+"#;
+
+/// `natsfn invoke --timeout` tells the node when it stops waiting: an invocation it
+/// gave up on while it was queued behind a busy worker is never run.
+#[tokio::test]
+async fn natsfn_invoke_sends_its_timeout_as_the_deadline_and_a_call_it_gave_up_on_is_not_run() {
+    let env = Env::start().await;
+    let code = code_dir(&[("app.py", GATED)]);
+    let marks = tempfile::tempdir().expect("marks dir");
+    env.bind_ready(
+        "gated",
+        json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(code.path())},
+               "env": {"MARKS": dir_str(marks.path())},
+               "pool": {"min": 1, "max": 1, "queue": 4}}),
+    )
+    .await;
+    let ran = marks.path().join("ran");
+    let runs = || std::fs::read_to_string(&ran).unwrap_or_default();
+
+    // a holds the only worker until released.
+    let held = env.client.new_inbox();
+    let mut held_reply = env.client.subscribe(held.clone()).await.expect("subscribe");
+    env.client
+        .publish_with_reply(
+            "natsfn.invoke.gated",
+            held,
+            json!({"n": "a", "hold": true}).to_string().into(),
+        )
+        .await
+        .expect("publish a");
+    eventually("a to run", || async { (runs() == "a\n").then_some(()) }).await;
+
+    // b waits in the queue behind a until natsfn invoke gives up on it.
+    let out = run_cli(
+        &env.server,
+        &["invoke", "gated", r#"{"n": "b"}"#, "--timeout", "300ms"],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "b was answered: {out:?}");
+    assert!(stderr.contains("no reply from gated"), "{stderr}");
+
+    std::fs::write(marks.path().join("release"), "").expect("release a");
+    let a = tokio::time::timeout(DEADLINE, held_reply.next()).await;
+    assert_eq!(json(&a.expect("a answered").expect("reply")), json!("a"));
+    // One worker, in order: once c is answered, b was run or dropped.
+    let c = env.invoke("gated", r#"{"n": "c"}"#).await;
+    assert_eq!(json(&c), json!("c"));
+    assert_eq!(
+        runs(),
+        "a\nc\n",
+        "b ran after natsfn invoke stopped waiting"
+    );
+}
+
 #[tokio::test]
 async fn a_bad_deadline_header_is_a_400() {
     let env = Env::start().await;

@@ -12,6 +12,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::object_store::{GetErrorKind, InfoErrorKind, ObjectStore};
 use base64::Engine;
@@ -83,24 +84,30 @@ impl PackageCache {
         let name = &package.package;
         let what = format!("{role} package {name:?}");
         let store = self.store(&what).await?;
-        let hex = match &package.digest {
-            Some(digest) => digest.trim_start_matches("sha256:").to_owned(),
+        // Asked on every revision, even when this node holds the bytes already: the
+        // cache is keyed by digest, and the binding also names the object.
+        let stored = stored_digest(store, name, &what).await?;
+        let (hex, fetched) = match (&package.digest, stored) {
+            (Some(digest), Some(stored)) => {
+                let pinned = digest.trim_start_matches("sha256:");
+                if pinned != stored {
+                    return Err(mismatch(&what, pinned, &stored));
+                }
+                (stored, None)
+            }
+            // The object's info gives no digest to compare (another tool wrote it):
+            // its bytes are what is checked, cached or not.
+            (Some(digest), None) => {
+                let pinned = digest.trim_start_matches("sha256:").to_owned();
+                let fetched = fetch_verified(store, name, &what, &pinned).await?;
+                (pinned, Some(fetched))
+            }
             // Unpinned: the object as it is now.
-            None => {
-                let info = store.info(name).await.map_err(|e| match e.kind() {
-                    InfoErrorKind::NotFound => not_found(&what),
-                    _ => LambdaError::code_unavailable(format!(
-                        "{what}: cannot read it from natsfn-packages: {e}"
-                    )),
-                })?;
-                info.digest
-                    .as_deref()
-                    .and_then(nats_digest_hex)
-                    .ok_or_else(|| {
-                        LambdaError::invalid_package(format!(
-                            "{what}: the object store gives it no SHA-256 digest"
-                        ))
-                    })?
+            (None, Some(stored)) => (stored, None),
+            (None, None) => {
+                return Err(LambdaError::invalid_package(format!(
+                    "{what}: the object store gives it no SHA-256 digest"
+                )))
             }
         };
         let slot = {
@@ -136,22 +143,14 @@ impl PackageCache {
             root: root.clone(),
         };
         if !present {
-            let started = std::time::Instant::now();
-            let bytes = fetch(store, name, &what).await?;
-            let fetched = started.elapsed();
-            // Hashing 100s of MB is no work for the node's async threads.
-            let (bytes, actual, verified) = blocking(move || {
-                let started = std::time::Instant::now();
-                let actual = hex_of(&Sha256::digest(&bytes));
-                Ok((bytes, actual, started.elapsed()))
-            })
-            .await
-            .map_err(|e| LambdaError::code_unavailable(format!("{what}: {e}")))?;
-            if actual != hex {
-                return Err(LambdaError::package_digest_mismatch(format!(
-                    "{what}: expected sha256:{hex}, the object in natsfn-packages is sha256:{actual}"
-                )));
-            }
+            let Verified {
+                bytes,
+                fetched,
+                verified,
+            } = match fetched {
+                Some(done) => done,
+                None => fetch_verified(store, name, &what, &hex).await?,
+            };
             let target = lease.dir.clone();
             let size = bytes.len();
             let unpacked = blocking(move || {
@@ -189,6 +188,83 @@ fn not_found(what: &str) -> LambdaError {
     LambdaError::package_not_found(format!(
         "{what}: no such object in natsfn-packages (natsfn package push, or natsfn deploy)"
     ))
+}
+
+/// How long a node keeps asking `natsfn-packages` about a package that it cannot get
+/// an answer about (a JetStream leader election, a reconnect) before the revision
+/// fails as `Runtime.CodeUnavailable`; "not found" is only ever the store's own answer.
+const CHECK_WITHIN: Duration = Duration::from_secs(5);
+
+/// The digest (lowercase hex) the object `name` has in the store now; `None` if its
+/// info gives none. A deleted object is not found, as the store's `get` has it.
+async fn stored_digest(
+    store: &ObjectStore,
+    name: &str,
+    what: &str,
+) -> Result<Option<String>, LambdaError> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let error = match store.info(name).await {
+            Ok(info) if info.deleted => return Err(not_found(what)),
+            Ok(info) => return Ok(info.digest.as_deref().and_then(nats_digest_hex)),
+            Err(e) => match e.kind() {
+                InfoErrorKind::NotFound | InfoErrorKind::InvalidName => {
+                    return Err(not_found(what))
+                }
+                InfoErrorKind::TimedOut | InfoErrorKind::Other => e,
+            },
+        };
+        if started.elapsed() + pause >= CHECK_WITHIN {
+            return Err(LambdaError::code_unavailable(format!(
+                "{what}: cannot check it in natsfn-packages (tried for {:.1} s): {error}",
+                started.elapsed().as_secs_f64()
+            )));
+        }
+        tracing::debug!(package = %name, error = %error, "natsfn-packages did not answer; asking again");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+fn mismatch(what: &str, pinned: &str, actual: &str) -> LambdaError {
+    LambdaError::package_digest_mismatch(format!(
+        "{what}: expected sha256:{pinned}, the object in natsfn-packages is sha256:{actual}"
+    ))
+}
+
+/// A package's bytes, hashed and found to be those of the digest asked for.
+struct Verified {
+    bytes: Vec<u8>,
+    fetched: Duration,
+    verified: Duration,
+}
+
+async fn fetch_verified(
+    store: &ObjectStore,
+    name: &str,
+    what: &str,
+    hex: &str,
+) -> Result<Verified, LambdaError> {
+    let started = Instant::now();
+    let bytes = fetch(store, name, what).await?;
+    let fetched = started.elapsed();
+    // Hashing 100s of MB is no work for the node's async threads.
+    let (bytes, actual, verified) = blocking(move || {
+        let started = Instant::now();
+        let actual = hex_of(&Sha256::digest(&bytes));
+        Ok((bytes, actual, started.elapsed()))
+    })
+    .await
+    .map_err(|e| LambdaError::code_unavailable(format!("{what}: {e}")))?;
+    if actual != hex {
+        return Err(mismatch(what, hex, &actual));
+    }
+    Ok(Verified {
+        bytes,
+        fetched,
+        verified,
+    })
 }
 
 async fn fetch(store: &ObjectStore, name: &str, what: &str) -> Result<Vec<u8>, LambdaError> {

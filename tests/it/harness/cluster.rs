@@ -16,6 +16,8 @@ struct Member {
     child: Option<Child>,
     name: String,
     port: u16,
+    /// The HTTP monitoring port (`/jsz` names the JetStream meta leader).
+    monitor: u16,
     dir: TempDir,
 }
 
@@ -46,17 +48,19 @@ impl Cluster {
     }
 
     fn try_start(no_advertise: bool, sync_always: bool) -> Option<Cluster> {
-        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let ports: Vec<(u16, u16, u16)> = (0..3)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
         let routes: Vec<String> = ports
             .iter()
-            .map(|(_, route)| format!("nats-route://127.0.0.1:{route}"))
+            .map(|(_, route, _)| format!("nats-route://127.0.0.1:{route}"))
             .collect();
         let mut members = Vec::new();
-        for (i, (port, route)) in ports.iter().enumerate() {
+        for (i, (port, route, monitor)) in ports.iter().enumerate() {
             let dir = tempfile::tempdir().expect("temp dir");
             let name = format!("n{}", (b'a' + i as u8) as char);
             let conf = format!(
-                "server_name: {name}\nlisten: 127.0.0.1:{port}\n\
+                "server_name: {name}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor}\n\
                  jetstream {{\n  store_dir: \"{store}\"\n  {sync}\n}}\n\
                  cluster {{\n  name: natsfn\n  listen: 127.0.0.1:{route}\n  no_advertise: {no_advertise}\n  routes: [{routes}]\n}}\n",
                 store = dir.path().join("js").display(),
@@ -68,6 +72,7 @@ impl Cluster {
                 child: None,
                 name,
                 port: *port,
+                monitor: *monitor,
                 dir,
             });
         }
@@ -170,6 +175,23 @@ impl Cluster {
             .connect(self.url(i))
             .await
             .expect("connect to a test server")
+    }
+
+    /// The server that leads JetStream's meta group now, as a live server's `/jsz` says.
+    pub async fn meta_leader(&self) -> Option<String> {
+        for member in self.members.iter().filter(|m| m.child.is_some()) {
+            let url = format!("http://127.0.0.1:{}/jsz", member.monitor);
+            let Ok(response) = reqwest::get(&url).await else {
+                continue;
+            };
+            let Ok(jsz) = response.json::<serde_json::Value>().await else {
+                continue;
+            };
+            if let Some(leader) = jsz["meta_cluster"]["leader"].as_str() {
+                return Some(leader.to_owned());
+            }
+        }
+        None
     }
 
     /// SIGKILL server `i`: no goodbye to its clients or peers.

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::check::{got, int_in, reject, SpecError};
 use crate::names::is_valid_function_name;
-use crate::spec::{got, int_in, reject, SpecError};
 
 const FIELDS: [&str; 5] = [
     "max_retries",

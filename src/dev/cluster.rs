@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use super::server::{connect_when_up, stop};
 use crate::cli::DevArgs;
-use crate::dev::{connect_when_up, stop};
 
 const READY_WITHIN: Duration = Duration::from_secs(20);
 /// Route ports are the client ports plus this.
 const ROUTE_OFFSET: u16 = 2000;
 
-pub async fn run(
+pub(super) async fn run(
     server: PathBuf,
     data_dir: PathBuf,
     n: usize,

@@ -1,0 +1,267 @@
+//! The binding spec: the JSON value of a key in `natsfn-bindings`, written by hand or by
+//! the CLI. Parsing walks the JSON itself so that every rejection names the field and
+//! what was expected, in the words a person editing the JSON needs.
+
+pub mod async_spec;
+mod check;
+mod code;
+mod placement;
+mod pool;
+mod runtime;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::names::is_valid_function_name;
+pub use async_spec::AsyncSpec;
+pub use check::SpecError;
+use check::{got, int_in, reject};
+pub use code::{is_sha256_digest, CodeSource, PackageRef, MAX_LAYERS};
+use code::{parse_code, parse_layers};
+use placement::parse_placement;
+pub use placement::{is_valid_label, Placement};
+use pool::parse_pool;
+pub use pool::{PoolSpec, DEFAULT_POOL};
+pub use runtime::Runtime;
+use runtime::{parse_handler, parse_runtime};
+
+pub const DEFAULT_TIMEOUT_MS: u64 = 3_000;
+pub const DEFAULT_MEMORY_MB: u32 = 128;
+/// Lambda's own limits.
+const MAX_TIMEOUT_MS: u64 = 900_000;
+const MEMORY_MB_RANGE: (u64, u64) = (128, 10_240);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BindingSpec {
+    pub runtime: Runtime,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handler: Option<String>,
+    pub code: CodeSource,
+    pub subjects: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub timeout_ms: u64,
+    pub memory_mb: u32,
+    pub pool: PoolSpec,
+    #[serde(rename = "async")]
+    pub async_invocations: AsyncSpec,
+    /// Shared packages seen like Lambda's `/opt`, earliest first (a later one wins).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<PackageRef>,
+    /// `None`: every node serves the function.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+}
+
+const FIELDS: [&str; 11] = [
+    "runtime",
+    "handler",
+    "code",
+    "subjects",
+    "env",
+    "timeout_ms",
+    "memory_mb",
+    "pool",
+    "async",
+    "layers",
+    "placement",
+];
+
+/// Environment variables the runtime sets itself; a binding may not override them.
+const RESERVED_ENV_PREFIXES: [&str; 4] = ["AWS_LAMBDA_", "LAMBDA_", "NATSFN_", "_HANDLER"];
+const RESERVED_ENV: [&str; 2] = ["AWS_EXECUTION_ENV", "AWS_LAMBDA_RUNTIME_API"];
+
+impl BindingSpec {
+    /// Parses and validates the value stored under `name` in `natsfn-bindings`.
+    pub fn parse(name: &str, json: &[u8]) -> Result<BindingSpec, SpecError> {
+        if !is_valid_function_name(name) {
+            return Err(reject(
+                "",
+                format!(
+                    "function name {}: expected 1 to 64 letters, digits, '_' or '-', starting with a letter or digit",
+                    Value::String(name.to_owned())
+                ),
+            ));
+        }
+        let value: Value = serde_json::from_slice(json)
+            .map_err(|e| reject("", format!("the binding is not valid JSON: {e}")))?;
+        let Value::Object(obj) = value else {
+            return Err(reject(
+                "",
+                format!("the binding must be a JSON object, {}", got(&value)),
+            ));
+        };
+        Self::from_object(&obj)
+    }
+
+    fn from_object(obj: &Map<String, Value>) -> Result<BindingSpec, SpecError> {
+        if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+            return Err(reject(
+                unknown.as_str(),
+                format!("unknown field; expected one of {}", FIELDS.join(", ")),
+            ));
+        }
+        let runtime = parse_runtime(obj.get("runtime"))?;
+        let handler = parse_handler(runtime, obj.get("handler"))?;
+        let code = parse_code(obj.get("code"))?;
+        let subjects = match obj.get("subjects") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(v) => parse_subjects(v)?,
+        };
+        let env = match obj.get("env") {
+            None | Some(Value::Null) => BTreeMap::new(),
+            Some(v) => parse_env(v)?,
+        };
+        let timeout_ms = match obj.get("timeout_ms") {
+            None => DEFAULT_TIMEOUT_MS,
+            Some(v) => int_in(
+                v,
+                "timeout_ms",
+                "an integer of milliseconds",
+                1,
+                MAX_TIMEOUT_MS,
+            )?,
+        };
+        let memory_mb = match obj.get("memory_mb") {
+            None => DEFAULT_MEMORY_MB,
+            Some(v) => int_in(
+                v,
+                "memory_mb",
+                "an integer of megabytes",
+                MEMORY_MB_RANGE.0,
+                MEMORY_MB_RANGE.1,
+            )? as u32,
+        };
+        let pool = match obj.get("pool") {
+            None => DEFAULT_POOL,
+            Some(v) => parse_pool(v)?,
+        };
+        let async_invocations = AsyncSpec::parse(obj.get("async"))?;
+        let layers = match obj.get("layers") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(v) => parse_layers(v)?,
+        };
+        let placement = match obj.get("placement") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(parse_placement(v)?),
+        };
+        Ok(BindingSpec {
+            runtime,
+            handler,
+            code,
+            subjects,
+            env,
+            timeout_ms,
+            memory_mb,
+            pool,
+            async_invocations,
+            layers,
+            placement,
+        })
+    }
+
+    /// The spec as JSON, every default written out.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Strings, integers and maps of strings always serialise.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+fn parse_subjects(value: &Value) -> Result<Vec<String>, SpecError> {
+    let Value::Array(items) = value else {
+        return Err(reject(
+            "subjects",
+            format!("expected an array of NATS subjects, {}", got(value)),
+        ));
+    };
+    let mut subjects = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let field = format!("subjects[{i}]");
+        let Value::String(s) = item else {
+            return Err(reject(
+                field,
+                format!("expected a NATS subject, {}", got(item)),
+            ));
+        };
+        check_subject(s).map_err(|why| reject(field, why))?;
+        if !subjects.contains(s) {
+            subjects.push(s.clone());
+        }
+    }
+    Ok(subjects)
+}
+
+/// A subject a function may listen on: valid NATS syntax, and unable to catch natsfn's
+/// own traffic (its logs, replies, JetStream API) which would loop.
+pub(crate) fn check_subject(s: &str) -> Result<(), String> {
+    let quoted = Value::String(s.to_owned());
+    let tokens: Vec<&str> = s.split('.').collect();
+    let valid_syntax = !s.is_empty()
+        && tokens.iter().enumerate().all(|(i, t)| {
+            !t.is_empty()
+                && !t.chars().any(|c| c.is_whitespace() || c.is_control())
+                && (!t.contains(['*', '>']) || *t == "*" || *t == ">")
+                && (*t != ">" || i == tokens.len() - 1)
+        });
+    if !valid_syntax {
+        return Err(format!(
+            "expected a NATS subject (dot-separated tokens without spaces; '*' or a final '>' as whole tokens), got {quoted}"
+        ));
+    }
+    let first = tokens[0];
+    if first == "*"
+        || first == ">"
+        || first == "natsfn"
+        || first.starts_with('$')
+        || first == "_INBOX"
+    {
+        return Err(format!(
+            "{quoted} would also receive natsfn's or the server's own traffic; a subject may not start with a wildcard, \"natsfn.\", \"$\" or \"_INBOX.\""
+        ));
+    }
+    Ok(())
+}
+
+fn parse_env(value: &Value) -> Result<BTreeMap<String, String>, SpecError> {
+    let Value::Object(obj) = value else {
+        return Err(reject(
+            "env",
+            format!("expected an object of string values, {}", got(value)),
+        ));
+    };
+    let mut env = BTreeMap::new();
+    for (key, v) in obj {
+        let field = format!("env.{key}");
+        let valid_name = key
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_name {
+            return Err(reject(
+                field,
+                "expected a variable name of letters, digits and '_', not starting with a digit",
+            ));
+        }
+        if RESERVED_ENV.contains(&key.as_str())
+            || RESERVED_ENV_PREFIXES.iter().any(|p| key.starts_with(p))
+        {
+            return Err(reject(
+                field,
+                "reserved: the runtime sets this variable itself",
+            ));
+        }
+        let Value::String(s) = v else {
+            return Err(reject(field, format!("expected a string, {}", got(v))));
+        };
+        if s.contains('\0') {
+            return Err(reject(field, "a value may not contain a NUL character"));
+        }
+        env.insert(key.clone(), s.clone());
+    }
+    Ok(env)
+}
+
+#[cfg(test)]
+mod tests;
