@@ -28,7 +28,7 @@ struct Buckets {
 }
 
 async fn open(nats: &str) -> anyhow::Result<Buckets> {
-    open_on(crate::connect(nats).await?).await
+    open_on(crate::connect::client(nats).await?).await
 }
 
 async fn open_on(client: async_nats::Client) -> anyhow::Result<Buckets> {
@@ -58,7 +58,7 @@ async fn open_reading(client: async_nats::Client) -> anyhow::Result<Reading> {
 
 pub async fn bind(nats: &str, args: BindArgs) -> anyhow::Result<ExitCode> {
     if let Some(package) = args.package.clone() {
-        let client = crate::connect(nats).await?;
+        let client = crate::connect::client(nats).await?;
         let store = crate::package::open_store(&client).await?;
         let digest = crate::package::current_digest(&store, &package).await?;
         return bind_package(&client, &store, args, package, digest).await;
@@ -69,7 +69,7 @@ pub async fn bind(nats: &str, args: BindArgs) -> anyhow::Result<ExitCode> {
     if args.runtime.is_none() {
         bail!("--runtime is required with --code");
     }
-    let client = crate::connect(nats).await?;
+    let client = crate::connect::client(nats).await?;
     let mut value = binding_json(&args)?;
     if !args.layers.is_empty() {
         let store = crate::package::open_store(&client).await?;
@@ -90,7 +90,7 @@ pub async fn deploy(nats: &str, args: DeployArgs) -> anyhow::Result<ExitCode> {
     if args.bind.code.is_some() {
         bail!("deploy packs DIR and runs it as a package; --code belongs to natsfn bind");
     }
-    let client = crate::connect(nats).await?;
+    let client = crate::connect::client(nats).await?;
     let store = crate::package::open_store(&client).await?;
     let package = args
         .bind
@@ -372,7 +372,7 @@ struct Listed {
 }
 
 pub async fn ls(nats: &str) -> anyhow::Result<ExitCode> {
-    let client = crate::connect(nats).await?;
+    let client = crate::connect::client(nats).await?;
     let listed = patience::read(|| list(client.clone())).await?;
     println!(
         "{:<24} {:<10} {:>8}  {:<9} SUBJECTS",
@@ -437,7 +437,7 @@ async fn list(client: async_nats::Client) -> anyhow::Result<Vec<Listed>> {
 }
 
 pub async fn get(nats: &str, name: &str) -> anyhow::Result<ExitCode> {
-    let client = crate::connect(nats).await?;
+    let client = crate::connect::client(nats).await?;
     let out = patience::read(|| describe(client.clone(), name)).await?;
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(ExitCode::SUCCESS)
@@ -480,7 +480,7 @@ pub async fn rm(nats: &str, name: &str) -> anyhow::Result<ExitCode> {
 
 /// The nodes whose key in `natsfn-nodes` is alive (TTL'd: a dead node drops out).
 pub async fn nodes(nats: &str) -> anyhow::Result<ExitCode> {
-    let client = crate::connect(nats).await?;
+    let client = crate::connect::client(nats).await?;
     let records = patience::read(|| node_records(client.clone())).await?;
     println!(
         "{:<32} {:<20} {:>9} {:>9}  UPTIME",

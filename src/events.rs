@@ -128,7 +128,7 @@ async fn dead_letters(js: &Context, function: &str) -> anyhow::Result<(Stream, V
 }
 
 pub async fn dlq_ls(nats: &str, function: &str) -> anyhow::Result<ExitCode> {
-    let js = crate::patience::jetstream(crate::connect(nats).await?);
+    let js = crate::patience::jetstream(crate::connect::client(nats).await?);
     let (_, letters) = crate::patience::read(|| dead_letters(&js, function)).await?;
     if letters.is_empty() {
         println!("no dead letters for {function}");
@@ -155,7 +155,7 @@ pub async fn dlq_ls(nats: &str, function: &str) -> anyhow::Result<ExitCode> {
 /// Puts each dead letter back in the queue as a first attempt, then deletes it: run
 /// twice, a redrive enqueues nothing the second time.
 pub async fn dlq_redrive(nats: &str, function: &str) -> anyhow::Result<ExitCode> {
-    let js = jetstream::new(crate::connect(nats).await?);
+    let js = jetstream::new(crate::connect::client(nats).await?);
     let (stream, letters) = dead_letters(&js, function).await?;
     let mut redriven = 0;
     for letter in letters {

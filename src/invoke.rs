@@ -28,7 +28,7 @@ pub async fn run(nats: &str, args: InvokeArgs) -> anyhow::Result<ExitCode> {
     let timeout = Duration::from_millis(
         parse_duration_ms(&args.timeout).map_err(|e| anyhow!("--timeout {e}"))?,
     );
-    let client = crate::connect(nats).await?;
+    let client = crate::connect::client(nats).await?;
     let max_payload = client.server_info().max_payload;
     if payload.len() > max_payload {
         bail!(

@@ -25,7 +25,7 @@ pub async fn run(nats: &str, args: LogsArgs) -> anyhow::Result<ExitCode> {
             args.name
         );
     }
-    let client = crate::connect(nats).await?;
+    let client = crate::connect::client(nats).await?;
     let start_time = OffsetDateTime::now_utc() - args.since;
     let consumer =
         crate::patience::read(|| history(client.clone(), &args.name, start_time)).await?;

@@ -197,7 +197,7 @@ fn check_name(package: &str) -> anyhow::Result<()> {
 }
 
 pub async fn push_cmd(nats: &str, dir: &Path, package: &str) -> anyhow::Result<ExitCode> {
-    let store = open_store(&crate::connect(nats).await?).await?;
+    let store = open_store(&crate::connect::client(nats).await?).await?;
     push(&store, dir, package).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -241,7 +241,7 @@ async fn users(
 }
 
 pub async fn ls(nats: &str) -> anyhow::Result<ExitCode> {
-    let client = crate::connect(nats).await?;
+    let client = crate::connect::client(nats).await?;
     let (objects, users) = crate::patience::read(|| listing(client.clone())).await?;
     println!("{:<24} {:>12}  {:<71}  USED BY", "NAME", "SIZE", "DIGEST");
     for info in objects {
@@ -281,7 +281,7 @@ async fn listing(
 }
 
 pub async fn rm(nats: &str, package: &str, force: bool) -> anyhow::Result<ExitCode> {
-    let client = crate::connect(nats).await?;
+    let client = crate::connect::client(nats).await?;
     let store = open_store(&client).await?;
     if store.info(package).await.is_err() {
         bail!("no package {package} in natsfn-packages");

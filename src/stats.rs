@@ -36,7 +36,7 @@ impl Row {
 }
 
 pub async fn run(nats: &str, name: Option<String>) -> anyhow::Result<ExitCode> {
-    let client = crate::connect(nats).await?;
+    let client = crate::connect::client(nats).await?;
     let replies = collect(&client, &verb_subject(Verb::Stats, name.as_deref())).await?;
     // function → node → row; other services on the account are not natsfn's to show.
     let mut functions: BTreeMap<String, BTreeMap<String, Row>> = BTreeMap::new();
