@@ -199,9 +199,8 @@ async fn a_provided_handler_is_any_string_and_reaches_the_bootstrap_as_handler()
     let env = Env::start().await;
     let code = provided_dir(&[("bootstrap", HANDLER_ECHO_BOOTSTRAP)]);
     for (name, handler) in [("plain", "bootstrap"), ("custom", "my-handler/v2:main")] {
-        let mut spec = spec(code.path());
-        spec["handler"] = json!(handler);
-        env.bind_ready(name, spec).await;
+        env.bind_ready(name, spec(code.path()).handler(handler))
+            .await;
         let reply = env.invoke(name, "{}").await;
         assert_eq!(error_code(&reply), None, "{name}: {reply:?}");
         assert_eq!(json(&reply), json!({"handler": handler}), "{name}");
