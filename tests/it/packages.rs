@@ -623,17 +623,11 @@ async fn a_missing_package_is_an_error_even_when_its_digest_is_cached() {
         .await;
     let digest = digest_in(&out);
     assert_eq!(s.cached(), vec![digest["sha256:".len()..].to_owned()]);
-    let missing = json!({"package": "no-such-package", "digest": digest});
+    let missing = || Binding::python("app.handler", Code::pinned("no-such-package", &digest));
     let message = "code package \"no-such-package\": no such object in natsfn-packages";
 
     // A new function.
-    let revision = s
-        .env
-        .put_binding(
-            "stranger",
-            json!({"runtime": "python3", "handler": "app.handler", "code": missing}),
-        )
-        .await;
+    let revision = s.env.put_binding("stranger", missing()).await;
     let status = s
         .env
         .wait_status("stranger", |st| {
@@ -659,13 +653,7 @@ async fn a_missing_package_is_an_error_even_when_its_digest_is_cached() {
         .expect("read")
         .expect("bound")
         .revision;
-    let revision = s
-        .env
-        .put_binding(
-            "hello",
-            json!({"runtime": "python3", "handler": "app.handler", "code": missing}),
-        )
-        .await;
+    let revision = s.env.put_binding("hello", missing()).await;
     let status = s
         .env
         .wait_status("hello", |st| {
@@ -698,8 +686,7 @@ async fn a_missing_package_is_an_error_even_when_its_digest_is_cached() {
         .env
         .put_binding(
             "ghost",
-            json!({"runtime": "python3", "handler": "app.handler",
-                   "code": {"package": "doomed", "digest": digest}}),
+            Binding::python("app.handler", Code::pinned("doomed", &digest)),
         )
         .await;
     let status = s

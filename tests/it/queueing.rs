@@ -83,9 +83,10 @@ async fn natsfn_invoke_sends_its_timeout_as_the_deadline_and_a_call_it_gave_up_o
     let marks = tempfile::tempdir().expect("marks dir");
     env.bind_ready(
         "gated",
-        json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(code.path())},
-               "env": {"MARKS": dir_str(marks.path())},
-               "pool": {"min": 1, "max": 1, "queue": 4}}),
+        Binding::python("app.handler", &code)
+            .env("MARKS", dir_str(marks.path()))
+            .pool(1, 1)
+            .queue(4),
     )
     .await;
     let ran = marks.path().join("ran");
