@@ -77,9 +77,10 @@ fn main() {
     let plan = if quick {
         Plan {
             warmup: 200,
-            latency_requests: 2_000,
-            rounds: 2,
-            throughput_requests: 4_000,
+            // Three rounds, so that a median is one round's, not an average of two.
+            latency_requests: 3_000,
+            rounds: 3,
+            throughput_requests: 6_000,
             cold_starts: 20,
             propagations: 5,
             idle_functions: 1_000,
