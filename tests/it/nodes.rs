@@ -112,17 +112,7 @@ async fn natsfn_nodes_rides_out_a_leader_election_after_a_server_is_killed() {
     let js = async_nats::jetstream::new(cluster.client().await);
     let stream_leader = || {
         let (js, stream) = (js.clone(), stream.clone());
-        async move {
-            let info = js
-                .get_stream(&stream)
-                .await
-                .ok()?
-                .info()
-                .await
-                .ok()?
-                .clone();
-            info.cluster?.leader
-        }
+        async move { replicas_of(&js, &stream).await?.leader }
     };
 
     let meta = eventually("JetStream to have a meta leader", || cluster.meta_leader()).await;
@@ -154,15 +144,7 @@ async fn natsfn_nodes_rides_out_a_leader_election_after_a_server_is_killed() {
             let js = js.clone();
             let (stream, name) = (stream.clone(), cluster.name(back).to_owned());
             async move {
-                let info = js
-                    .get_stream(&stream)
-                    .await
-                    .ok()?
-                    .info()
-                    .await
-                    .ok()?
-                    .clone();
-                let cluster = info.cluster?;
+                let cluster = replicas_of(&js, &stream).await?;
                 let current = cluster.leader.as_deref() == Some(name.as_str())
                     || cluster.replicas.iter().any(|r| r.name == name && r.current);
                 current.then_some(())
@@ -173,6 +155,15 @@ async fn natsfn_nodes_rides_out_a_leader_election_after_a_server_is_killed() {
     eventually("natsfn nodes to list node-a again", listed).await;
     let leader = eventually("natsfn-nodes to have a leader", stream_leader).await;
     kill_and_list(&mut cluster, &leader, "the leader of natsfn-nodes").await;
+}
+
+/// Where `stream`'s replicas are and which leads, if the server says.
+async fn replicas_of(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+) -> Option<async_nats::jetstream::stream::ClusterInfo> {
+    let mut stream = js.get_stream(stream).await.ok()?;
+    stream.info().await.ok()?.cluster.clone()
 }
 
 /// Kills server `name`, then at once runs `natsfn nodes` against the two others, which
