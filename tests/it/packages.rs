@@ -70,6 +70,22 @@ impl Setup {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Deploys examples/hello-python as function `hello`; the CLI's stdout.
+    async fn deploy_hello(&self) -> String {
+        let example = example("hello-python");
+        self.ok(&[
+            "deploy",
+            &example,
+            "-f",
+            "hello",
+            "--runtime",
+            "python3",
+            "--handler",
+            "app.handler",
+        ])
+        .await
+    }
+
     /// Stores `bytes` as package `name` with the Object Store API, as any NATS tool could.
     async fn put_object(&self, name: &str, bytes: &[u8]) {
         let js = async_nats::jetstream::new(self.env.client.clone());
@@ -519,18 +535,7 @@ async fn hostile_archives_are_rejected_and_write_nothing_outside_the_cache() {
 #[tokio::test]
 async fn a_digest_mismatch_and_a_missing_package_are_named_and_nothing_else_is_disturbed() {
     let s = Setup::start().await;
-    let out = s
-        .ok(&[
-            "deploy",
-            &example("hello-python"),
-            "-f",
-            "hello",
-            "--runtime",
-            "python3",
-            "--handler",
-            "app.handler",
-        ])
-        .await;
+    let out = s.deploy_hello().await;
     let real = digest_in(&out);
     let wrong = format!("sha256:{}", "0".repeat(64));
     let cases = [
@@ -609,18 +614,7 @@ async fn a_digest_mismatch_and_a_missing_package_are_named_and_nothing_else_is_d
 #[tokio::test]
 async fn a_missing_package_is_an_error_even_when_its_digest_is_cached() {
     let s = Setup::start().await;
-    let out = s
-        .ok(&[
-            "deploy",
-            &example("hello-python"),
-            "-f",
-            "hello",
-            "--runtime",
-            "python3",
-            "--handler",
-            "app.handler",
-        ])
-        .await;
+    let out = s.deploy_hello().await;
     let digest = digest_in(&out);
     assert_eq!(s.cached(), vec![digest["sha256:".len()..].to_owned()]);
     let missing = || Binding::python("app.handler", Code::pinned("no-such-package", &digest));
