@@ -27,7 +27,7 @@ struct Buckets {
     status: Store,
 }
 
-async fn open(nats: &str) -> anyhow::Result<Buckets> {
+async fn open(nats: &crate::connect::Nats) -> anyhow::Result<Buckets> {
     open_on(crate::connect::client(nats).await?).await
 }
 
@@ -56,7 +56,7 @@ async fn open_reading(client: async_nats::Client) -> anyhow::Result<Reading> {
     })
 }
 
-pub async fn bind(nats: &str, args: BindArgs) -> anyhow::Result<ExitCode> {
+pub async fn bind(nats: &crate::connect::Nats, args: BindArgs) -> anyhow::Result<ExitCode> {
     if let Some(package) = args.package.clone() {
         let client = crate::connect::client(nats).await?;
         let store = crate::package::open_store(&client).await?;
@@ -86,7 +86,7 @@ pub async fn bind(nats: &str, args: BindArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `natsfn deploy`: push DIR as a package, then bind the function to it.
-pub async fn deploy(nats: &str, args: DeployArgs) -> anyhow::Result<ExitCode> {
+pub async fn deploy(nats: &crate::connect::Nats, args: DeployArgs) -> anyhow::Result<ExitCode> {
     if args.bind.code.is_some() {
         bail!("deploy packs DIR and runs it as a package; --code belongs to natsfn bind");
     }
@@ -297,7 +297,11 @@ pub enum Edit {
 
 /// Adds or removes one subject with compare-and-swap: a concurrent edit of the same
 /// binding makes this one start over on the new value instead of overwriting it.
-pub async fn edit_subjects(nats: &str, args: SubjectArgs, edit: Edit) -> anyhow::Result<ExitCode> {
+pub async fn edit_subjects(
+    nats: &crate::connect::Nats,
+    args: SubjectArgs,
+    edit: Edit,
+) -> anyhow::Result<ExitCode> {
     let b = open(nats).await?;
     for _ in 0..CAS_ATTEMPTS {
         let entry = b
@@ -371,7 +375,7 @@ struct Listed {
     state: String,
 }
 
-pub async fn ls(nats: &str) -> anyhow::Result<ExitCode> {
+pub async fn ls(nats: &crate::connect::Nats) -> anyhow::Result<ExitCode> {
     let client = crate::connect::client(nats).await?;
     let listed = patience::read(|| list(client.clone())).await?;
     println!(
@@ -436,7 +440,7 @@ async fn list(client: async_nats::Client) -> anyhow::Result<Vec<Listed>> {
     Ok(listed)
 }
 
-pub async fn get(nats: &str, name: &str) -> anyhow::Result<ExitCode> {
+pub async fn get(nats: &crate::connect::Nats, name: &str) -> anyhow::Result<ExitCode> {
     let client = crate::connect::client(nats).await?;
     let out = patience::read(|| describe(client.clone(), name)).await?;
     println!("{}", serde_json::to_string_pretty(&out)?);
@@ -463,7 +467,7 @@ async fn describe(client: async_nats::Client, name: &str) -> anyhow::Result<Valu
     )
 }
 
-pub async fn rm(nats: &str, name: &str) -> anyhow::Result<ExitCode> {
+pub async fn rm(nats: &crate::connect::Nats, name: &str) -> anyhow::Result<ExitCode> {
     let b = open(nats).await?;
     if b.bindings
         .entry(name)
@@ -479,7 +483,7 @@ pub async fn rm(nats: &str, name: &str) -> anyhow::Result<ExitCode> {
 }
 
 /// The nodes whose key in `natsfn-nodes` is alive (TTL'd: a dead node drops out).
-pub async fn nodes(nats: &str) -> anyhow::Result<ExitCode> {
+pub async fn nodes(nats: &crate::connect::Nats) -> anyhow::Result<ExitCode> {
     let client = crate::connect::client(nats).await?;
     let records = patience::read(|| node_records(client.clone())).await?;
     println!(

@@ -17,21 +17,59 @@ JetStream temporarily unavailable) is tried again, each request waiting 1 s, for
 then the command fails with the reason."
 )]
 pub struct Cli {
-    /// NATS server URL(s), comma-separated.
-    #[arg(
-        long,
-        global = true,
-        env = "NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    pub nats: String,
     /// Copies JetStream keeps of each bucket and stream natsfn creates (default: 3 when
     /// the server is in a cluster of at least 3 servers, else 1). An existing one with
     /// fewer is raised to this.
     #[arg(long, global = true, env = "NATSFN_REPLICAS", value_parser = clap::value_parser!(u8).range(1..=5))]
     pub replicas: Option<u8>,
+    #[command(flatten)]
+    pub nats: NatsArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Where and as whom to connect: the nats CLI's flags and variables, same meaning.
+#[derive(Args, Clone, Default)]
+#[command(next_help_heading = "Connecting to NATS (as the nats CLI does)")]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma-separated; `user:password@` or `token@` in a URL
+    /// authenticate (default: the context's, else nats://127.0.0.1:4222).
+    #[arg(
+        long = "nats",
+        alias = "server",
+        global = true,
+        env = "NATS_URL",
+        value_name = "URLS"
+    )]
+    pub url: Option<String>,
+    /// A user JWT and nkey seed (`.creds`, operator mode).
+    #[arg(long, global = true, env = "NATS_CREDS", value_name = "FILE")]
+    pub creds: Option<PathBuf>,
+    /// A file holding a user nkey seed.
+    #[arg(long, global = true, env = "NATS_NKEY", value_name = "FILE")]
+    pub nkey: Option<PathBuf>,
+    #[arg(long, global = true, env = "NATS_USER")]
+    pub user: Option<String>,
+    #[arg(long, global = true, env = "NATS_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    #[arg(long, global = true, env = "NATS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Client certificate (with --tlskey).
+    #[arg(long, global = true, env = "NATS_CERT", value_name = "FILE")]
+    pub tlscert: Option<PathBuf>,
+    /// Client certificate's private key.
+    #[arg(long, global = true, env = "NATS_KEY", value_name = "FILE")]
+    pub tlskey: Option<PathBuf>,
+    /// CA certificates to trust (`tls://` URLs require TLS).
+    #[arg(long, global = true, env = "NATS_CA", value_name = "FILE")]
+    pub tlsca: Option<PathBuf>,
+    /// A nats CLI context (~/.config/nats/context/NAME.json; default: the selected one).
+    #[arg(long, global = true, env = "NATS_CONTEXT", value_name = "NAME")]
+    pub context: Option<String>,
+    /// Prefix of this command's reply subjects instead of `_INBOX` (a role may be
+    /// allowed only its own `PREFIX.>`).
+    #[arg(long, global = true, env = "NATS_INBOX_PREFIX", value_name = "PREFIX")]
+    pub inbox_prefix: Option<String>,
 }
 
 #[derive(Subcommand)]

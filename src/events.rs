@@ -127,7 +127,7 @@ async fn dead_letters(js: &Context, function: &str) -> anyhow::Result<(Stream, V
     Ok((stream, letters))
 }
 
-pub async fn dlq_ls(nats: &str, function: &str) -> anyhow::Result<ExitCode> {
+pub async fn dlq_ls(nats: &crate::connect::Nats, function: &str) -> anyhow::Result<ExitCode> {
     let js = crate::patience::jetstream(crate::connect::client(nats).await?);
     let (_, letters) = crate::patience::read(|| dead_letters(&js, function)).await?;
     if letters.is_empty() {
@@ -154,7 +154,7 @@ pub async fn dlq_ls(nats: &str, function: &str) -> anyhow::Result<ExitCode> {
 
 /// Puts each dead letter back in the queue as a first attempt, then deletes it: run
 /// twice, a redrive enqueues nothing the second time.
-pub async fn dlq_redrive(nats: &str, function: &str) -> anyhow::Result<ExitCode> {
+pub async fn dlq_redrive(nats: &crate::connect::Nats, function: &str) -> anyhow::Result<ExitCode> {
     let js = jetstream::new(crate::connect::client(nats).await?);
     let (stream, letters) = dead_letters(&js, function).await?;
     let mut redriven = 0;

@@ -13,7 +13,7 @@ use natsfn_protocol::names::{
 
 use crate::cli::{parse_duration_ms, InvokeArgs};
 
-pub async fn run(nats: &str, args: InvokeArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(nats: &crate::connect::Nats, args: InvokeArgs) -> anyhow::Result<ExitCode> {
     let payload = match args.payload.as_deref() {
         None => Bytes::new(),
         Some("-") => {

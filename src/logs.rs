@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 
 use crate::cli::LogsArgs;
 
-pub async fn run(nats: &str, args: LogsArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(nats: &crate::connect::Nats, args: LogsArgs) -> anyhow::Result<ExitCode> {
     if !is_valid_function_name(&args.name) {
         bail!(
             "{:?} is not a function name (letters, digits, - and _)",

@@ -53,37 +53,42 @@ async fn run(cli: Cli) -> std::process::ExitCode {
     if let Some(n) = cli.replicas {
         natsfn_actors::buckets::set_replicas(n.into());
     }
+    let nats = match connect::Nats::resolve(cli.nats) {
+        Ok(nats) => nats,
+        Err(e) => {
+            eprintln!("natsfn: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
-        Command::Node(args) => node::run(&cli.nats, args).await,
+        Command::Node(args) => node::run(&nats, args).await,
         Command::Dev(args) => dev::run(args).await,
-        Command::Bind(args) => admin::bind(&cli.nats, args).await,
-        Command::Deploy(args) => admin::deploy(&cli.nats, args).await,
+        Command::Bind(args) => admin::bind(&nats, args).await,
+        Command::Deploy(args) => admin::deploy(&nats, args).await,
         Command::Package { command } => match command {
-            PackageCommand::Push { dir, package } => {
-                package::push_cmd(&cli.nats, &dir, &package).await
-            }
-            PackageCommand::Ls => package::ls(&cli.nats).await,
-            PackageCommand::Rm { package, force } => package::rm(&cli.nats, &package, force).await,
+            PackageCommand::Push { dir, package } => package::push_cmd(&nats, &dir, &package).await,
+            PackageCommand::Ls => package::ls(&nats).await,
+            PackageCommand::Rm { package, force } => package::rm(&nats, &package, force).await,
         },
         Command::Nats {
             command: NatsCommand::Bind(args),
-        } => admin::edit_subjects(&cli.nats, args, admin::Edit::Add).await,
+        } => admin::edit_subjects(&nats, args, admin::Edit::Add).await,
         Command::Nats {
             command: NatsCommand::Unbind(args),
-        } => admin::edit_subjects(&cli.nats, args, admin::Edit::Remove).await,
-        Command::Invoke(args) => invoke::run(&cli.nats, args).await,
-        Command::Ls => admin::ls(&cli.nats).await,
-        Command::Nodes => admin::nodes(&cli.nats).await,
-        Command::Get { name } => admin::get(&cli.nats, &name).await,
-        Command::Rm { name } => admin::rm(&cli.nats, &name).await,
-        Command::Stats { name } => stats::run(&cli.nats, name).await,
-        Command::Logs(args) => logs::run(&cli.nats, args).await,
+        } => admin::edit_subjects(&nats, args, admin::Edit::Remove).await,
+        Command::Invoke(args) => invoke::run(&nats, args).await,
+        Command::Ls => admin::ls(&nats).await,
+        Command::Nodes => admin::nodes(&nats).await,
+        Command::Get { name } => admin::get(&nats, &name).await,
+        Command::Rm { name } => admin::rm(&nats, &name).await,
+        Command::Stats { name } => stats::run(&nats, name).await,
+        Command::Logs(args) => logs::run(&nats, args).await,
         Command::Dlq {
             command: DlqCommand::Ls { name },
-        } => events::dlq_ls(&cli.nats, &name).await,
+        } => events::dlq_ls(&nats, &name).await,
         Command::Dlq {
             command: DlqCommand::Redrive { name },
-        } => events::dlq_redrive(&cli.nats, &name).await,
+        } => events::dlq_redrive(&nats, &name).await,
     };
     match result {
         Ok(code) => code,

@@ -16,7 +16,7 @@ use crate::cli;
 const DRAIN_WITHIN: Duration = Duration::from_secs(30);
 const SHUTDOWN_WITHIN: Duration = Duration::from_secs(10);
 
-pub async fn run(nats: &str, args: cli::NodeArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(nats: &crate::connect::Nats, args: cli::NodeArgs) -> anyhow::Result<ExitCode> {
     let client = crate::connect::node(nats).await?;
     serve(client, args).await?;
     Ok(ExitCode::SUCCESS)

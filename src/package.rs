@@ -196,7 +196,11 @@ fn check_name(package: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn push_cmd(nats: &str, dir: &Path, package: &str) -> anyhow::Result<ExitCode> {
+pub async fn push_cmd(
+    nats: &crate::connect::Nats,
+    dir: &Path,
+    package: &str,
+) -> anyhow::Result<ExitCode> {
     let store = open_store(&crate::connect::client(nats).await?).await?;
     push(&store, dir, package).await?;
     Ok(ExitCode::SUCCESS)
@@ -240,7 +244,7 @@ async fn users(
     Ok(users)
 }
 
-pub async fn ls(nats: &str) -> anyhow::Result<ExitCode> {
+pub async fn ls(nats: &crate::connect::Nats) -> anyhow::Result<ExitCode> {
     let client = crate::connect::client(nats).await?;
     let (objects, users) = crate::patience::read(|| listing(client.clone())).await?;
     println!("{:<24} {:>12}  {:<71}  USED BY", "NAME", "SIZE", "DIGEST");
@@ -280,7 +284,11 @@ async fn listing(
     Ok((objects, users(&js).await?))
 }
 
-pub async fn rm(nats: &str, package: &str, force: bool) -> anyhow::Result<ExitCode> {
+pub async fn rm(
+    nats: &crate::connect::Nats,
+    package: &str,
+    force: bool,
+) -> anyhow::Result<ExitCode> {
     let client = crate::connect::client(nats).await?;
     let store = open_store(&client).await?;
     if store.info(package).await.is_err() {

@@ -35,7 +35,7 @@ impl Row {
     }
 }
 
-pub async fn run(nats: &str, name: Option<String>) -> anyhow::Result<ExitCode> {
+pub async fn run(nats: &crate::connect::Nats, name: Option<String>) -> anyhow::Result<ExitCode> {
     let client = crate::connect::client(nats).await?;
     let replies = collect(&client, &verb_subject(Verb::Stats, name.as_deref())).await?;
     // function → node → row; other services on the account are not natsfn's to show.

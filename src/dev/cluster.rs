@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 
 use super::server::{connect_when_up, stop};
 use crate::cli::DevArgs;
+use crate::connect::Auth;
 
 const READY_WITHIN: Duration = Duration::from_secs(20);
 /// Route ports are the client ports plus this.
@@ -101,7 +102,7 @@ async fn serve(
     eprintln!("natsfn dev: point clients at --nats {all}");
     let mut node = args.node;
     node.node_id.get_or_insert_with(|| "node-a".into());
-    let client = crate::connect::node(all).await?;
+    let client = crate::connect::node(&crate::connect::Nats::local(all, Auth::None)?).await?;
     let served = crate::node::serve(client, node).await;
     for child in &mut others {
         stop(child).await;
@@ -112,7 +113,7 @@ async fn serve(
 /// Until the cluster's JetStream has a leader and takes an R3 stream (else the node
 /// would create its buckets with one replica).
 async fn wait_for_jetstream(urls: &str) -> anyhow::Result<()> {
-    let client = crate::connect::client(urls).await?;
+    let client = crate::connect::client(&crate::connect::Nats::local(urls, Auth::None)?).await?;
     let js = async_nats::jetstream::new(client);
     let started = Instant::now();
     loop {
