@@ -142,6 +142,10 @@ impl Nats {
                     ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
                         self.hint()
                     }
+                    // rustls' refusals reach here as I/O errors.
+                    _ if e.kind() == ConnectErrorKind::Tls || e.to_string().to_lowercase().contains("certificate") => {
+                        "TLS: check --tlsca, --tlscert and --tlskey (NATS_CA, NATS_CERT, NATS_KEY)"
+                    }
                     _ => "set --nats or NATS_URL",
                 };
                 Err(e).with_context(|| format!("cannot connect to NATS at {urls} ({hint})"))

@@ -7,6 +7,7 @@ mod bindings;
 mod cli;
 mod cluster;
 mod conformance;
+mod connect;
 mod dev;
 mod docs;
 mod failures;
