@@ -224,6 +224,10 @@ pub struct DevArgs {
     /// PORT+2000, ...) and N nodes, one per server, for trying failover by hand.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(3..=5))]
     pub cluster: Option<u16>,
+    /// Require credentials: make an nkey per role (node, admin, invoker) in DATA/secure,
+    /// give each the permissions of nats-secure/, and print how to connect.
+    #[arg(long)]
+    pub secure: bool,
     #[command(flatten)]
     pub node: NodeArgs,
 }

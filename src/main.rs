@@ -93,7 +93,11 @@ async fn run(cli: Cli) -> std::process::ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("natsfn: {e:#}");
+            let message = format!("{e:#}");
+            eprintln!("natsfn: {message}");
+            if let Some(refusal) = connect::refused().filter(|r| !message.contains(r.as_str())) {
+                eprintln!("natsfn: the NATS server refused: {refusal} (the user's permissions)");
+            }
             std::process::ExitCode::FAILURE
         }
     }
@@ -104,7 +108,8 @@ fn init_tracing(long_running: bool) {
     let default = if long_running {
         "info,async_nats=warn,ractor=warn"
     } else {
-        "warn"
+        // A command says itself why it could not connect.
+        "warn,async_nats=off"
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("NATSFN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

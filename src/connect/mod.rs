@@ -167,7 +167,28 @@ impl Nats {
 
 /// Connects a client command: one pass over the servers, then the reason.
 pub async fn client(nats: &Nats) -> anyhow::Result<async_nats::Client> {
-    nats.connect(nats.options("natsfn").await?).await
+    let options = nats
+        .options("natsfn")
+        .await?
+        .event_callback(|event| async move {
+            if let async_nats::Event::ServerError(async_nats::ServerError::Other(text)) = event {
+                if text.to_lowercase().starts_with("permissions violation") {
+                    let mut refused = REFUSED.lock().unwrap_or_else(|p| p.into_inner());
+                    refused.get_or_insert(text);
+                }
+            }
+        });
+    nats.connect(options).await
+}
+
+/// The first thing the server refused this process (a publish or a subscription its
+/// permissions do not allow): the server says so only in an error of the connection,
+/// while the request it concerned just goes unanswered.
+static REFUSED: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// What the server refused this client command, if anything.
+pub fn refused() -> Option<String> {
+    REFUSED.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 /// A node's connection: every server of `--nats` and those the cluster advertises,

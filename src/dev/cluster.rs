@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use super::secure::Secure;
 use super::server::{connect_when_up, stop};
 use crate::cli::DevArgs;
-use crate::connect::Auth;
+use crate::connect::{Auth, Nats};
 
 const READY_WITHIN: Duration = Duration::from_secs(20);
 /// Route ports are the client ports plus this.
@@ -21,6 +22,7 @@ pub(super) async fn run(
     server: PathBuf,
     data_dir: PathBuf,
     n: usize,
+    secure: Option<Secure>,
     args: DevArgs,
 ) -> anyhow::Result<ExitCode> {
     let names: Vec<String> = (0..n)
@@ -41,7 +43,11 @@ pub(super) async fn run(
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let conf = dir.join("nats.conf");
-        std::fs::write(&conf, config(name, ports[i], &dir, &routes))
+        let auth = match &secure {
+            Some(secure) => secure.config_in(&dir)?,
+            None => String::new(),
+        };
+        std::fs::write(&conf, config(name, ports[i], &dir, &routes) + &auth)
             .with_context(|| format!("cannot write {}", conf.display()))?;
         let child = tokio::process::Command::new(&server)
             .arg("-c")
@@ -62,7 +68,7 @@ pub(super) async fn run(
         servers.push(child);
     }
     let all = urls.join(",");
-    let result = serve(&all, &mut servers, &names, args).await;
+    let result = serve(&all, &mut servers, &names, secure.as_ref(), args).await;
     for nats in &mut servers {
         stop(nats).await;
     }
@@ -73,17 +79,26 @@ async fn serve(
     all: &str,
     servers: &mut [tokio::process::Child],
     names: &[String],
+    secure: Option<&Secure>,
     args: DevArgs,
 ) -> anyhow::Result<ExitCode> {
+    let auth = || secure.map_or(Auth::None, Secure::node_auth);
     let first = format!("nats://127.0.0.1:{}", args.port);
-    connect_when_up(&first, &mut servers[0]).await?;
-    wait_for_jetstream(all).await?;
+    connect_when_up(&Nats::local(&first, auth())?, &mut servers[0]).await?;
+    let nats = Nats::local(all, auth())?;
+    wait_for_jetstream(&nats).await?;
     let exe = std::env::current_exe().context("cannot find the natsfn binary")?;
     let mut others = Vec::new();
     for name in &names[1..] {
         let id = format!("node-{}", name.trim_start_matches("dev-"));
         let child = tokio::process::Command::new(&exe)
             .args(["--nats", all, "node", "--node-id", &id])
+            .args(
+                secure
+                    .map(|s| ["--nkey".into(), s.seed("node")])
+                    .into_iter()
+                    .flatten(),
+            )
             .stdin(Stdio::null())
             .process_group(0)
             .kill_on_drop(true)
@@ -102,7 +117,10 @@ async fn serve(
     eprintln!("natsfn dev: point clients at --nats {all}");
     let mut node = args.node;
     node.node_id.get_or_insert_with(|| "node-a".into());
-    let client = crate::connect::node(&crate::connect::Nats::local(all, Auth::None)?).await?;
+    if let Some(secure) = secure {
+        eprintln!("{}", secure.how_to_connect(all));
+    }
+    let client = crate::connect::node(&nats).await?;
     let served = crate::node::serve(client, node).await;
     for child in &mut others {
         stop(child).await;
@@ -112,8 +130,8 @@ async fn serve(
 
 /// Until the cluster's JetStream has a leader and takes an R3 stream (else the node
 /// would create its buckets with one replica).
-async fn wait_for_jetstream(urls: &str) -> anyhow::Result<()> {
-    let client = crate::connect::client(&crate::connect::Nats::local(urls, Auth::None)?).await?;
+async fn wait_for_jetstream(nats: &Nats) -> anyhow::Result<()> {
+    let client = crate::connect::client(nats).await?;
     let js = async_nats::jetstream::new(client);
     let started = Instant::now();
     loop {

@@ -1,6 +1,7 @@
 //! `natsfn dev`: a local nats-server with the repo's nats.conf, and a node on it.
 
 mod cluster;
+mod secure;
 mod server;
 
 use std::path::PathBuf;
@@ -9,6 +10,8 @@ use std::process::{ExitCode, Stdio};
 use anyhow::Context;
 
 use crate::cli::DevArgs;
+use crate::connect::{Auth, Nats};
+use secure::Secure;
 use server::{connect_when_up, find_nats_server, stop};
 
 const NATS_CONF: &str = include_str!("../../nats.conf");
@@ -29,13 +32,21 @@ pub async fn run(mut args: DevArgs) -> anyhow::Result<ExitCode> {
         .data_dir
         .get_or_insert_with(default_data_dir)
         .clone();
-    if let Some(n) = args.cluster {
-        return cluster::run(server, data_dir, usize::from(n), args).await;
-    }
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let secure = match args.secure {
+        true => Some(Secure::prepare(&data_dir)?),
+        false => None,
+    };
+    if let Some(n) = args.cluster {
+        return cluster::run(server, data_dir, usize::from(n), secure, args).await;
+    }
     let conf = data_dir.join("nats.conf");
-    std::fs::write(&conf, NATS_CONF).with_context(|| format!("cannot write {}", conf.display()))?;
+    let config = match &secure {
+        Some(secure) => format!("{NATS_CONF}{}", secure.config_in(&data_dir)?),
+        None => NATS_CONF.to_owned(),
+    };
+    std::fs::write(&conf, config).with_context(|| format!("cannot write {}", conf.display()))?;
     let url = format!("nats://127.0.0.1:{}", args.port);
     let mut nats = tokio::process::Command::new(&server)
         .arg("-c")
@@ -55,7 +66,11 @@ pub async fn run(mut args: DevArgs) -> anyhow::Result<ExitCode> {
         "natsfn dev: nats-server on {url} (data in {}); Ctrl-C stops it and the node",
         data_dir.display()
     );
-    let client = connect_when_up(&url, &mut nats).await?;
+    let auth = secure.as_ref().map_or(Auth::None, Secure::node_auth);
+    let client = connect_when_up(&Nats::local(&url, auth)?, &mut nats).await?;
+    if let Some(secure) = &secure {
+        eprintln!("{}", secure.how_to_connect(&url));
+    }
     let served = crate::node::serve(client, args.node).await;
     stop(&mut nats).await;
     served.map(|()| ExitCode::SUCCESS)

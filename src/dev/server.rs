@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::connect::Nats;
+
 const SERVER_START_WITHIN: Duration = Duration::from_secs(15);
 
 pub(super) fn find_nats_server() -> anyhow::Result<PathBuf> {
@@ -21,16 +23,20 @@ pub(super) fn find_nats_server() -> anyhow::Result<PathBuf> {
 
 /// Polls until the server accepts a connection, failing early if it exits.
 pub(super) async fn connect_when_up(
-    url: &str,
+    server: &Nats,
     nats: &mut tokio::process::Child,
 ) -> anyhow::Result<async_nats::Client> {
     let started = Instant::now();
+    let url = server.urls();
     loop {
         if let Some(status) = nats.try_wait()? {
             bail!("nats-server exited ({status}); see its output above (is {url} already in use?)");
         }
-        if let Ok(client) = async_nats::connect(url).await {
-            return Ok(client);
+        match crate::connect::node(server).await {
+            Ok(client) => return Ok(client),
+            // A server that is up but refuses the node will not change its mind.
+            Err(e) if format!("{e:#}").contains("authorization violation") => return Err(e),
+            Err(_) => {}
         }
         if started.elapsed() > SERVER_START_WITHIN {
             bail!("nats-server did not accept connections on {url} within {SERVER_START_WITHIN:?}");

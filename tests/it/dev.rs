@@ -89,3 +89,77 @@ impl Drop for Dev {
         let _ = self.0.wait();
     }
 }
+
+#[tokio::test]
+async fn natsfn_dev_secure_requires_credentials_and_each_role_does_its_part() {
+    let nats_port = free_port();
+    let data = tempfile::tempdir().expect("temp dir");
+    let log_path = data.path().join("dev.log");
+    let log = std::fs::File::create(&log_path).expect("dev log");
+    let store = data.path().join("store");
+    let _dev = Dev(std::process::Command::new(env!("CARGO_BIN_EXE_natsfn"))
+        .args([
+            "dev",
+            "--secure",
+            "--no-http",
+            "--port",
+            &nats_port.to_string(),
+        ])
+        .arg("--data-dir")
+        .arg(&store)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start natsfn dev --secure"));
+    let printed = eventually("natsfn dev --secure to say how to connect", || {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        async move { text.contains("invoker (invoke only)").then_some(text) }
+    })
+    .await;
+    let secure = store.join("secure");
+    let admin = dir_str(&secure.join("admin.nk"));
+    let invoker = dir_str(&secure.join("invoker.nk"));
+    assert!(
+        printed.contains(&admin) && printed.contains(&invoker),
+        "{printed}"
+    );
+
+    let url = format!("nats://127.0.0.1:{nats_port}");
+    let anonymous = run_cli_on(&url, &["ls"]).await;
+    assert!(!anonymous.status.success());
+    assert!(String::from_utf8_lossy(&anonymous.stderr).contains("authorization violation"));
+
+    let hello = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hello-python");
+    let bind = [
+        "--nkey",
+        &admin,
+        "deploy",
+        hello,
+        "-f",
+        "hello",
+        "--runtime",
+        "python3",
+        "--handler",
+        "app.handler",
+    ];
+    let deployed = run_cli_on(&url, &bind).await;
+    assert!(
+        deployed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+    let invoked = run_cli_on(&url, &["--nkey", &invoker, "invoke", "hello", "{}"]).await;
+    assert!(
+        invoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&invoked.stderr)
+    );
+    assert!(String::from_utf8_lossy(&invoked.stdout).contains("hello, world"));
+    let refused = run_cli_on(&url, &["--nkey", &invoker, "rm", "hello"]).await;
+    assert!(
+        !refused.status.success(),
+        "an invoker may not remove a function"
+    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("Permissions Violation"));
+}
