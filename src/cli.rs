@@ -25,6 +25,10 @@ pub struct Cli {
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats: String,
+    /// A NATS user's credentials (a `.creds` file: user JWT and nkey seed), as the nats
+    /// CLI's --creds.
+    #[arg(long, global = true, env = "NATS_CREDS", value_name = "FILE")]
+    pub creds: Option<PathBuf>,
     /// Copies JetStream keeps of each bucket and stream natsfn creates (default: 3 when
     /// the server is in a cluster of at least 3 servers, else 1). An existing one with
     /// fewer is raised to this.
@@ -152,6 +156,11 @@ pub struct NodeArgs {
     /// with `placement.labels` runs only on nodes that have all of them.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+    /// The nkey seed (alone in FILE) of a signing key of the node's own account: the node
+    /// then mints each handler whose binding has `nats` a NATS user of that account,
+    /// scoped to the binding's subjects (the server must be in operator mode).
+    #[arg(long, value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {

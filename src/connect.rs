@@ -1,10 +1,34 @@
 //! Connecting to NATS: a client command's connection (one try, then the reason), and a
 //! node's (every server, reconnecting without limit, each loss and return logged).
 
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// `--creds` / `NATS_CREDS`, set once from the command line.
+static CREDS: OnceLock<PathBuf> = OnceLock::new();
+
+pub(crate) fn set_creds(path: PathBuf) {
+    let _ = CREDS.set(path);
+}
+
+/// The options every connection starts from: the user's credentials, if given.
+async fn options() -> anyhow::Result<async_nats::ConnectOptions> {
+    use anyhow::Context;
+    let options = async_nats::ConnectOptions::new();
+    match CREDS.get() {
+        Some(path) => options
+            .credentials_file(path)
+            .await
+            .with_context(|| format!("--creds: cannot read {}", path.display())),
+        None => Ok(options),
+    }
+}
+
 /// Connects to the servers of `--nats` (comma-separated).
 pub(crate) async fn client(urls: &str) -> anyhow::Result<async_nats::Client> {
     use anyhow::Context;
-    async_nats::ConnectOptions::new()
+    options()
+        .await?
         .name("natsfn")
         .connect(server_list(urls))
         .await
@@ -16,7 +40,8 @@ pub(crate) async fn client(urls: &str) -> anyhow::Result<async_nats::Client> {
 /// connection watch decides what it means for the work).
 pub(crate) async fn node(urls: &str) -> anyhow::Result<async_nats::Client> {
     use anyhow::Context;
-    async_nats::ConnectOptions::new()
+    options()
+        .await?
         .name("natsfn node")
         .max_reconnects(None)
         // Back-off capped at 1 s (the client's own grows to 4 s): a node is back within

@@ -50,6 +50,9 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> std::process::ExitCode {
     init_tracing(matches!(cli.command, Command::Node(_) | Command::Dev(_)));
+    if let Some(path) = cli.creds.clone() {
+        connect::set_creds(path);
+    }
     if let Some(n) = cli.replicas {
         natsfn_actors::buckets::set_replicas(n.into());
     }

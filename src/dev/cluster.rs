@@ -102,7 +102,7 @@ async fn serve(
     let mut node = args.node;
     node.node_id.get_or_insert_with(|| "node-a".into());
     let client = crate::connect::node(all).await?;
-    let served = crate::node::serve(client, node).await;
+    let served = crate::node::serve(client, all, node).await;
     for child in &mut others {
         stop(child).await;
     }

@@ -56,7 +56,7 @@ pub async fn run(mut args: DevArgs) -> anyhow::Result<ExitCode> {
         data_dir.display()
     );
     let client = connect_when_up(&url, &mut nats).await?;
-    let served = crate::node::serve(client, args.node).await;
+    let served = crate::node::serve(client, &url, args.node).await;
     stop(&mut nats).await;
     served.map(|()| ExitCode::SUCCESS)
 }
