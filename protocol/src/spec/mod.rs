@@ -22,7 +22,7 @@ use check::{got, int_in, reject};
 pub use code::{is_sha256_digest, CodeSource, PackageRef, MAX_LAYERS};
 use code::{parse_code, parse_layers};
 use nats_access::parse_nats_access;
-pub use nats_access::{NatsAccess, MAX_NATS_SUBJECTS, MAX_NATS_SUBJECT_BYTES};
+pub use nats_access::NatsAccess;
 use placement::parse_placement;
 pub use placement::{is_valid_label, Placement};
 use pool::parse_pool;

@@ -6,11 +6,14 @@ use serde_json::Value;
 use super::check::{got, reject, SpecError};
 use super::is_subject_pattern;
 
-/// At most this many subjects in each of `publish` and `subscribe`: the permissions
-/// travel in the user JWT, which the handler's client sends in its CONNECT.
-pub const MAX_NATS_SUBJECTS: usize = 32;
+/// At most this many subjects in each of `publish` and `subscribe`.
+const MAX_NATS_SUBJECTS: usize = 32;
 /// The longest subject (in bytes) either list takes.
-pub const MAX_NATS_SUBJECT_BYTES: usize = 128;
+const MAX_NATS_SUBJECT_BYTES: usize = 128;
+/// The subjects of both lists together, in bytes. They travel in the handler's user
+/// JWT, which its client sends in its CONNECT: that line must fit nats-server's
+/// `max_control_line` (4 KB unless configured), base64 and all.
+const MAX_NATS_ACCESS_BYTES: usize = 1_536;
 const NATS_FIELDS: [&str; 2] = ["publish", "subscribe"];
 
 /// What the handler's NATS user may do besides its private inbox: publish to these
@@ -37,10 +40,25 @@ pub(super) fn parse_nats_access(value: &Value) -> Result<NatsAccess, SpecError> 
             "unknown field; expected publish, subscribe",
         ));
     }
-    Ok(NatsAccess {
+    let access = NatsAccess {
         publish: subject_list(obj.get("publish"), "nats.publish")?,
         subscribe: subject_list(obj.get("subscribe"), "nats.subscribe")?,
-    })
+    };
+    let bytes: usize = access
+        .publish
+        .iter()
+        .chain(&access.subscribe)
+        .map(String::len)
+        .sum();
+    if bytes > MAX_NATS_ACCESS_BYTES {
+        return Err(reject(
+            "nats",
+            format!(
+                "the subjects take {bytes} bytes together, at most {MAX_NATS_ACCESS_BYTES} (they travel in the handler's JWT, which must fit a NATS control line; use wildcards)"
+            ),
+        ));
+    }
+    Ok(access)
 }
 
 fn subject_list(value: Option<&Value>, field: &str) -> Result<Vec<String>, SpecError> {
