@@ -54,7 +54,7 @@ pub struct NodeArgs {
     /// `--label k=v`: matched with the `placement.labels` of each binding.
     pub labels: BTreeMap<String, String>,
     /// `--signing-key`: mint NATS credentials for the handlers of bindings with `nats`.
-    pub signing_key: Option<crate::SigningKey>,
+    pub signing_key: Option<crate::credentials::SigningKey>,
     /// The node's `--nats`, which such handlers get (without credentials) as `NATS_URL`.
     pub nats_url: String,
 }
