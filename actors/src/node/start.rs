@@ -39,8 +39,9 @@ pub(crate) enum NodeError {
         dir: PathBuf,
         source: std::io::Error,
     },
+    /// Not a source: the message is whole already.
     #[error("--signing-key: {0}")]
-    Credentials(#[from] CredentialsError),
+    Credentials(CredentialsError),
 }
 
 impl NodeState {
@@ -82,7 +83,8 @@ impl NodeState {
                     runtime_dir.join("credentials"),
                     node_id.clone(),
                 )
-                .await?,
+                .await
+                .map_err(NodeError::Credentials)?,
             )),
             None => None,
         };
