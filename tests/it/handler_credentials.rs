@@ -105,6 +105,7 @@ async fn a_handler_publishes_and_subscribes_only_where_its_binding_says() {
     let created = next_message(&mut orders).await;
     assert_eq!(created.subject.as_str(), "orders.created");
     assert_eq!(created.payload.as_ref(), b"from the handler");
+    // Sent before orders.created on the same connection, so it would be here by now.
     assert!(payments.next().now_or_never().is_none());
     let quote = next_message(&mut orders).await;
     assert_eq!(quote.subject.as_str(), "orders.quote");
