@@ -190,6 +190,11 @@ pub struct NodeArgs {
     /// with `placement.labels` runs only on nodes that have all of them.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+    /// The nkey seed (alone in FILE) of a signing key of the node's own account: the node
+    /// then mints each handler whose binding has `nats` a NATS user of that account,
+    /// scoped to the binding's subjects (the server must be in operator mode).
+    #[arg(long, value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use natsfn_actors::buckets::LogRetention;
-use natsfn_actors::{Interpreters, Metrics, NodeActor, NodeArgs, NodeMsg};
+use natsfn_actors::{Interpreters, Metrics, NodeActor, NodeArgs, NodeMsg, SigningKey};
 use ractor::Actor;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -18,12 +18,22 @@ const SHUTDOWN_WITHIN: Duration = Duration::from_secs(10);
 
 pub async fn run(nats: &crate::connect::Nats, args: cli::NodeArgs) -> anyhow::Result<ExitCode> {
     let client = crate::connect::node(nats).await?;
-    serve(client, args).await?;
+    serve(client, &nats.urls(), args).await?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs a node on `client` until a termination signal, then stops it cleanly.
-pub async fn serve(client: async_nats::Client, args: cli::NodeArgs) -> anyhow::Result<()> {
+/// Runs a node on `client` (connected to `nats`) until a termination signal, then
+/// stops it cleanly.
+pub async fn serve(
+    client: async_nats::Client,
+    nats: &str,
+    args: cli::NodeArgs,
+) -> anyhow::Result<()> {
+    let signing_key = args
+        .signing_key
+        .as_deref()
+        .map(read_signing_key)
+        .transpose()?;
     let node_id = args.node_id.unwrap_or_else(default_node_id);
     let interpreters = Interpreters::discover().await;
     if interpreters.python3.is_none() {
@@ -80,6 +90,8 @@ pub async fn serve(client: async_nats::Client, args: cli::NodeArgs) -> anyhow::R
             },
             nats_grace: args.nats_grace,
             labels: labels.clone(),
+            signing_key,
+            nats_url: nats.to_owned(),
         },
     )
     .await
@@ -114,6 +126,13 @@ pub async fn serve(client: async_nats::Client, args: cli::NodeArgs) -> anyhow::R
     }
     let _ = client.flush().await;
     Ok(())
+}
+
+/// `--signing-key FILE`: the seed alone.
+fn read_signing_key(path: &std::path::Path) -> anyhow::Result<SigningKey> {
+    let seed = std::fs::read_to_string(path)
+        .with_context(|| format!("--signing-key: cannot read {}", path.display()))?;
+    SigningKey::from_seed(&seed).with_context(|| format!("--signing-key {}", path.display()))
 }
 
 /// 32 workers per CPU (most are idle standbys or wait on I/O), but no more than one

@@ -30,6 +30,8 @@ pub(crate) struct NodeContext {
     pub(crate) metrics: Arc<Metrics>,
     /// Unpacked packages under the node's data dir.
     pub(crate) packages: crate::package::PackageCache,
+    /// Mints handlers' NATS credentials; `None` without `--signing-key`.
+    pub(crate) credentials: Option<Arc<crate::credentials::CredentialIssuer>>,
 }
 
 /// Absolute paths of the language interpreters, found once at start-up so that a

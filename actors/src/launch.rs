@@ -7,6 +7,7 @@ use std::sync::Arc;
 use natsfn_protocol::{BindingSpec, CodeSource, LambdaError, Runtime};
 
 use crate::context::Interpreters;
+use crate::credentials::{CredentialIssuer, HandlerGrant};
 use crate::package::{Lease, Resolved};
 
 /// The bootstraps ship inside the binary and are written out once at node start-up.
@@ -67,6 +68,8 @@ pub(crate) struct LaunchPlan {
     /// The worker is a `provided` one: its WorkerActor serves it the Lambda Runtime
     /// API instead of speaking frames on the private channel.
     pub(crate) runtime_api: bool,
+    /// The binding's `nats`: each worker gets NATS credentials of its own.
+    pub(crate) nats: Option<Arc<HandlerGrant>>,
     /// The packages (code, layers) it runs stay unpacked while the plan lives.
     _packages: Vec<Arc<Lease>>,
 }
@@ -86,9 +89,23 @@ impl LaunchPlan {
         code: Resolved,
         runtime_dir: &Path,
         interpreters: &Interpreters,
+        credentials: Option<&Arc<CredentialIssuer>>,
     ) -> Result<LaunchPlan, LambdaError> {
+        let nats = match (&spec.nats, credentials) {
+            (None, _) => None,
+            (Some(access), Some(issuer)) => Some(Arc::new(HandlerGrant {
+                issuer: issuer.clone(),
+                access: access.clone(),
+            })),
+            (Some(_), None) => {
+                return Err(LambdaError::credentials_unavailable(
+                    "nats: this node was started without --signing-key, so it cannot mint the handler's NATS credentials",
+                ))
+            }
+        };
         let mut plan = Self::for_code(function, revision, spec, &code, runtime_dir, interpreters)?;
         plan._packages = code.leases;
+        plan.nats = nats;
         Ok(plan)
     }
 
@@ -154,6 +171,7 @@ impl LaunchPlan {
             cwd,
             env,
             runtime_api: false,
+            nats: None,
             _packages: Vec::new(),
         })
     }
@@ -193,6 +211,7 @@ impl LaunchPlan {
             cwd,
             env,
             runtime_api: false,
+            nats: None,
             _packages: Vec::new(),
         })
     }
@@ -238,6 +257,7 @@ impl LaunchPlan {
             cwd,
             env,
             runtime_api: true,
+            nats: None,
             _packages: Vec::new(),
         })
     }

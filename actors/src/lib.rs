@@ -8,6 +8,7 @@ pub mod buckets;
 mod children;
 mod clock;
 mod context;
+mod credentials;
 mod events;
 mod function;
 mod invocation;
@@ -21,6 +22,7 @@ mod status;
 mod worker;
 
 pub use context::Interpreters;
+pub use credentials::{CredentialsError, SigningKey};
 pub use java::Jdk;
 pub use metrics::Metrics;
 pub use node::{Handover, NodeActor, NodeArgs, NodeMsg};

@@ -101,6 +101,12 @@ impl LambdaError {
         Self::new("Runtime.InvalidPackage", message)
     }
 
+    /// The binding's `nats` asks for NATS credentials this node cannot give the
+    /// handler (it has no `--signing-key`, or minting them failed).
+    pub fn credentials_unavailable(message: impl Into<String>) -> Self {
+        Self::new("Runtime.CredentialsUnavailable", message)
+    }
+
     /// The handler (or its init phase) ran past its time.
     pub fn timed_out(message: impl Into<String>) -> Self {
         Self::new("Sandbox.Timedout", message)

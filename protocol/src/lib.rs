@@ -20,6 +20,7 @@ pub use node::NodeInfo;
 /// Kept at the crate root, where it was before the spec became a folder.
 pub use spec::async_spec;
 pub use spec::{
-    is_valid_label, BindingSpec, CodeSource, PackageRef, Placement, PoolSpec, Runtime, SpecError,
+    is_valid_label, BindingSpec, CodeSource, NatsAccess, PackageRef, Placement, PoolSpec, Runtime,
+    SpecError,
 };
 pub use status::{FunctionState, FunctionStatus};

@@ -121,7 +121,7 @@ async fn serve(
         eprintln!("{}", secure.how_to_connect(all));
     }
     let client = crate::connect::node(&nats).await?;
-    let served = crate::node::serve(client, node).await;
+    let served = crate::node::serve(client, all, node).await;
     for child in &mut others {
         stop(child).await;
     }

@@ -71,7 +71,7 @@ pub async fn run(mut args: DevArgs) -> anyhow::Result<ExitCode> {
     if let Some(secure) = &secure {
         eprintln!("{}", secure.how_to_connect(&url));
     }
-    let served = crate::node::serve(client, args.node).await;
+    let served = crate::node::serve(client, &url, args.node).await;
     stop(&mut nats).await;
     served.map(|()| ExitCode::SUCCESS)
 }

@@ -351,3 +351,37 @@ impl Pki {
         }
     }
 }
+
+#[tokio::test]
+async fn a_creds_file_authenticates_in_operator_mode_and_a_user_of_another_account_is_refused() {
+    let operator = Operator::new();
+    let server = operator.start_server();
+    let creds = dir_str(&operator.user_creds);
+    let url = &server.url;
+    assert_ok(
+        "--creds",
+        &natsfn(&["--nats", url, "--creds", &creds, "ls"], &[]).await,
+    );
+    assert_ok(
+        "NATS_CREDS",
+        &natsfn(&["--nats", url, "ls"], &[("NATS_CREDS", &creds)]).await,
+    );
+
+    // A well-formed user of an account this server does not know.
+    let stranger = Operator::new();
+    let foreign = dir_str(&stranger.user_creds);
+    let refused = natsfn(&["--nats", url, "--creds", &foreign, "ls"], &[]).await;
+    let seed = std::fs::read_to_string(&stranger.user_creds).expect("creds");
+    let seed = seed
+        .lines()
+        .find(|l| l.starts_with("SU"))
+        .expect("a user seed");
+    assert_refused(
+        "a user of another account",
+        &refused,
+        "authorization violation",
+        seed,
+    );
+    let missing = natsfn(&["--nats", url, "--creds", "/nonexistent.creds", "ls"], &[]).await;
+    assert_refused("a missing file", &missing, "/nonexistent.creds", seed);
+}

@@ -24,11 +24,15 @@ use tempfile::TempDir;
 mod binding;
 #[path = "harness/cluster.rs"]
 mod cluster;
+#[path = "harness/operator.rs"]
+mod operator;
 // The benchmark uses none of them.
 #[allow(unused_imports)]
 pub use binding::*;
 #[allow(unused_imports)]
 pub use cluster::*;
+#[allow(unused_imports)]
+pub use operator::*;
 
 /// How long any awaited event may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);

@@ -13,6 +13,7 @@ mod docs;
 mod failures;
 mod gateway;
 mod golden_frames;
+mod handler_credentials;
 mod java;
 mod logs;
 mod metrics;

@@ -337,6 +337,7 @@ async fn make_plan(
         code,
         &ctx.runtime_dir,
         &ctx.interpreters,
+        ctx.credentials.as_ref(),
     )
     .map(Arc::new)
 }

@@ -53,6 +53,11 @@ pub struct NodeArgs {
     pub nats_grace: Duration,
     /// `--label k=v`: matched with the `placement.labels` of each binding.
     pub labels: BTreeMap<String, String>,
+    /// `--signing-key`: mint NATS credentials for the handlers of bindings with `nats`.
+    pub signing_key: Option<crate::credentials::SigningKey>,
+    /// The node's servers without credentials (`user:password@`, `token@`), which such
+    /// handlers get as `NATS_URL`.
+    pub nats_url: String,
 }
 
 pub enum NodeMsg {

@@ -16,6 +16,7 @@ use super::registry::{self, NodeRegistry};
 use super::{NodeArgs, NodeMsg, NodeState};
 use crate::buckets;
 use crate::context::NodeContext;
+use crate::credentials::{CredentialIssuer, CredentialsError};
 use crate::launch;
 use crate::logs::LogShipper;
 use crate::status::StatusReporter;
@@ -38,6 +39,9 @@ pub(crate) enum NodeError {
         dir: PathBuf,
         source: std::io::Error,
     },
+    /// Not a source: the message is whole already.
+    #[error("--signing-key: {0}")]
+    Credentials(CredentialsError),
 }
 
 impl NodeState {
@@ -70,6 +74,20 @@ impl NodeState {
         buckets::logs(&js, args.logs).await?;
         buckets::async_streams(&js).await?;
         let node_id: Arc<str> = args.node_id.into();
+        let credentials = match args.signing_key {
+            Some(key) => Some(Arc::new(
+                CredentialIssuer::discover(
+                    &args.client,
+                    key,
+                    &args.nats_url,
+                    runtime_dir.join("credentials"),
+                    node_id.clone(),
+                )
+                .await
+                .map_err(NodeError::Credentials)?,
+            )),
+            None => None,
+        };
         let logs = LogShipper::spawn(args.client.clone());
         let ctx = NodeContext {
             max_payload: args.client.server_info().max_payload,
@@ -83,6 +101,7 @@ impl NodeState {
             max_workers: args.max_workers,
             metrics: args.metrics,
             packages,
+            credentials,
         };
         ctx.metrics.set_max_workers(args.max_workers);
         let registry = NodeRegistry::spawn(

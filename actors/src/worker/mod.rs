@@ -7,6 +7,7 @@
 //! process says comes in as messages.
 
 mod channel;
+mod credentials;
 mod exit;
 mod memory;
 mod platform_log;
@@ -33,6 +34,7 @@ use crate::context::NodeContext;
 use crate::invocation::{EndpointId, Invocation};
 use crate::launch::LaunchPlan;
 use channel::{spawn_reader, OutputStream};
+use credentials::WorkerCredentials;
 use memory::MemoryWatch;
 use platform_log::{LogFraming, Ran};
 use process::{ProcessGroup, Reaped};
@@ -112,6 +114,8 @@ pub(crate) struct WorkerState {
     watchdog: Watchdog,
     _memory: MemoryWatch,
     exit: ExitNews,
+    /// The worker's NATS credentials (binding field `nats`): removed when it stops.
+    _credentials: Option<WorkerCredentials>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,7 +174,18 @@ impl Actor for WorkerActor {
             ),
             false => None,
         };
-        let proc = process::spawn(&args.plan, &log_stream, api.as_ref().map(RuntimeApi::addr))?;
+        // Minted per worker at its start, never per invocation.
+        let credentials = match &args.plan.nats {
+            Some(grant) => Some(WorkerCredentials::issue(grant, &args.function)?),
+            None => None,
+        };
+        let env = credentials.as_ref().map_or(&[][..], WorkerCredentials::env);
+        let proc = process::spawn(
+            &args.plan,
+            &log_stream,
+            api.as_ref().map(RuntimeApi::addr),
+            env,
+        )?;
         let (reader, writer) = InvokeWriter::new(api, proc.channel, &myself)?;
         // Without a channel, the exit status is the whole news of an exit.
         let exit = ExitNews {
@@ -212,6 +227,7 @@ impl Actor for WorkerActor {
             watchdog: Watchdog::spawn(myself.clone()),
             _memory: memory,
             exit,
+            _credentials: credentials,
         })
     }
 

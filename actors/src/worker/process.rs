@@ -28,11 +28,13 @@ pub(crate) struct WorkerProcess {
     pub(crate) stderr: ChildStderr,
 }
 
-/// `runtime_api`: the address of the worker's Lambda Runtime API, for a provided one.
+/// `runtime_api`: the address of the worker's Lambda Runtime API, for a provided one;
+/// `env`: the worker's own variables besides those of the plan.
 pub(crate) fn spawn(
     plan: &LaunchPlan,
     log_stream: &str,
     runtime_api: Option<std::net::SocketAddr>,
+    env: &[(&str, String)],
 ) -> std::io::Result<WorkerProcess> {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
     let theirs_fd = theirs.as_raw_fd();
@@ -45,6 +47,7 @@ pub(crate) fn spawn(
         .envs(plan.env.iter().map(|(k, v)| (k, v)))
         .env("AWS_LAMBDA_LOG_STREAM_NAME", log_stream)
         .envs(runtime_api.map(|addr| ("AWS_LAMBDA_RUNTIME_API", addr.to_string())))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

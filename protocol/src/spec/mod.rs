@@ -5,6 +5,7 @@
 pub mod async_spec;
 mod check;
 mod code;
+mod nats_access;
 mod placement;
 mod pool;
 mod runtime;
@@ -20,6 +21,8 @@ pub use check::SpecError;
 use check::{got, int_in, reject};
 pub use code::{is_sha256_digest, CodeSource, PackageRef, MAX_LAYERS};
 use code::{parse_code, parse_layers};
+use nats_access::parse_nats_access;
+pub use nats_access::NatsAccess;
 use placement::parse_placement;
 pub use placement::{is_valid_label, Placement};
 use pool::parse_pool;
@@ -52,9 +55,12 @@ pub struct BindingSpec {
     /// `None`: every node serves the function.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub placement: Option<Placement>,
+    /// `None`: the handler gets no NATS credentials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats: Option<NatsAccess>,
 }
 
-const FIELDS: [&str; 11] = [
+const FIELDS: [&str; 12] = [
     "runtime",
     "handler",
     "code",
@@ -66,11 +72,26 @@ const FIELDS: [&str; 11] = [
     "async",
     "layers",
     "placement",
+    "nats",
 ];
 
 /// Environment variables the runtime sets itself; a binding may not override them.
 const RESERVED_ENV_PREFIXES: [&str; 4] = ["AWS_LAMBDA_", "LAMBDA_", "NATSFN_", "_HANDLER"];
 const RESERVED_ENV: [&str; 2] = ["AWS_EXECUTION_ENV", "AWS_LAMBDA_RUNTIME_API"];
+/// What a handler's NATS connection could be told through: natsfn sets the first three
+/// from the binding's `nats` and never any of the others.
+const RESERVED_NATS_ENV: [&str; 10] = [
+    "NATS_URL",
+    "NATS_CREDS",
+    "NATS_INBOX_PREFIX",
+    "NATS_NKEY",
+    "NATS_USER",
+    "NATS_PASSWORD",
+    "NATS_TOKEN",
+    "NATS_CERT",
+    "NATS_KEY",
+    "NATS_CONTEXT",
+];
 
 impl BindingSpec {
     /// Parses and validates the value stored under `name` in `natsfn-bindings`.
@@ -146,6 +167,10 @@ impl BindingSpec {
             None | Some(Value::Null) => None,
             Some(v) => Some(parse_placement(v)?),
         };
+        let nats = match obj.get("nats") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(parse_nats_access(v)?),
+        };
         Ok(BindingSpec {
             runtime,
             handler,
@@ -158,6 +183,7 @@ impl BindingSpec {
             async_invocations,
             layers,
             placement,
+            nats,
         })
     }
 
@@ -196,20 +222,12 @@ fn parse_subjects(value: &Value) -> Result<Vec<String>, SpecError> {
 /// own traffic (its logs, replies, JetStream API) which would loop.
 pub(crate) fn check_subject(s: &str) -> Result<(), String> {
     let quoted = Value::String(s.to_owned());
-    let tokens: Vec<&str> = s.split('.').collect();
-    let valid_syntax = !s.is_empty()
-        && tokens.iter().enumerate().all(|(i, t)| {
-            !t.is_empty()
-                && !t.chars().any(|c| c.is_whitespace() || c.is_control())
-                && (!t.contains(['*', '>']) || *t == "*" || *t == ">")
-                && (*t != ">" || i == tokens.len() - 1)
-        });
-    if !valid_syntax {
+    if !is_subject_pattern(s) {
         return Err(format!(
             "expected a NATS subject (dot-separated tokens without spaces; '*' or a final '>' as whole tokens), got {quoted}"
         ));
     }
-    let first = tokens[0];
+    let first = s.split('.').next().unwrap_or_default();
     if first == "*"
         || first == ">"
         || first == "natsfn"
@@ -221,6 +239,19 @@ pub(crate) fn check_subject(s: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// NATS subject syntax: dot-separated tokens without spaces, `*` or a final `>` as
+/// whole tokens.
+pub(crate) fn is_subject_pattern(s: &str) -> bool {
+    let tokens: Vec<&str> = s.split('.').collect();
+    !s.is_empty()
+        && tokens.iter().enumerate().all(|(i, t)| {
+            !t.is_empty()
+                && !t.chars().any(|c| c.is_whitespace() || c.is_control())
+                && (!t.contains(['*', '>']) || *t == "*" || *t == ">")
+                && (*t != ">" || i == tokens.len() - 1)
+        })
 }
 
 fn parse_env(value: &Value) -> Result<BTreeMap<String, String>, SpecError> {
@@ -250,6 +281,12 @@ fn parse_env(value: &Value) -> Result<BTreeMap<String, String>, SpecError> {
             return Err(reject(
                 field,
                 "reserved: the runtime sets this variable itself",
+            ));
+        }
+        if RESERVED_NATS_ENV.contains(&key.as_str()) {
+            return Err(reject(
+                field,
+                "reserved: a handler gets NATS credentials only through the binding's `nats` field",
             ));
         }
         let Value::String(s) = v else {
