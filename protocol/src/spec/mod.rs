@@ -8,6 +8,7 @@ mod code;
 mod placement;
 mod pool;
 mod runtime;
+mod url;
 
 use std::collections::BTreeMap;
 
@@ -26,6 +27,8 @@ use pool::parse_pool;
 pub use pool::{PoolSpec, DEFAULT_POOL};
 pub use runtime::Runtime;
 use runtime::{parse_handler, parse_runtime};
+use url::parse_url;
+pub use url::{Cors, UrlAuth, UrlSpec};
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 3_000;
 pub const DEFAULT_MEMORY_MB: u32 = 128;
@@ -52,9 +55,12 @@ pub struct BindingSpec {
     /// `None`: every node serves the function.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub placement: Option<Placement>,
+    /// The function URL's auth and CORS; `None`: no auth, no CORS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<UrlSpec>,
 }
 
-const FIELDS: [&str; 11] = [
+const FIELDS: [&str; 12] = [
     "runtime",
     "handler",
     "code",
@@ -66,6 +72,7 @@ const FIELDS: [&str; 11] = [
     "async",
     "layers",
     "placement",
+    "url",
 ];
 
 /// Environment variables the runtime sets itself; a binding may not override them.
@@ -146,6 +153,10 @@ impl BindingSpec {
             None | Some(Value::Null) => None,
             Some(v) => Some(parse_placement(v)?),
         };
+        let url = match obj.get("url") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(parse_url(v)?),
+        };
         Ok(BindingSpec {
             runtime,
             handler,
@@ -158,6 +169,7 @@ impl BindingSpec {
             async_invocations,
             layers,
             placement,
+            url,
         })
     }
 
