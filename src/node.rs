@@ -59,7 +59,14 @@ pub async fn serve(client: async_nats::Client, args: cli::NodeArgs) -> anyhow::R
         None => None,
     };
     let gateway = match args.http {
-        Some(addr) => Some(crate::gateway::serve(addr, client.clone()).await?),
+        Some(addr) => {
+            let tls = args
+                .http_tls_cert
+                .as_deref()
+                .zip(args.http_tls_key.as_deref());
+            let auth = args.http_auth.as_deref();
+            Some(crate::gateway::serve(addr, client.clone(), auth, tls).await?)
+        }
         None => None,
     };
     let (node, mut handle) = Actor::spawn(
@@ -80,6 +87,7 @@ pub async fn serve(client: async_nats::Client, args: cli::NodeArgs) -> anyhow::R
             },
             nats_grace: args.nats_grace,
             labels: labels.clone(),
+            url_auth_refused: args.http.is_some() && args.http_auth.is_none(),
         },
     )
     .await

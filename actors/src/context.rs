@@ -30,6 +30,9 @@ pub(crate) struct NodeContext {
     pub(crate) metrics: Arc<Metrics>,
     /// Unpacked packages under the node's data dir.
     pub(crate) packages: crate::package::PackageCache,
+    /// This node's gateway refuses function URLs with `url.auth` `AWS_IAM` (no
+    /// `--http-auth`).
+    pub(crate) url_auth_refused: bool,
 }
 
 /// Absolute paths of the language interpreters, found once at start-up so that a

@@ -53,6 +53,9 @@ pub struct NodeArgs {
     pub nats_grace: Duration,
     /// `--label k=v`: matched with the `placement.labels` of each binding.
     pub labels: BTreeMap<String, String>,
+    /// This node serves the HTTP gateway without `--http-auth`: its function URLs with
+    /// `url.auth` `AWS_IAM` refuse every request, which their status says.
+    pub url_auth_refused: bool,
 }
 
 pub enum NodeMsg {

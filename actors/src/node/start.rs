@@ -83,6 +83,7 @@ impl NodeState {
             max_workers: args.max_workers,
             metrics: args.metrics,
             packages,
+            url_auth_refused: args.url_auth_refused,
         };
         ctx.metrics.set_max_workers(args.max_workers);
         let registry = NodeRegistry::spawn(
