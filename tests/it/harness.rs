@@ -24,11 +24,15 @@ use tempfile::TempDir;
 mod binding;
 #[path = "harness/cluster.rs"]
 mod cluster;
+#[path = "harness/http_auth.rs"]
+mod http_auth;
 // The benchmark uses none of them.
 #[allow(unused_imports)]
 pub use binding::*;
 #[allow(unused_imports)]
 pub use cluster::*;
+#[allow(unused_imports)]
+pub use http_auth::*;
 
 /// How long any awaited event may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);

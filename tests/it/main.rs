@@ -11,6 +11,7 @@ mod dev;
 mod docs;
 mod failures;
 mod gateway;
+mod gateway_auth;
 mod golden_frames;
 mod java;
 mod logs;
