@@ -160,10 +160,10 @@ impl Keys {
             ))
         })?;
         check_skew(amz_date, time, now)?;
-        if date != &amz_date[..8] {
+        let day = amz_date.get(..8).unwrap_or_default();
+        if date != day {
             return Err(LambdaError::invalid_signature(format!(
-                "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '{date}' != '{}'.",
-                &amz_date[..8]
+                "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '{date}' != '{day}'."
             )));
         }
         if service != SERVICE || end != SCOPE_END || region.is_empty() {
@@ -243,7 +243,7 @@ impl Claim<'_> {
     fn expected_signature(&self, canonical_request: &str) -> String {
         let scope = format!(
             "{}/{}/{}/{SCOPE_END}",
-            &self.amz_date[..8],
+            self.amz_date.get(..8).unwrap_or_default(),
             self.region,
             self.service
         );
