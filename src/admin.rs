@@ -216,6 +216,10 @@ async fn wait_ready(
     match waited {
         Ok(Some(s)) if s.state == FunctionState::Ready => {
             println!("{name} is ready on node {}", s.node);
+            // Ready, with a caveat (its function URL refused on that node).
+            if let Some(reason) = s.reason {
+                eprintln!("note: {reason}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Ok(Some(s)) => {

@@ -169,6 +169,18 @@ pub struct NodeArgs {
     /// 127.0.0.1:8080 (off unless given; `natsfn dev` serves it on 127.0.0.1:8080).
     #[arg(long, value_name = "ADDR")]
     pub http: Option<SocketAddr>,
+    /// Require AWS SigV4 signatures (service `lambda`) on the gateway's Invoke API, and on
+    /// function URLs whose binding says `url.auth` `AWS_IAM`, by a key of FILE:
+    /// {"keys": [{"access_key_id": "AKID…", "secret_access_key": "…", "functions": ["*"]}]}
+    /// (`functions`: names, or "*").
+    #[arg(long, value_name = "FILE")]
+    pub http_auth: Option<PathBuf>,
+    /// Serve the gateway over TLS with this PEM certificate chain (with --http-tls-key).
+    #[arg(long, value_name = "FILE", requires = "http_tls_key")]
+    pub http_tls_cert: Option<PathBuf>,
+    /// The PEM private key of --http-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "http_tls_cert")]
+    pub http_tls_key: Option<PathBuf>,
     /// How long the NATSFN_LOGS stream keeps log records, if this node creates it
     /// (an existing stream keeps its own limits), e.g. 24h, 90m.
     #[arg(long, default_value = "24h", value_parser = parse_age)]

@@ -69,7 +69,14 @@ pub async fn serve(
         None => None,
     };
     let gateway = match args.http {
-        Some(addr) => Some(crate::gateway::serve(addr, client.clone()).await?),
+        Some(addr) => {
+            let tls = args
+                .http_tls_cert
+                .as_deref()
+                .zip(args.http_tls_key.as_deref());
+            let auth = args.http_auth.as_deref();
+            Some(crate::gateway::serve(addr, client.clone(), auth, tls).await?)
+        }
         None => None,
     };
     let (node, mut handle) = Actor::spawn(
@@ -92,6 +99,7 @@ pub async fn serve(
             labels: labels.clone(),
             signing_key,
             nats_url: nats.to_owned(),
+            url_auth_refused: args.http.is_some() && args.http_auth.is_none(),
         },
     )
     .await

@@ -32,6 +32,9 @@ pub(crate) struct NodeContext {
     pub(crate) packages: crate::package::PackageCache,
     /// Mints handlers' NATS credentials; `None` without `--signing-key`.
     pub(crate) credentials: Option<Arc<crate::credentials::CredentialIssuer>>,
+    /// This node's gateway refuses function URLs with `url.auth` `AWS_IAM` (no
+    /// `--http-auth`).
+    pub(crate) url_auth_refused: bool,
 }
 
 /// Absolute paths of the language interpreters, found once at start-up so that a

@@ -49,21 +49,23 @@ impl GatewayReport {
 }
 
 /// One way of invoking the function.
-enum Way {
+pub enum Way {
     Nats(async_nats::Client, &'static str),
-    Http(reqwest::Client, String),
+    /// A POST with these headers (a signature made beforehand, or none).
+    Http(reqwest::Client, String, reqwest::header::HeaderMap),
 }
 
 impl Way {
-    async fn one(&self, payload: &Bytes) -> Duration {
+    pub async fn one(&self, payload: &Bytes) -> Duration {
         let started = Instant::now();
         match self {
             Way::Nats(client, subject) => {
                 load::timed(client, subject, payload, 1).await;
             }
-            Way::Http(client, url) => {
+            Way::Http(client, url, headers) => {
                 let response = client
                     .post(url)
+                    .headers(headers.clone())
                     .body(payload.clone())
                     .send()
                     .await
@@ -102,13 +104,18 @@ pub async fn measure(
         ),
         (
             "function URL (POST /echo-python)",
-            Arc::new(Way::Http(http.clone(), format!("{http_base}/echo-python"))),
+            Arc::new(Way::Http(
+                http.clone(),
+                format!("{http_base}/echo-python"),
+                Default::default(),
+            )),
         ),
         (
             "Invoke API (POST /2015-03-31/functions/echo-python/invocations)",
             Arc::new(Way::Http(
                 http,
                 format!("{http_base}/2015-03-31/functions/echo-python/invocations"),
+                Default::default(),
             )),
         ),
     ];
@@ -143,7 +150,7 @@ pub async fn measure(
     GatewayReport { rows }
 }
 
-async fn throughput(way: &Arc<Way>, payload: &Bytes, requests: usize) -> f64 {
+pub async fn throughput(way: &Arc<Way>, payload: &Bytes, requests: usize) -> f64 {
     let remaining = Arc::new(AtomicUsize::new(requests));
     let started = Instant::now();
     let loops: Vec<_> = (0..IN_FLIGHT)

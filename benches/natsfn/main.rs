@@ -11,6 +11,7 @@ mod load;
 mod page;
 mod pool;
 mod report;
+mod sigv4;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -72,6 +73,15 @@ fn main() {
         let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
         let events = runtime.block_on(events::measure(5_000));
         return println!("{}", events.markdown());
+    }
+    if args.iter().any(|a| a == "--gateway-auth-only") {
+        // What --http-auth costs the gateway, with and without it in one run.
+        let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+        let payload = Bytes::from_static(EVENT.as_bytes());
+        return println!(
+            "{}",
+            runtime.block_on(sigv4::measure(&payload, 5, 5_000, 10_000))
+        );
     }
     let quick = args.iter().any(|a| a == "--quick");
     let plan = if quick {

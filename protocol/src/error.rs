@@ -157,6 +157,22 @@ impl LambdaError {
         Self::new("ResourceNotFoundException", message)
     }
 
+    /// The gateway's `--http-auth`: no signature, or one by a key it does not know.
+    pub fn unrecognized_client(message: impl Into<String>) -> Self {
+        Self::new("UnrecognizedClientException", message)
+    }
+
+    /// The gateway's `--http-auth`: a signature that does not match the request, is out
+    /// of its time window, or is malformed.
+    pub fn invalid_signature(message: impl Into<String>) -> Self {
+        Self::new("InvalidSignatureException", message)
+    }
+
+    /// The gateway's `--http-auth`: a valid signature by a key not allowed the function.
+    pub fn access_denied(message: impl Into<String>) -> Self {
+        Self::new("AccessDeniedException", message)
+    }
+
     /// The JSON body of an error reply.
     pub fn to_json(&self) -> Vec<u8> {
         // A struct of strings always serialises.

@@ -21,6 +21,6 @@ pub use node::NodeInfo;
 pub use spec::async_spec;
 pub use spec::{
     is_valid_label, BindingSpec, CodeSource, NatsAccess, PackageRef, Placement, PoolSpec, Runtime,
-    SpecError,
+    SpecError, UrlAuth, UrlSpec,
 };
 pub use status::{FunctionState, FunctionStatus};

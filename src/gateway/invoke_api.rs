@@ -1,8 +1,8 @@
 //! The Lambda Invoke API, `POST /2015-03-31/functions/{name}/invocations`, as the AWS
-//! SDKs and CLI call it (SigV4-signed; the signature is not checked).
+//! SDKs and CLI call it (SigV4-signed; the signature is checked under `--http-auth`).
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_nats::HeaderMap;
 use axum::body::Body;
@@ -28,6 +28,8 @@ const TAIL_BYTES: usize = 4096;
 const LOG_SETTLE: Duration = Duration::from_secs(1);
 /// The version every invocation reports: natsfn has no published versions.
 const EXECUTED_VERSION: &str = "$LATEST";
+/// The permission a key needs to call the Invoke API, as IAM names it.
+const INVOKE_ACTION: &str = "lambda:InvokeFunction";
 
 pub(super) async fn invoke(
     State(gateway): State<Gateway>,
@@ -42,6 +44,14 @@ pub(super) async fn invoke(
         request_id: &request_id,
         region: &region,
         name,
+    };
+    // Under --http-auth, a request without a usable signature learns nothing more.
+    let claim = match &gateway.auth {
+        None => None,
+        Some(keys) => match keys.claim(&parts.headers, SystemTime::now()) {
+            Ok(claim) => Some(claim),
+            Err(refusal) => return reply.refused(&refusal),
+        },
     };
     if !is_valid_function_name(name) {
         return reply.not_found();
@@ -80,6 +90,11 @@ pub(super) async fn invoke(
             )
         }
     };
+    if let Some(claim) = claim {
+        if let Err(refusal) = claim.verify(&parts, &body, name, INVOKE_ACTION) {
+            return reply.refused(&refusal);
+        }
+    }
     match invocation_type {
         "" | "RequestResponse" => {}
         "Event" | "DryRun" => {
@@ -356,6 +371,16 @@ impl Reply<'_> {
             status,
             &error.error_type,
             &json!({"Type": side, "message": error.error_message}),
+        )
+    }
+
+    /// A 403 of `--http-auth`: the exception in `x-amzn-ErrorType` and the body's
+    /// `__type`, as Lambda's JSON protocol sends it.
+    fn refused(&self, refusal: &LambdaError) -> Response {
+        self.json(
+            StatusCode::FORBIDDEN,
+            &refusal.error_type,
+            &json!({"Type": "User", "__type": refusal.error_type, "message": refusal.error_message}),
         )
     }
 

@@ -3,16 +3,21 @@
 //! become requests on `natsfn.invoke.<function>`: the gateway is a plain NATS client and
 //! needs no local function.
 //!
-//! Every client costs a bounded amount: at most `MAX_CONNECTIONS` connections (more wait
-//! in the listen backlog), `HEADER_READ_TIMEOUT` to send a request's head (idle
-//! keep-alive connections included), `BODY_READ_TIMEOUT` and the server's `max_payload`
-//! for its body; each connection is its own task, so a slow one delays nobody else.
+//! Every client costs a bounded amount: its connections and their heads are bounded in
+//! `accept`, its bodies by `BODY_READ_TIMEOUT` and the server's `max_payload`.
+//! `--http-auth` (`sigv4`) and a binding's `url` (`urls`, `cors`) decide who may call;
+//! `--http-tls-cert/--http-tls-key` (`tls`) serve it all over TLS.
 
+mod accept;
+mod cors;
 mod invoke_api;
+mod sigv4;
+mod tls;
 mod url_event;
+mod urls;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,25 +25,17 @@ use anyhow::Context;
 use async_nats::jetstream::kv::Store;
 use async_nats::{HeaderMap, Request, RequestErrorKind};
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Request as HttpRequest};
+use axum::extract::DefaultBodyLimit;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
 use http_body_util::BodyExt;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use natsfn_protocol::names::{
     invoke_subject, HEADER_DEADLINE_MS, HEADER_REQUEST_ID, HEADER_SERVICE_ERROR,
     HEADER_SERVICE_ERROR_CODE,
 };
-use tokio::sync::Semaphore;
-use tower_service::Service;
 
-/// Connections served at once; further ones wait in the kernel's listen backlog.
-const MAX_CONNECTIONS: usize = 4096;
-/// Time a client has to send a request's line and headers (and an idle keep-alive
-/// connection to start its next request).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a client has to send a request's whole body.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long, and how much of, a refused body is still read before its connection closes.
@@ -60,18 +57,34 @@ struct Gateway {
     /// The largest event a request may carry: the server's `max_payload` less room for
     /// the request's headers.
     max_event: usize,
+    /// `--http-auth`: the keys whose signatures are accepted; `None`: the Invoke API is
+    /// open and function URLs with `url.auth` `AWS_IAM` refuse every request.
+    auth: Option<Arc<sigv4::Keys>>,
+    /// Each function's `url` settings.
+    urls: urls::Urls,
 }
 
-/// The peer of a connection, as the function URL event's `sourceIp`.
+/// The peer of a connection (the function URL event's `sourceIp`) and whether it
+/// came over TLS (its `x-forwarded-proto`).
 #[derive(Clone, Copy)]
-struct Peer(SocketAddr);
+struct Peer {
+    addr: SocketAddr,
+    tls: bool,
+}
 
-/// Binds `addr` (failing at start-up if it is taken) and serves until the returned task
-/// is aborted.
+/// Binds `addr` (failing at start-up if it is taken, or if the `--http-auth` file or
+/// the TLS certificate and key cannot be used) and serves until the returned task is
+/// aborted.
 pub async fn serve(
     addr: SocketAddr,
     client: async_nats::Client,
+    auth: Option<&Path>,
+    tls: Option<(&Path, &Path)>,
 ) -> anyhow::Result<tokio::task::AbortHandle> {
+    let auth = auth.map(sigv4::Keys::load).transpose()?.map(Arc::new);
+    let tls = tls
+        .map(|(cert, key)| tls::acceptor(cert, key))
+        .transpose()?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| {
@@ -79,6 +92,7 @@ pub async fn serve(
         })?;
     let js = async_nats::jetstream::new(client.clone());
     let bindings = natsfn_actors::buckets::bindings(&js).await?;
+    let (urls, follow) = urls::Urls::follow(bindings.clone()).await;
     let gateway = Gateway {
         max_event: client
             .server_info()
@@ -86,10 +100,22 @@ pub async fn serve(
             .saturating_sub(HEADERS_ROOM),
         client,
         bindings,
+        auth,
+        urls,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let signed = if gateway.auth.is_some() {
+        "signed requests only (--http-auth)"
+    } else {
+        "no --http-auth: the Invoke API is open, function URLs with url.auth AWS_IAM refuse every request"
     };
     let app = router(gateway);
-    tracing::info!(%addr, "serving the HTTP gateway (function URLs and the Lambda Invoke API)");
-    let task = tokio::spawn(accept(listener, app));
+    tracing::info!(%addr, "serving the HTTP gateway on {scheme}://{addr} (function URLs and the Lambda Invoke API; {signed})");
+    let task = tokio::spawn(async move {
+        // The bindings watch lives as long as the gateway.
+        let _follow = tokio_util::task::AbortOnDropHandle::new(follow);
+        accept::accept(listener, app, tls).await
+    });
     Ok(task.abort_handle())
 }
 
@@ -106,45 +132,6 @@ fn router(gateway: Gateway) -> Router {
         // The handlers bound the body themselves (a 413 at once, from Content-Length).
         .layer(DefaultBodyLimit::disable())
         .with_state(gateway)
-}
-
-async fn accept(listener: tokio::net::TcpListener, app: Router) {
-    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok(permit) = connections.clone().acquire_owned().await else {
-            return;
-        };
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors and the like: pause rather than spin.
-                tracing::warn!(error = %e, "the HTTP gateway cannot accept a connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let app = app.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |mut request: HttpRequest<_>| {
-                request.extensions_mut().insert(Peer(peer));
-                let mut app = app.clone();
-                async move {
-                    let response: Result<Response, Infallible> =
-                        app.call(request.map(Body::new)).await;
-                    response
-                }
-            });
-            let served = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = served {
-                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
-            }
-            drop(permit);
-        });
-    }
 }
 
 /// Why a request's body could not be read.

@@ -12,12 +12,15 @@ use axum::response::Response;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use natsfn_protocol::names::is_valid_function_name;
+use natsfn_protocol::{LambdaError, UrlAuth, UrlSpec};
 use serde_json::{json, Map, Value};
 
-use super::{new_request_id, plain, read_body, request, BodyError, Gateway, Outcome, Peer};
+use super::{cors, new_request_id, plain, read_body, request, BodyError, Gateway, Outcome, Peer};
 
 /// `x-amzn-RequestId`, as function URLs answer it: the invocation's request id.
 const REQUEST_ID_HEADER: &str = "x-amzn-requestid";
+/// The permission a key needs to call a function URL, as IAM names it.
+const INVOKE_URL_ACTION: &str = "lambda:InvokeFunctionUrl";
 
 pub(super) async fn invoke(State(gateway): State<Gateway>, request_in: Request) -> Response {
     let (parts, body) = request_in.into_parts();
@@ -28,6 +31,42 @@ pub(super) async fn invoke(State(gateway): State<Gateway>, request_in: Request) 
     if !is_valid_function_name(function) {
         return plain(StatusCode::NOT_FOUND, "Not Found\n");
     }
+    // A binding the gateway has not read is not served: it may ask for AWS_IAM.
+    let Some(url) = gateway.urls.get(function) else {
+        return plain(StatusCode::NOT_FOUND, "Not Found\n");
+    };
+    let Some(cors) = &url.cors else {
+        return call(&gateway, &url, function, rest, &parts, body).await;
+    };
+    if let Some(preflight) = cors::preflight(cors, &parts.method, &parts.headers) {
+        return preflight;
+    }
+    let mut response = call(&gateway, &url, function, rest, &parts, body).await;
+    cors::decorate(cors, parts.headers.get(header::ORIGIN), &mut response);
+    response
+}
+
+/// The function URL request itself: its auth, its body, the invocation, the response.
+async fn call(
+    gateway: &Gateway,
+    url: &UrlSpec,
+    function: &str,
+    rest: &str,
+    parts: &Parts,
+    body: Body,
+) -> Response {
+    let claim = match (url.auth, &gateway.auth) {
+        (UrlAuth::None, _) => None,
+        (UrlAuth::AwsIam, None) => {
+            return refused(&LambdaError::access_denied(
+                "The function URL's auth is AWS_IAM and this gateway checks no signatures: it was started without --http-auth.",
+            ))
+        }
+        (UrlAuth::AwsIam, Some(keys)) => match keys.claim(&parts.headers, SystemTime::now()) {
+            Ok(claim) => Some(claim),
+            Err(refusal) => return refused(&refusal),
+        },
+    };
     let raw_path = format!("/{rest}");
     let body = match read_body(&parts.headers, body, gateway.max_event).await {
         Ok(body) => body,
@@ -37,15 +76,33 @@ pub(super) async fn invoke(State(gateway): State<Gateway>, request_in: Request) 
         Err(BodyError::TimedOut) => return plain(StatusCode::REQUEST_TIMEOUT, "Request Timeout\n"),
         Err(BodyError::Broken) => return plain(StatusCode::BAD_REQUEST, "Bad Request\n"),
     };
+    if let Some(claim) = claim {
+        if let Err(refusal) = claim.verify(parts, &body, function, INVOKE_URL_ACTION) {
+            return refused(&refusal);
+        }
+    }
     let request_id = new_request_id();
-    let peer = parts.extensions.get::<Peer>().map(|p| p.0.ip().to_string());
-    let event = event(&parts, &raw_path, &body, peer.as_deref(), &request_id);
+    let peer = parts.extensions.get::<Peer>();
+    let source_ip = peer.map(|p| p.addr.ip().to_string());
+    let proto = if peer.is_some_and(|p| p.tls) {
+        "https"
+    } else {
+        "http"
+    };
+    let event = event(
+        parts,
+        &raw_path,
+        &body,
+        source_ip.as_deref(),
+        proto,
+        &request_id,
+    );
     let event = match serde_json::to_vec(&event) {
         Ok(bytes) if bytes.len() <= gateway.max_event => bytes,
         // The body fitted, its event (headers, base64) does not.
         _ => return plain(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large\n"),
     };
-    let outcome = request(&gateway, function, &request_id, event.into()).await;
+    let outcome = request(gateway, function, &request_id, event.into()).await;
     let (mut response, request_id) = match outcome {
         Outcome::Success {
             payload,
@@ -82,6 +139,23 @@ pub(super) async fn invoke(State(gateway): State<Gateway>, request_in: Request) 
     response
 }
 
+/// A 403 as function URLs send it: the exception in `x-amzn-ErrorType`, the reason in
+/// a JSON `Message`.
+fn refused(refusal: &LambdaError) -> Response {
+    let body = json!({"Message": refusal.error_message}).to_string();
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = StatusCode::FORBIDDEN;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(kind) = HeaderValue::from_str(&refusal.error_type) {
+        headers.insert("x-amzn-errortype", kind);
+    }
+    response
+}
+
 fn error_response(status: StatusCode) -> Response {
     let reason = status.canonical_reason().unwrap_or("Error");
     plain(status, format!("{reason}\n"))
@@ -93,6 +167,7 @@ fn event(
     raw_path: &str,
     body: &[u8],
     source_ip: Option<&str>,
+    proto: &str,
     request_id: &str,
 ) -> Value {
     // Lower-case names (the http crate's own), repeated headers comma-joined, cookies
@@ -126,7 +201,7 @@ fn event(
     }
     headers
         .entry("x-forwarded-proto".into())
-        .or_insert_with(|| "http".into());
+        .or_insert_with(|| proto.into());
     let host = headers
         .get("host")
         .cloned()

@@ -279,7 +279,10 @@ impl Tour {
     async fn start() -> Tour {
         let http = format!("127.0.0.1:{}", free_port());
         let server = NatsServer::start();
-        let node = Node::start_with(&server, "node-a", &["--http", &http]);
+        // As scripts/dev serves it, which the README's tour assumes.
+        let keys = format!("{ROOT}/examples/http-auth.json");
+        let args = ["--http", &http, "--http-auth", &keys];
+        let node = Node::start_with(&server, "node-a", &args);
         let env = Env::with(server, node).await;
         let shell = Shell::new(&env.server.url, &http);
         let health = format!("http://{http}/_natsfn/health");

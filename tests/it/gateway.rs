@@ -136,9 +136,20 @@ async fn the_gateway_sends_the_end_of_its_wait_as_the_deadline() {
         .expect("subscribe");
     env.client.flush().await.expect("flush");
     let http = reqwest::Client::new();
-    let health = format!("http://{addr}/_natsfn/health");
-    eventually("the gateway to answer its health check", || {
-        let request = http.get(&health).send();
+    // The gateway serves only functions it has read a binding of: this one is bound for
+    // nodes labelled as none is, and with CORS, whose preflights the gateway answers
+    // itself once it has read it.
+    let binding = Binding::provided(Code::dir("/nonexistent"))
+        .label("serves", "nobody")
+        .with("url", serde_json::json!({"cors": {"allow_origins": ["*"]}}));
+    env.put_binding("probe", binding).await;
+    let preflight = format!("http://{addr}/probe/");
+    eventually("the gateway to read the probe's binding", || {
+        let request = http
+            .request(reqwest::Method::OPTIONS, &preflight)
+            .header("origin", "https://example.com")
+            .header("access-control-request-method", "POST")
+            .send();
         async move { request.await.ok().filter(|r| r.status() == 200) }
     })
     .await;

@@ -24,6 +24,8 @@ use tempfile::TempDir;
 mod binding;
 #[path = "harness/cluster.rs"]
 mod cluster;
+#[path = "harness/http_auth.rs"]
+mod http_auth;
 #[path = "harness/operator.rs"]
 mod operator;
 // The benchmark uses none of them.
@@ -31,6 +33,7 @@ mod operator;
 pub use binding::*;
 #[allow(unused_imports)]
 pub use cluster::*;
+pub use http_auth::*;
 #[allow(unused_imports)]
 pub use operator::*;
 

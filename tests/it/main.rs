@@ -12,6 +12,7 @@ mod dev;
 mod docs;
 mod failures;
 mod gateway;
+mod gateway_auth;
 mod golden_frames;
 mod handler_credentials;
 mod java;

@@ -363,14 +363,15 @@ impl FunctionState {
             return;
         }
         self.revision = revision;
-        // Subjects, pool size, async policy and placement are this actor's (or the
-        // node's) business: workers only change when what they run changes, so
-        // `natsfn nats bind` costs no cold start.
+        // Subjects, pool size, async policy, placement and the function URL are this
+        // actor's (or the node's, or the gateway's) business: workers only change when
+        // what they run changes, so `natsfn nats bind` costs no cold start.
         let same_code = BindingSpec {
             subjects: self.spec.subjects.clone(),
             pool: self.spec.pool,
             async_invocations: self.spec.async_invocations.clone(),
             placement: self.spec.placement.clone(),
+            url: self.spec.url.clone(),
             ..spec.clone()
         } == self.spec;
         self.spec = spec;

@@ -3,6 +3,7 @@
 
 use natsfn_protocol::service::Verb;
 use natsfn_protocol::FunctionState as State;
+use natsfn_protocol::UrlAuth;
 
 use super::{Code, FunctionState};
 
@@ -60,6 +61,22 @@ impl FunctionState {
             || self.pool.ready_count(self.code_revision) >= self.spec.pool.min as usize
     }
 
+    /// Why this node's function URL refuses every request, if it does: the function
+    /// runs (over NATS, the Invoke API), so this is a reason beside its state.
+    fn url_refused(&self) -> Option<String> {
+        let aws_iam = self
+            .spec
+            .url
+            .as_ref()
+            .is_some_and(|u| u.auth == UrlAuth::AwsIam);
+        (aws_iam && self.ctx.url_auth_refused).then(|| {
+            format!(
+                "url.auth is AWS_IAM and node {} serves its HTTP gateway without --http-auth: its function URL answers 403 to every request",
+                self.ctx.node_id
+            )
+        })
+    }
+
     pub(super) fn report(&mut self, state: State, reason: Option<String>) {
         // While the newest code is prepared, the status is about it: what the workers
         // of older code do meanwhile is not.
@@ -70,7 +87,7 @@ impl FunctionState {
         // one before it serves.
         let (state, reason) = match &self.rejected_code {
             Some(why) => (State::Error, Some(why.clone())),
-            None => (state, reason),
+            None => (state, reason.or_else(|| self.url_refused())),
         };
         let status = (state, reason, self.revision);
         if self.last_status.as_ref() == Some(&status) {

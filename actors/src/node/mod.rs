@@ -58,6 +58,9 @@ pub struct NodeArgs {
     /// The node's servers without credentials (`user:password@`, `token@`), which such
     /// handlers get as `NATS_URL`.
     pub nats_url: String,
+    /// This node serves the HTTP gateway without `--http-auth`: its function URLs with
+    /// `url.auth` `AWS_IAM` refuse every request, which their status says.
+    pub url_auth_refused: bool,
 }
 
 pub enum NodeMsg {

@@ -102,6 +102,7 @@ impl NodeState {
             metrics: args.metrics,
             packages,
             credentials,
+            url_auth_refused: args.url_auth_refused,
         };
         ctx.metrics.set_max_workers(args.max_workers);
         let registry = NodeRegistry::spawn(

@@ -9,6 +9,7 @@ mod nats_access;
 mod placement;
 mod pool;
 mod runtime;
+mod url;
 
 use std::collections::BTreeMap;
 
@@ -29,6 +30,8 @@ use pool::parse_pool;
 pub use pool::{PoolSpec, DEFAULT_POOL};
 pub use runtime::Runtime;
 use runtime::{parse_handler, parse_runtime};
+use url::parse_url;
+pub use url::{Cors, UrlAuth, UrlSpec};
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 3_000;
 pub const DEFAULT_MEMORY_MB: u32 = 128;
@@ -58,9 +61,12 @@ pub struct BindingSpec {
     /// `None`: the handler gets no NATS credentials.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nats: Option<NatsAccess>,
+    /// The function URL's auth and CORS; `None`: no auth, no CORS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<UrlSpec>,
 }
 
-const FIELDS: [&str; 12] = [
+const FIELDS: [&str; 13] = [
     "runtime",
     "handler",
     "code",
@@ -73,6 +79,7 @@ const FIELDS: [&str; 12] = [
     "layers",
     "placement",
     "nats",
+    "url",
 ];
 
 /// Environment variables the runtime sets itself; a binding may not override them.
@@ -171,6 +178,10 @@ impl BindingSpec {
             None | Some(Value::Null) => None,
             Some(v) => Some(parse_nats_access(v)?),
         };
+        let url = match obj.get("url") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(parse_url(v)?),
+        };
         Ok(BindingSpec {
             runtime,
             handler,
@@ -184,6 +195,7 @@ impl BindingSpec {
             layers,
             placement,
             nats,
+            url,
         })
     }
 

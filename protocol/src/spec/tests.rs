@@ -64,7 +64,7 @@ fn messages_name_the_field_and_the_expectation() {
     );
     assert_eq!(
         rejection(r#"{"runtime":"python3","handler":"app.handler","code":{"dir":"/x"},"colour":"red"}"#),
-        "colour: unknown field; expected one of runtime, handler, code, subjects, env, timeout_ms, memory_mb, pool, async, layers, placement, nats"
+        "colour: unknown field; expected one of runtime, handler, code, subjects, env, timeout_ms, memory_mb, pool, async, layers, placement, nats, url"
     );
     assert_eq!(
         rejection(r#"{"runtime":"ruby","handler":"app.handler","code":{"dir":"/x"}}"#),
@@ -343,4 +343,70 @@ fn java_handlers_are_a_class_or_a_class_and_method() {
             .starts_with("handler: required for runtime java"),
         "{err}"
     );
+}
+
+#[test]
+fn url_auth_and_cors_round_trip() {
+    let spec = parse(
+        r#"{"runtime":"provided","code":{"dir":"/x"},"url":{"auth":"AWS_IAM","invoke_mode":"BUFFERED",
+            "cors":{"allow_origins":["https://example.com","*"],"allow_methods":["GET","POST"],
+                    "allow_headers":["content-type"],"expose_headers":["x-custom"],"max_age":600,
+                    "allow_credentials":true}}}"#,
+    )
+    .unwrap();
+    let url = spec.url.clone().expect("url");
+    assert_eq!(url.auth, UrlAuth::AwsIam);
+    let cors = url.cors.expect("cors");
+    assert_eq!(cors.allow_origins, ["https://example.com", "*"]);
+    assert_eq!(cors.allow_methods, ["GET", "POST"]);
+    assert_eq!((cors.max_age, cors.allow_credentials), (600, true));
+    assert_eq!(BindingSpec::parse("hello", &spec.to_json()).unwrap(), spec);
+    // Defaults: no auth; CORS allows every method and nothing else.
+    let spec = parse(r#"{"runtime":"provided","code":{"dir":"/x"},"url":{"cors":{}}}"#).unwrap();
+    let url = spec.url.expect("url");
+    assert_eq!(url.auth, UrlAuth::None);
+    let cors = url.cors.expect("cors");
+    assert_eq!(cors.allow_methods, ["*"]);
+    assert!(cors.allow_origins.is_empty() && cors.allow_headers.is_empty());
+    assert_eq!((cors.max_age, cors.allow_credentials), (0, false));
+}
+
+#[test]
+fn url_errors_name_the_field() {
+    let err = |url: &str| {
+        parse(&format!(
+            r#"{{"runtime":"provided","code":{{"dir":"/x"}},"url":{url}}}"#
+        ))
+        .unwrap_err()
+        .to_string()
+    };
+    assert_eq!(
+        err(r#"{"auth":"IAM"}"#),
+        r#"url.auth: expected "NONE" or "AWS_IAM", got "IAM""#
+    );
+    assert!(err(r#"{"invoke_mode":"RESPONSE_STREAM"}"#)
+        .starts_with("url.invoke_mode: RESPONSE_STREAM is not supported yet"));
+    assert_eq!(
+        err(r#"{"authorization":"NONE"}"#),
+        "url.authorization: unknown field; expected one of auth, invoke_mode, cors"
+    );
+    assert!(err(r#"{"cors":{"allow_origins":["example.com"]}}"#)
+        .starts_with("url.cors.allow_origins[0]: expected an origin"));
+    assert!(err(r#"{"cors":{"allow_methods":["OPTIONS"]}}"#)
+        .starts_with("url.cors.allow_methods[0]: expected one of GET"));
+    assert!(err(r#"{"cors":{"allow_headers":["a b"]}}"#)
+        .starts_with("url.cors.allow_headers[0]: expected a header name"));
+    assert_eq!(
+        err(r#"{"cors":{"max_age":86401}}"#),
+        "url.cors.max_age: expected an integer of seconds from 0 to 86400, got 86401"
+    );
+    assert_eq!(
+        err(r#"{"cors":{"allow_credentials":"yes"}}"#),
+        r#"url.cors.allow_credentials: expected true or false, got "yes""#
+    );
+    assert_eq!(
+        err(r#"{"cors":{"expose_headers":"x"}}"#),
+        r#"url.cors.expose_headers: expected an array of strings, got "x""#
+    );
+    assert!(err(r#""AWS_IAM""#).starts_with("url: expected an object"));
 }
