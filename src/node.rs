@@ -9,6 +9,7 @@ use natsfn_actors::buckets::LogRetention;
 use natsfn_actors::{Interpreters, Metrics, NodeActor, NodeArgs, NodeMsg};
 use ractor::Actor;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::cli;
 
@@ -17,13 +18,18 @@ const DRAIN_WITHIN: Duration = Duration::from_secs(30);
 const SHUTDOWN_WITHIN: Duration = Duration::from_secs(10);
 
 pub async fn run(nats: &crate::connect::Nats, args: cli::NodeArgs) -> anyhow::Result<ExitCode> {
-    let client = crate::connect::node(nats).await?;
-    serve(client, args).await?;
+    let (client, denials) = crate::connect::node(nats).await?;
+    serve(client, denials, args).await?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs a node on `client` until a termination signal, then stops it cleanly.
-pub async fn serve(client: async_nats::Client, args: cli::NodeArgs) -> anyhow::Result<()> {
+/// Runs a node on `client` until a termination signal, then stops it cleanly;
+/// `denials` are the subjects the server refuses it a subscription to.
+pub async fn serve(
+    client: async_nats::Client,
+    denials: UnboundedReceiver<String>,
+    args: cli::NodeArgs,
+) -> anyhow::Result<()> {
     let node_id = args.node_id.unwrap_or_else(default_node_id);
     let interpreters = Interpreters::discover().await;
     if interpreters.python3.is_none() {
@@ -80,6 +86,7 @@ pub async fn serve(client: async_nats::Client, args: cli::NodeArgs) -> anyhow::R
             },
             nats_grace: args.nats_grace,
             labels: labels.clone(),
+            subscription_denials: denials,
         },
     )
     .await

@@ -102,8 +102,9 @@ async fn serve(
     eprintln!("natsfn dev: point clients at --nats {all}");
     let mut node = args.node;
     node.node_id.get_or_insert_with(|| "node-a".into());
-    let client = crate::connect::node(&crate::connect::Nats::local(all, Auth::None)?).await?;
-    let served = crate::node::serve(client, node).await;
+    let (client, denials) =
+        crate::connect::node(&crate::connect::Nats::local(all, Auth::None)?).await?;
+    let served = crate::node::serve(client, denials, node).await;
     for child in &mut others {
         stop(child).await;
     }

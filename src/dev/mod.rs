@@ -56,7 +56,9 @@ pub async fn run(mut args: DevArgs) -> anyhow::Result<ExitCode> {
         data_dir.display()
     );
     let client = connect_when_up(&url, &mut nats).await?;
-    let served = crate::node::serve(client, args.node).await;
+    // The server it starts has no permissions to refuse anything.
+    let no_denials = tokio::sync::mpsc::unbounded_channel().1;
+    let served = crate::node::serve(client, no_denials, args.node).await;
     stop(&mut nats).await;
     served.map(|()| ExitCode::SUCCESS)
 }
