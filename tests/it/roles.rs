@@ -200,7 +200,11 @@ async fn the_node_serves_on_its_allow_list_alone_and_is_refused_nothing() {
     .await;
 
     // The gateway: a function URL, the Invoke API with its log tail, an Event.
-    let http = reqwest::Client::new();
+    // A gateway refused its request would wait 15 min for the reply: fail sooner.
+    let http = reqwest::Client::builder()
+        .timeout(DEADLINE)
+        .build()
+        .expect("http client");
     let url = format!("http://{addr}/orders");
     let answered = eventually("the function URL to answer", || {
         let request = http.post(&url).body(r#"{"n": 5}"#).send();
