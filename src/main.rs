@@ -60,47 +60,67 @@ async fn run(cli: Cli) -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result = match cli.command {
-        Command::Node(args) => node::run(&nats, args).await,
-        Command::Dev(args) => dev::run(args).await,
-        Command::Bind(args) => admin::bind(&nats, args).await,
-        Command::Deploy(args) => admin::deploy(&nats, args).await,
-        Command::Package { command } => match command {
-            PackageCommand::Push { dir, package } => package::push_cmd(&nats, &dir, &package).await,
-            PackageCommand::Ls => package::ls(&nats).await,
-            PackageCommand::Rm { package, force } => package::rm(&nats, &package, force).await,
-        },
-        Command::Nats {
-            command: NatsCommand::Bind(args),
-        } => admin::edit_subjects(&nats, args, admin::Edit::Add).await,
-        Command::Nats {
-            command: NatsCommand::Unbind(args),
-        } => admin::edit_subjects(&nats, args, admin::Edit::Remove).await,
-        Command::Invoke(args) => invoke::run(&nats, args).await,
-        Command::Ls => admin::ls(&nats).await,
-        Command::Nodes => admin::nodes(&nats).await,
-        Command::Get { name } => admin::get(&nats, &name).await,
-        Command::Rm { name } => admin::rm(&nats, &name).await,
-        Command::Stats { name } => stats::run(&nats, name).await,
-        Command::Logs(args) => logs::run(&nats, args).await,
-        Command::Dlq {
-            command: DlqCommand::Ls { name },
-        } => events::dlq_ls(&nats, &name).await,
-        Command::Dlq {
-            command: DlqCommand::Redrive { name },
-        } => events::dlq_redrive(&nats, &name).await,
+    let long_running = matches!(cli.command, Command::Node(_) | Command::Dev(_));
+    let command = async {
+        match cli.command {
+            Command::Node(args) => node::run(&nats, args).await,
+            Command::Dev(args) => dev::run(args).await,
+            Command::Bind(args) => admin::bind(&nats, args).await,
+            Command::Deploy(args) => admin::deploy(&nats, args).await,
+            Command::Package { command } => match command {
+                PackageCommand::Push { dir, package } => {
+                    package::push_cmd(&nats, &dir, &package).await
+                }
+                PackageCommand::Ls => package::ls(&nats).await,
+                PackageCommand::Rm { package, force } => package::rm(&nats, &package, force).await,
+            },
+            Command::Nats {
+                command: NatsCommand::Bind(args),
+            } => admin::edit_subjects(&nats, args, admin::Edit::Add).await,
+            Command::Nats {
+                command: NatsCommand::Unbind(args),
+            } => admin::edit_subjects(&nats, args, admin::Edit::Remove).await,
+            Command::Invoke(args) => invoke::run(&nats, args).await,
+            Command::Ls => admin::ls(&nats).await,
+            Command::Nodes => admin::nodes(&nats).await,
+            Command::Get { name } => admin::get(&nats, &name).await,
+            Command::Rm { name } => admin::rm(&nats, &name).await,
+            Command::Stats { name } => stats::run(&nats, name).await,
+            Command::Logs(args) => logs::run(&nats, args).await,
+            Command::Dlq {
+                command: DlqCommand::Ls { name },
+            } => events::dlq_ls(&nats, &name).await,
+            Command::Dlq {
+                command: DlqCommand::Redrive { name },
+            } => events::dlq_redrive(&nats, &name).await,
+        }
+    };
+    // A command the server refused a request cannot do its work, and would otherwise
+    // wait for a reply that never comes; a node reports its own.
+    let result = if long_running {
+        command.await
+    } else {
+        tokio::select! {
+            result = command => result,
+            text = nats.refused() => Err(refusal(&text)),
+        }
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            let message = format!("{e:#}");
-            eprintln!("natsfn: {message}");
-            if let Some(refusal) = connect::refused().filter(|r| !message.contains(r.as_str())) {
-                eprintln!("natsfn: the NATS server refused: {refusal} (the user's permissions)");
-            }
+            eprintln!("natsfn: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn refusal(text: &str) -> anyhow::Error {
+    let hint = if text.contains("Subscription to \"_INBOX") {
+        ": give the --inbox-prefix (or the context's inbox_prefix) your permissions allow"
+    } else {
+        ": the user's permissions do not allow this command"
+    };
+    anyhow::anyhow!("NATS refused a request: {text}{hint}")
 }
 
 /// Nodes log at info; one-shot commands only say what went wrong.

@@ -9,6 +9,7 @@ use natsfn_actors::buckets::LogRetention;
 use natsfn_actors::{Interpreters, Metrics, NodeActor, NodeArgs, NodeMsg, SigningKey};
 use ractor::Actor;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::cli;
 
@@ -17,15 +18,17 @@ const DRAIN_WITHIN: Duration = Duration::from_secs(30);
 const SHUTDOWN_WITHIN: Duration = Duration::from_secs(10);
 
 pub async fn run(nats: &crate::connect::Nats, args: cli::NodeArgs) -> anyhow::Result<ExitCode> {
-    let client = crate::connect::node(nats).await?;
-    serve(client, &nats.urls(), args).await?;
+    let (client, denials) = crate::connect::node(nats).await?;
+    serve(client, denials, &nats.urls(), args).await?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs a node on `client` (connected to `nats`) until a termination signal, then
-/// stops it cleanly.
+/// Runs a node on `client` (connected to the servers `nats`, given without
+/// credentials) until a termination signal, then stops it cleanly; `denials` are the
+/// subjects the server refuses it a subscription to.
 pub async fn serve(
     client: async_nats::Client,
+    denials: UnboundedReceiver<String>,
     nats: &str,
     args: cli::NodeArgs,
 ) -> anyhow::Result<()> {
@@ -100,6 +103,7 @@ pub async fn serve(
             signing_key,
             nats_url: nats.to_owned(),
             url_auth_refused: args.http.is_some() && args.http_auth.is_none(),
+            subscription_denials: denials,
         },
     )
     .await

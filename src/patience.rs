@@ -58,10 +58,6 @@ where
             Err(e) if unanswered(&e) => e,
             Err(e) => return Err(e),
         };
-        // A request the server refused to carry will not be answered on a later try.
-        if let Some(refusal) = crate::connect::refused() {
-            return Err(error.context(format!("the NATS server refused: {refusal}")));
-        }
         if started.elapsed() + pause >= patience {
             return Err(error.context(format!(
                 "JetStream did not answer ({tries} tries in {:.1} s)",

@@ -7,10 +7,13 @@
 mod context;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use async_nats::{ConnectErrorKind, ServerAddr};
+use async_nats::{ConnectErrorKind, ServerAddr, ServerError};
+use tokio::sync::mpsc::{self, UnboundedReceiver};
+use tokio::sync::watch;
 
 use crate::cli::NatsArgs;
 
@@ -28,6 +31,8 @@ pub struct Nats {
     client_cert: Option<(PathBuf, PathBuf)>,
     ca: Option<PathBuf>,
     inbox_prefix: Option<String>,
+    /// The first permission violation the server reported to a client command.
+    refused: Arc<watch::Sender<Option<String>>>,
 }
 
 #[derive(Clone)]
@@ -82,6 +87,7 @@ impl Nats {
             client_cert,
             ca: args.tlsca.or(ctx.ca),
             inbox_prefix: args.inbox_prefix.or(ctx.inbox_prefix),
+            refused: Arc::default(),
         })
     }
 
@@ -93,7 +99,14 @@ impl Nats {
             client_cert: None,
             ca: None,
             inbox_prefix: None,
+            refused: Arc::default(),
         })
+    }
+
+    /// The same servers and credentials, replies arriving under `prefix`.
+    pub fn inbox_prefix(mut self, prefix: &str) -> Nats {
+        self.inbox_prefix = Some(prefix.to_owned());
+        self
     }
 
     /// The servers, comma-separated, with no credentials in them (safe to print or
@@ -163,38 +176,47 @@ impl Nats {
             _ => "check the credentials given",
         }
     }
+
+    /// The first request the server refused a client command (a permission
+    /// violation, in the server's words); never, if none is.
+    pub async fn refused(&self) -> String {
+        let mut refused = self.refused.subscribe();
+        let first = refused.wait_for(Option::is_some).await.map(|t| t.clone());
+        match first {
+            Ok(text) => text.unwrap_or_default(),
+            // The sender lives as long as `self`.
+            Err(_) => std::future::pending().await,
+        }
+    }
 }
 
-/// Connects a client command: one pass over the servers, then the reason.
+/// Connects a client command: one pass over the servers, then the reason. A request
+/// the server refuses it is reported to [`Nats::refused`].
 pub async fn client(nats: &Nats) -> anyhow::Result<async_nats::Client> {
-    let options = nats
-        .options("natsfn")
-        .await?
-        .event_callback(|event| async move {
-            if let async_nats::Event::ServerError(async_nats::ServerError::Other(text)) = event {
-                if text.to_lowercase().starts_with("permissions violation") {
-                    let mut refused = REFUSED.lock().unwrap_or_else(|p| p.into_inner());
-                    refused.get_or_insert(text);
+    let refused = nats.refused.clone();
+    let options = nats.options("natsfn").await?.event_callback(move |event| {
+        let refused = refused.clone();
+        async move {
+            if let async_nats::Event::ServerError(ServerError::Other(text)) = event {
+                if text.starts_with("Permissions Violation") {
+                    refused.send_if_modified(|first| {
+                        first.get_or_insert(text);
+                        true
+                    });
                 }
             }
-        });
+        }
+    });
     nats.connect(options).await
-}
-
-/// The first thing the server refused this process (a publish or a subscription its
-/// permissions do not allow): the server says so only in an error of the connection,
-/// while the request it concerned just goes unanswered.
-static REFUSED: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
-
-/// What the server refused this client command, if anything.
-pub fn refused() -> Option<String> {
-    REFUSED.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 /// A node's connection: every server of `--nats` and those the cluster advertises,
 /// reconnecting without limit; each loss and return is logged (the node's
-/// connection watch decides what it means for the work).
-pub async fn node(nats: &Nats) -> anyhow::Result<async_nats::Client> {
+/// connection watch decides what it means for the work). With it, the subjects the
+/// server refuses the node a subscription to: the server says so only in an error
+/// the client hears of here, later.
+pub async fn node(nats: &Nats) -> anyhow::Result<(async_nats::Client, UnboundedReceiver<String>)> {
+    let (denied, denials) = mpsc::unbounded_channel();
     let options = nats
         .options("natsfn node")
         .await?
@@ -209,17 +231,38 @@ pub async fn node(nats: &Nats) -> anyhow::Result<async_nats::Client> {
                 Duration::from_millis(2_u64.saturating_pow(exp)).min(Duration::from_secs(1))
             }
         })
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Connected => tracing::info!("NATS: connected"),
-                async_nats::Event::Disconnected => tracing::warn!("NATS: disconnected"),
-                async_nats::Event::LameDuckMode => {
-                    tracing::warn!("NATS: the server is shutting down (lame duck mode)")
+        .event_callback(move |event| {
+            let denied = denied.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => tracing::info!("NATS: connected"),
+                    async_nats::Event::Disconnected => tracing::warn!("NATS: disconnected"),
+                    async_nats::Event::LameDuckMode => {
+                        tracing::warn!("NATS: the server is shutting down (lame duck mode)")
+                    }
+                    async_nats::Event::ServerError(ServerError::Other(text))
+                        if text.starts_with("Permissions Violation") =>
+                    {
+                        tracing::warn!("NATS: {text}");
+                        if let Some(subject) = denied_subscription(&text) {
+                            // Nobody to tell once the node has stopped.
+                            let _ = denied.send(subject);
+                        }
+                    }
+                    other => tracing::debug!("NATS: {other}"),
                 }
-                other => tracing::debug!("NATS: {other}"),
             }
         });
-    nats.connect(options).await
+    Ok((nats.connect(options).await?, denials))
+}
+
+/// The subject of the server's `Permissions Violation for Subscription to "SUBJECT"`
+/// (followed by ` using queue "Q"` for a queue subscription).
+fn denied_subscription(text: &str) -> Option<String> {
+    let quoted = text.strip_prefix("Permissions Violation for Subscription to \"")?;
+    quoted
+        .split_once('"')
+        .map(|(subject, _)| subject.to_owned())
 }
 
 /// `a,b,c` parsed as the client parses them, each without its credentials; the first
@@ -306,6 +349,17 @@ mod tests {
         };
         let err = err.to_string();
         assert!(!err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn a_refused_subscription_names_its_subject() {
+        let queue =
+            r#"Permissions Violation for Subscription to "orders.new" using queue "natsfn.f""#;
+        assert_eq!(denied_subscription(queue).as_deref(), Some("orders.new"));
+        let plain = r#"Permissions Violation for Subscription to "_INBOX.abc.*""#;
+        assert_eq!(denied_subscription(plain).as_deref(), Some("_INBOX.abc.*"));
+        let publish = r#"Permissions Violation for Publish to "orders.new""#;
+        assert_eq!(denied_subscription(publish), None);
     }
 
     #[test]

@@ -82,10 +82,13 @@ async fn serve(
     secure: Option<&Secure>,
     args: DevArgs,
 ) -> anyhow::Result<ExitCode> {
-    let auth = || secure.map_or(Auth::None, Secure::node_auth);
+    let local = |urls: &str| match secure {
+        Some(secure) => secure.node_nats(urls),
+        None => Nats::local(urls, Auth::None),
+    };
     let first = format!("nats://127.0.0.1:{}", args.port);
-    connect_when_up(&Nats::local(&first, auth())?, &mut servers[0]).await?;
-    let nats = Nats::local(all, auth())?;
+    connect_when_up(&local(&first)?, &mut servers[0]).await?;
+    let nats = local(all)?;
     wait_for_jetstream(&nats).await?;
     let exe = std::env::current_exe().context("cannot find the natsfn binary")?;
     let mut others = Vec::new();
@@ -93,12 +96,7 @@ async fn serve(
         let id = format!("node-{}", name.trim_start_matches("dev-"));
         let child = tokio::process::Command::new(&exe)
             .args(["--nats", all, "node", "--node-id", &id])
-            .args(
-                secure
-                    .map(|s| ["--nkey".into(), s.seed("node")])
-                    .into_iter()
-                    .flatten(),
-            )
+            .args(secure.map(Secure::node_args).into_iter().flatten())
             .stdin(Stdio::null())
             .process_group(0)
             .kill_on_drop(true)
@@ -120,8 +118,8 @@ async fn serve(
     if let Some(secure) = secure {
         eprintln!("{}", secure.how_to_connect(all));
     }
-    let client = crate::connect::node(&nats).await?;
-    let served = crate::node::serve(client, all, node).await;
+    let (client, denials) = crate::connect::node(&nats).await?;
+    let served = crate::node::serve(client, denials, all, node).await;
     for child in &mut others {
         stop(child).await;
     }

@@ -66,12 +66,15 @@ pub async fn run(mut args: DevArgs) -> anyhow::Result<ExitCode> {
         "natsfn dev: nats-server on {url} (data in {}); Ctrl-C stops it and the node",
         data_dir.display()
     );
-    let auth = secure.as_ref().map_or(Auth::None, Secure::node_auth);
-    let client = connect_when_up(&Nats::local(&url, auth)?, &mut nats).await?;
+    let local = match &secure {
+        Some(secure) => secure.node_nats(&url)?,
+        None => Nats::local(&url, Auth::None)?,
+    };
+    let (client, denials) = connect_when_up(&local, &mut nats).await?;
     if let Some(secure) = &secure {
         eprintln!("{}", secure.how_to_connect(&url));
     }
-    let served = crate::node::serve(client, &url, args.node).await;
+    let served = crate::node::serve(client, denials, &url, args.node).await;
     stop(&mut nats).await;
     served.map(|()| ExitCode::SUCCESS)
 }

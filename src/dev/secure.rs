@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::connect::Auth;
+use crate::connect::{Auth, Nats};
+
+/// The node role's own inbox prefix (nats-secure/permissions.conf).
+const NODE_INBOX: &str = "_INBOX_node";
 
 const PERMISSIONS: &str = include_str!("../../nats-secure/permissions.conf");
 /// Each role and the variable of permissions.conf that holds its permissions.
@@ -55,9 +58,20 @@ impl Secure {
         ))
     }
 
-    /// How the node of `natsfn dev` connects.
-    pub fn node_auth(&self) -> Auth {
-        Auth::NKey(self.seed("node"))
+    /// How the node of `natsfn dev` connects: the node role reads replies under its
+    /// own inbox prefix only.
+    pub fn node_nats(&self, urls: &str) -> anyhow::Result<Nats> {
+        Ok(Nats::local(urls, Auth::NKey(self.seed("node")))?.inbox_prefix(NODE_INBOX))
+    }
+
+    /// The same, as a `natsfn node` command line's flags.
+    pub fn node_args(&self) -> [std::ffi::OsString; 4] {
+        [
+            "--nkey".into(),
+            self.seed("node").into(),
+            "--inbox-prefix".into(),
+            NODE_INBOX.into(),
+        ]
     }
 
     pub fn seed(&self, role: &str) -> PathBuf {

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use tokio::sync::mpsc::UnboundedReceiver;
+
 use crate::connect::Nats;
 
 const SERVER_START_WITHIN: Duration = Duration::from_secs(15);
@@ -25,7 +27,7 @@ pub(super) fn find_nats_server() -> anyhow::Result<PathBuf> {
 pub(super) async fn connect_when_up(
     server: &Nats,
     nats: &mut tokio::process::Child,
-) -> anyhow::Result<async_nats::Client> {
+) -> anyhow::Result<(async_nats::Client, UnboundedReceiver<String>)> {
     let started = Instant::now();
     let url = server.urls();
     loop {
@@ -33,7 +35,7 @@ pub(super) async fn connect_when_up(
             bail!("nats-server exited ({status}); see its output above (is {url} already in use?)");
         }
         match crate::connect::node(server).await {
-            Ok(client) => return Ok(client),
+            Ok(connected) => return Ok(connected),
             // A server that is up but refuses the node will not change its mind.
             Err(e) if format!("{e:#}").contains("authorization violation") => return Err(e),
             Err(_) => {}

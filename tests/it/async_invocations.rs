@@ -188,12 +188,12 @@ async fn an_always_failing_event_is_a_dead_letter_after_one_plus_max_retries_att
         .spec()
         .max_retries(2)
         .retry_delay_ms(100)
-        .on_failure("test.failed")
-        .on_success("test.ok");
+        .on_failure("fn.test.failed")
+        .on_success("fn.test.ok");
     env.bind_ready("failing", policy).await;
     let js = jetstream::new(env.client.clone());
-    let mut failed = env.client.subscribe("test.failed").await.expect("sub");
-    let mut ok = env.client.subscribe("test.ok").await.expect("sub");
+    let mut failed = env.client.subscribe("fn.test.failed").await.expect("sub");
+    let mut ok = env.client.subscribe("fn.test.ok").await.expect("sub");
 
     publish(&js, "failing", "doomed", json!({"fail": true, "n": 7})).await;
     publish(&js, "failing", "fine", json!({"n": 8})).await;

@@ -6,7 +6,9 @@
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use natsfn_protocol::names::{BINDINGS_BUCKET, LOGS_STREAM, NODES_BUCKET, STATUS_BUCKET};
+use natsfn_protocol::names::{
+    ASYNC_STREAM, BINDINGS_BUCKET, DLQ_STREAM, LOGS_STREAM, NODES_BUCKET, STATUS_BUCKET,
+};
 use tempfile::TempDir;
 
 use crate::harness::*;
@@ -141,20 +143,23 @@ fn assert_ratio(report: &LoadReport, at_least: f64, setup: &Setup) {
 async fn buckets_and_streams_keep_three_replicas_and_an_r1_bucket_is_raised() {
     let cluster = Cluster::start().await;
     let js = jetstream::new(cluster.client().await);
-    // As a single-server install (or an older natsfn) would have left it.
-    js.create_key_value(jetstream::kv::Config {
-        bucket: STATUS_BUCKET.into(),
-        num_replicas: 1,
-        ..Default::default()
+    // Every bucket and stream a node makes, left with one replica as a single-server
+    // install (or an older natsfn) would have left them.
+    let mut r1 = Node::start_urls(&cluster.urls(), "node-r1", &["--replicas", "1"]);
+    eventually("the R1 node to start", || {
+        let started = r1.log().contains("natsfn node running");
+        async move { started.then_some(()) }
     })
-    .await
-    .expect("R1 status bucket");
+    .await;
+    r1.kill();
     let node = Node::start_urls(&cluster.urls(), "node-a", &[]);
     for stream in [
         format!("KV_{BINDINGS_BUCKET}"),
         format!("KV_{STATUS_BUCKET}"),
         format!("KV_{NODES_BUCKET}"),
         LOGS_STREAM.to_owned(),
+        ASYNC_STREAM.to_owned(),
+        DLQ_STREAM.to_owned(),
     ] {
         let replicas = eventually(&format!("{stream} with 3 replicas"), || {
             let js = js.clone();
@@ -373,6 +378,8 @@ async fn a_node_cut_off_briefly_resumes_its_watch_and_misses_no_change() {
     println!("{log}");
     assert!(log.contains("lost the NATS connection"), "{log}");
     assert!(!log.contains("stops taking work"), "{log}");
+    // Its watch made anew (and the old consumer removed) within the node's role.
+    assert!(!log.contains("Permissions Violation"), "{log}");
 }
 
 #[tokio::test]

@@ -28,6 +28,8 @@ mod cluster;
 mod http_auth;
 #[path = "harness/operator.rs"]
 mod operator;
+#[path = "harness/roles.rs"]
+mod roles;
 // The benchmark uses none of them.
 #[allow(unused_imports)]
 pub use binding::*;
@@ -36,6 +38,8 @@ pub use cluster::*;
 pub use http_auth::*;
 #[allow(unused_imports)]
 pub use operator::*;
+#[allow(unused_imports)]
+pub use roles::*;
 
 /// How long any awaited event may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -76,11 +80,21 @@ impl NatsServer {
     /// Starts a server with extra configuration lines (e.g. `max_payload: 64KB`).
     pub fn start_with_config(config: &str) -> NatsServer {
         let dir = tempfile::tempdir().expect("temp dir");
+        let roles = if roles::ROLES {
+            roles::suite_config(dir.path())
+        } else {
+            String::new()
+        };
         let conf = dir.path().join("nats.conf");
-        std::fs::write(&conf, config).expect("write nats.conf");
+        std::fs::write(&conf, format!("{roles}{config}")).expect("write nats.conf");
+        Self::start_file(dir, &conf)
+    }
+
+    /// Starts a server with the configuration file `conf`, storing in `dir`.
+    fn start_file(dir: TempDir, conf: &Path) -> NatsServer {
         let mut child = Command::new(nats_server_binary())
             .arg("-c")
-            .arg(&conf)
+            .arg(conf)
             .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
             .arg(dir.path().join("js"))
             .stdin(Stdio::null())
@@ -170,11 +184,23 @@ impl Node {
     }
 
     fn spawn(binary: &Path, urls: &str, id: &str, args: &[&str]) -> Node {
+        let connect: &[&str] = if roles::ROLES {
+            &roles::NODE_CONNECT
+        } else {
+            &[]
+        };
+        Self::spawn_as(binary, urls, connect, id, args)
+    }
+
+    /// A node connecting with `connect` (`--user u --password p`, …).
+    fn spawn_as(binary: &Path, urls: &str, connect: &[&str], id: &str, args: &[&str]) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("node.log");
         let log_file = std::fs::File::create(&log).expect("node log");
         let child = Command::new(binary)
-            .args(["--nats", urls, "node", "--node-id", id, "--runtime-dir"])
+            .args(["--nats", urls])
+            .args(connect)
+            .args(["node", "--node-id", id, "--runtime-dir"])
             .arg(dir.path().join("runtimes"))
             .args(args)
             .env("NATSFN_LOG", "info,natsfn_actors=debug")

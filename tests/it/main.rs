@@ -29,4 +29,5 @@ mod provided;
 mod python;
 mod queueing;
 mod registry;
+mod roles;
 mod rollout;

@@ -82,6 +82,9 @@ pub(crate) enum FunctionMsg {
     /// Stop this idle worker: another function needs its slot.
     Evict(ActorId),
     SubscriptionEnded(String),
+    /// The NATS server refused the node's subscription to this subject of the function
+    /// (the node's permissions do not allow it).
+    SubscriptionDenied(String),
     /// A `$SRV` discovery request (ADR-32) for this function's service instance.
     Service(async_nats::Message),
 }
@@ -131,6 +134,9 @@ pub(crate) struct FunctionState {
     /// Why the binding's newest code is not the one running (it could not be
     /// prepared, and an older revision serves on).
     rejected_code: Option<String>,
+    /// Subjects of the binding the server refused the node: the function is in error
+    /// until the binding leaves them (its other subjects serve meanwhile).
+    denied: BTreeSet<String>,
     arn: Arc<str>,
     logs_subject: Subject,
     subscriptions: Subscriptions,
@@ -190,6 +196,7 @@ impl Actor for FunctionActor {
             preparing: None,
             previous: None,
             rejected_code: None,
+            denied: BTreeSet::new(),
             subscriptions: Subscriptions::default(),
             service,
             _discovery: discovery,
@@ -256,6 +263,7 @@ impl Actor for FunctionActor {
                     state.standby_capped = true;
                 }
             }
+            FunctionMsg::SubscriptionDenied(subject) => state.subscription_denied(subject),
             FunctionMsg::SubscriptionEnded(subject) => {
                 state.subscriptions.ended(&subject);
                 state.stop_if_retired(&myself);
@@ -425,6 +433,7 @@ impl FunctionState {
         let wanted: BTreeSet<String> = std::iter::once(invoke_subject(&self.name))
             .chain(self.spec.subjects.iter().cloned())
             .collect();
+        self.denied.retain(|s| wanted.contains(s));
         self.service.serve(&wanted);
         self.subscriptions
             .set(

@@ -77,6 +77,14 @@ impl FunctionState {
         })
     }
 
+    /// The server refused the node one of the function's subjects: the function is in
+    /// error, saying which subject and why, while its other subjects serve on.
+    pub(super) fn subscription_denied(&mut self, subject: String) {
+        tracing::error!(function = %self.name, subject, "{}", denied_reason(&subject));
+        self.denied.insert(subject);
+        self.report(State::Error, None);
+    }
+
     pub(super) fn report(&mut self, state: State, reason: Option<String>) {
         // While the newest code is prepared, the status is about it: what the workers
         // of older code do meanwhile is not.
@@ -85,9 +93,11 @@ impl FunctionState {
         }
         // A revision whose code could not be prepared is an error, however well the
         // one before it serves.
-        let (state, reason) = match &self.rejected_code {
-            Some(why) => (State::Error, Some(why.clone())),
-            None => (state, reason.or_else(|| self.url_refused())),
+        // So is a subject the node may not subscribe to.
+        let (state, reason) = match (&self.rejected_code, self.denied.first()) {
+            (Some(why), _) => (State::Error, Some(why.clone())),
+            (None, Some(subject)) => (State::Error, Some(denied_reason(subject))),
+            (None, None) => (state, reason.or_else(|| self.url_refused())),
         };
         let status = (state, reason, self.revision);
         if self.last_status.as_ref() == Some(&status) {
@@ -98,4 +108,8 @@ impl FunctionState {
             .report(&self.name, status.0, status.2, status.1.clone());
         self.last_status = Some(status);
     }
+}
+
+fn denied_reason(subject: &str) -> String {
+    format!("the node may not subscribe to {subject:?} (NATS permissions: subscribe)")
 }

@@ -1,12 +1,13 @@
 //! Watches the node's NATS connection: logs each loss and return, and tells the
 //! NodeActor (in a message type of its own) when the node has been cut off for longer
 //! than its grace period (it then stops taking work) and when it is back (it then
-//! catches up and serves again).
+//! catches up and serves again), and of each subscription the server refused it.
 
 use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
 use ractor::DerivedActorRef;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::metrics::Metrics;
 
@@ -18,12 +19,15 @@ pub(crate) enum ConnectionReport {
     Isolated,
     /// Connected again after being isolated.
     Reconnected,
+    /// The server refused the node a subscription to this subject (its permissions).
+    SubscriptionDenied(String),
 }
 
 pub(crate) async fn watch(
     client: async_nats::Client,
     grace: Duration,
     metrics: std::sync::Arc<Metrics>,
+    mut denials: UnboundedReceiver<String>,
     node: DerivedActorRef<ConnectionReport>,
 ) {
     let mut lost_at: Option<Instant> = None;
@@ -31,7 +35,15 @@ pub(crate) async fn watch(
     let mut tick = tokio::time::interval(LOOK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            Some(subject) = denials.recv() => {
+                if node.send_message(ConnectionReport::SubscriptionDenied(subject)).is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
         let connected = client.connection_state() == State::Connected;
         match (connected, lost_at) {
             (false, None) => {

@@ -19,8 +19,10 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv::Store;
 use bytes::Bytes;
+use natsfn_protocol::names::invoke_subject;
 use natsfn_protocol::BindingSpec;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::task::AbortOnDrop;
 
 use crate::buckets;
@@ -61,6 +63,9 @@ pub struct NodeArgs {
     /// This node serves the HTTP gateway without `--http-auth`: its function URLs with
     /// `url.auth` `AWS_IAM` refuse every request, which their status says.
     pub url_auth_refused: bool,
+    /// Subjects the NATS server refused the node a subscription to, as the
+    /// connection's event callback hears of them (the server says so only then).
+    pub subscription_denials: UnboundedReceiver<String>,
 }
 
 pub enum NodeMsg {
@@ -80,6 +85,8 @@ pub enum NodeMsg {
     Isolated,
     /// Connected again after being isolated: read the bindings anew and serve them.
     Reconnected,
+    /// The NATS server refused the node a subscription to this subject.
+    SubscriptionDenied(String),
     /// This node no longer matches the placement of revision `revision` of `name`, and
     /// a matching node now serves it (or none will): retire it here.
     HandedOver {
@@ -114,6 +121,7 @@ impl From<ConnectionReport> for NodeMsg {
         match report {
             ConnectionReport::Isolated => NodeMsg::Isolated,
             ConnectionReport::Reconnected => NodeMsg::Reconnected,
+            ConnectionReport::SubscriptionDenied(subject) => NodeMsg::SubscriptionDenied(subject),
         }
     }
 }
@@ -126,6 +134,9 @@ impl TryFrom<NodeMsg> for ConnectionReport {
         match msg {
             NodeMsg::Isolated => Ok(ConnectionReport::Isolated),
             NodeMsg::Reconnected => Ok(ConnectionReport::Reconnected),
+            NodeMsg::SubscriptionDenied(subject) => {
+                Ok(ConnectionReport::SubscriptionDenied(subject))
+            }
             other => Err(other),
         }
     }
@@ -196,6 +207,7 @@ impl Actor for NodeActor {
                 state.watch_bindings(&myself);
             }
             NodeMsg::Isolated | NodeMsg::Reconnected => {}
+            NodeMsg::SubscriptionDenied(subject) => state.subscription_denied(subject),
             NodeMsg::HandedOver {
                 name,
                 revision,
@@ -290,6 +302,30 @@ impl NodeState {
         for (name, f) in self.functions.drain() {
             tracing::warn!(function = %name, "isolated from NATS: stops taking work");
             let _ = f.actor.cast(FunctionMsg::Retire);
+        }
+    }
+
+    /// Tells the functions bound to `subject` that they may not have it; a subject of
+    /// no function (the node's own inbox, `$SRV`) is the node's to report.
+    fn subscription_denied(&self, subject: String) {
+        let mut bound = self
+            .functions
+            .iter()
+            .filter(|(name, f)| {
+                f.spec.subjects.contains(&subject) || invoke_subject(name) == subject
+            })
+            .peekable();
+        if bound.peek().is_none() {
+            tracing::error!(
+                subject,
+                "the node may not subscribe to {subject:?} (NATS permissions: subscribe); \
+                 if that is its inbox, start it with the --inbox-prefix its role allows"
+            );
+        }
+        for (_, f) in bound {
+            let _ = f
+                .actor
+                .cast(FunctionMsg::SubscriptionDenied(subject.clone()));
         }
     }
 

@@ -117,6 +117,7 @@ impl NodeState {
             ctx.client.clone(),
             args.nats_grace,
             ctx.metrics.clone(),
+            args.subscription_denials,
             myself.get_derived(),
         ));
         let mut state = NodeState {

@@ -59,8 +59,13 @@ impl Cluster {
         for (i, (port, route, monitor)) in ports.iter().enumerate() {
             let dir = tempfile::tempdir().expect("temp dir");
             let name = format!("n{}", (b'a' + i as u8) as char);
+            let roles = if super::roles::ROLES {
+                super::roles::suite_config(dir.path())
+            } else {
+                String::new()
+            };
             let conf = format!(
-                "server_name: {name}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor}\n\
+                "{roles}server_name: {name}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor}\n\
                  jetstream {{\n  store_dir: \"{store}\"\n  {sync}\n}}\n\
                  cluster {{\n  name: natsfn\n  listen: 127.0.0.1:{route}\n  no_advertise: {no_advertise}\n  routes: [{routes}]\n}}\n",
                 store = dir.path().join("js").display(),
