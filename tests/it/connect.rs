@@ -53,7 +53,7 @@ fn users_config() -> String {
 
 #[tokio::test]
 async fn user_and_password_authenticate_as_flags_as_variables_and_in_the_url() {
-    let server = NatsServer::start_with_config(&users_config());
+    let server = NatsServer::start_alone(&users_config());
     let url = &server.url;
     let in_url = format!("nats://ann:{PASSWORD}@127.0.0.1:{}", server.port);
     let flags = ["--nats", url, "--user", "ann", "--password", PASSWORD, "ls"];
@@ -87,9 +87,9 @@ async fn user_and_password_authenticate_as_flags_as_variables_and_in_the_url() {
 
 #[tokio::test]
 async fn a_node_with_credentials_in_its_url_serves_and_one_with_wrong_ones_exits_within_5_s() {
-    let server = NatsServer::start_with_config(&users_config());
+    let server = NatsServer::start_alone(&users_config());
     let in_url = format!("nats://ann:{PASSWORD}@127.0.0.1:{}", server.port);
-    let _node = Node::start_urls(&in_url, "node-a", &[]);
+    let _node = Node::start_alone(&in_url, "node-a", &[]);
     let code = format!("{}/examples/hello-python", env!("CARGO_MANIFEST_DIR"));
     let bind = [
         "--nats",
@@ -119,7 +119,7 @@ async fn a_node_with_credentials_in_its_url_serves_and_one_with_wrong_ones_exits
 
     let wrong = format!("nats://ann:wrong-{PASSWORD}@127.0.0.1:{}", server.port);
     let started = Instant::now();
-    let mut refused = Node::start_urls(&wrong, "node-b", &[]);
+    let mut refused = Node::start_alone(&wrong, "node-b", &[]);
     let status = tokio::time::timeout(REFUSED_WITHIN, refused.exited())
         .await
         .unwrap_or_else(|_| panic!("a refused node kept running: {}", refused.log()));
@@ -136,7 +136,7 @@ async fn a_node_with_credentials_in_its_url_serves_and_one_with_wrong_ones_exits
 #[tokio::test]
 async fn a_token_authenticates_as_a_flag_a_variable_and_in_the_url() {
     let token = "t0ken-value";
-    let server = NatsServer::start_with_config(&format!("authorization {{ token: \"{token}\" }}"));
+    let server = NatsServer::start_alone(&format!("authorization {{ token: \"{token}\" }}"));
     let url = &server.url;
     assert_ok(
         "--token",
@@ -166,7 +166,7 @@ async fn an_nkey_seed_file_authenticates_and_another_seed_or_a_file_without_one_
     let user = nkeys::KeyPair::new_user();
     let seed = user.seed().expect("seed");
     let seed_file = write(dir.path(), "user.nk", &format!("{seed}\n"));
-    let server = NatsServer::start_with_config(&format!(
+    let server = NatsServer::start_alone(&format!(
         "authorization {{ users = [ {{nkey: {}}} ] }}",
         user.public_key()
     ));
@@ -201,7 +201,7 @@ async fn an_nkey_seed_file_authenticates_and_another_seed_or_a_file_without_one_
 async fn tls_with_a_client_certificate_connects_and_without_one_or_the_ca_it_is_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
     let pki = Pki::new(dir.path());
-    let server = NatsServer::start_with_config(&format!(
+    let server = NatsServer::start_alone(&format!(
         "tls {{ cert_file: \"{}\", key_file: \"{}\", ca_file: \"{}\", verify: true }}",
         pki.server_cert, pki.server_key, pki.ca
     ));
@@ -261,7 +261,7 @@ async fn tls_with_a_client_certificate_connects_and_without_one_or_the_ca_it_is_
 #[tokio::test]
 async fn a_nats_cli_context_gives_the_url_the_credentials_and_the_inbox_prefix() {
     // ann may only read replies under `_ann.>`: the context's inbox prefix is needed.
-    let server = NatsServer::start_with_config(&format!(
+    let server = NatsServer::start_alone(&format!(
         "authorization {{ users = [ {{user: ann, password: \"{PASSWORD}\", \
          permissions: {{publish: \">\", subscribe: \"_ann.>\"}} }} ] }}"
     ));

@@ -90,6 +90,15 @@ impl NatsServer {
         Self::start_file(dir, &conf)
     }
 
+    /// Starts a server with exactly these configuration lines, without the suite's
+    /// roles: for tests that bring their own authorization.
+    pub fn start_alone(config: &str) -> NatsServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conf = dir.path().join("nats.conf");
+        std::fs::write(&conf, config).expect("write nats.conf");
+        Self::start_file(dir, &conf)
+    }
+
     /// Starts a server with the configuration file `conf`, storing in `dir`.
     fn start_file(dir: TempDir, conf: &Path) -> NatsServer {
         let mut child = Command::new(nats_server_binary())
@@ -181,6 +190,11 @@ impl Node {
     /// A node given these servers (`--nats a,b,c`).
     pub fn start_urls(urls: &str, id: &str, args: &[&str]) -> Node {
         Self::spawn(Path::new(env!("CARGO_BIN_EXE_natsfn")), urls, id, args)
+    }
+
+    /// A node that connects only as `--nats` (and `args`) say, not as the suite's node.
+    pub fn start_alone(urls: &str, id: &str, args: &[&str]) -> Node {
+        Self::spawn_as(Path::new(env!("CARGO_BIN_EXE_natsfn")), urls, &[], id, args)
     }
 
     fn spawn(binary: &Path, urls: &str, id: &str, args: &[&str]) -> Node {

@@ -97,7 +97,7 @@ impl Operator {
     }
 
     pub fn start_server(&self) -> NatsServer {
-        NatsServer::start_with_config(&self.config)
+        NatsServer::start_alone(&self.config)
     }
 
     /// A client connected as the user who may do anything.
