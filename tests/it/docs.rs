@@ -149,6 +149,10 @@ impl Shell {
             .current_dir(self.work.path())
             .env("PATH", &self.path)
             .env("NATS_URL", &self.nats_url)
+            // As a reader with the admin role would (the harness's servers have the
+            // roles of nats-secure/): each command must need no more than it grants.
+            .env("NATS_USER", ADMIN.0)
+            .env("NATS_PASSWORD", ADMIN.1)
             .stdin(std::process::Stdio::null())
             .output()
             .await

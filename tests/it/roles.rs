@@ -149,7 +149,7 @@ async fn the_node_serves_on_its_allow_list_alone_and_is_refused_nothing() {
     let spec = env
         .spec()
         .code(Code::package("orders"))
-        .subjects(["fn.orders.new"])
+        .subjects(["fn.orders.new", "orders.lambda"])
         .max_retries(1)
         .retry_delay_ms(100)
         .on_success("fn.orders.done")
@@ -174,6 +174,8 @@ async fn the_node_serves_on_its_allow_list_alone_and_is_refused_nothing() {
     assert_eq!(succeeded(&invoked).trim(), r#"{"ok": {"n": 1}}"#);
     let invoker = INVOKER.client(&env.server).await;
     let reply = request(&invoker, "fn.orders.new", r#"{"n": 2}"#.into()).await;
+    assert_eq!(json(&reply), json!({"ok": {"n": 2}}));
+    let reply = request(&invoker, "orders.lambda", r#"{"n": 2}"#.into()).await;
     assert_eq!(json(&reply), json!({"ok": {"n": 2}}));
     succeeded(
         &INVOKER
