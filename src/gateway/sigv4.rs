@@ -257,25 +257,20 @@ impl Claim<'_> {
     }
 }
 
-/// `20150830T123600Z`.
+/// `X-Amz-Date`'s form: `20150830T123600Z`.
+const AMZ_DATE: &[time::format_description::BorrowedFormatItem<'_>] =
+    time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+
 fn parse_amz_date(text: &str) -> Option<SystemTime> {
-    let format = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
-    let parsed = time::PrimitiveDateTime::parse(text, &format).ok()?;
+    let parsed = time::PrimitiveDateTime::parse(text, AMZ_DATE).ok()?;
     Some(parsed.assume_utc().into())
 }
 
 fn check_skew(amz_date: &str, time: SystemTime, now: SystemTime) -> Result<(), LambdaError> {
     let format = |t: SystemTime| {
-        let t = time::OffsetDateTime::from(t);
-        format!(
-            "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        )
+        time::OffsetDateTime::from(t)
+            .format(AMZ_DATE)
+            .unwrap_or_default()
     };
     if time + MAX_SKEW < now {
         return Err(LambdaError::invalid_signature(format!(

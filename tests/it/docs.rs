@@ -289,17 +289,7 @@ impl Tour {
         let node = Node::start_with(&server, "node-a", &args);
         let env = Env::with(server, node).await;
         let shell = Shell::new(&env.server.url, &http);
-        let health = format!("http://{http}/_natsfn/health");
-        eventually("the node's gateway to answer", || {
-            let health = health.clone();
-            async move {
-                reqwest::get(health)
-                    .await
-                    .ok()
-                    .filter(|r| r.status() == 200)
-            }
-        })
-        .await;
+        gateway_up(&reqwest::Client::new(), &format!("http://{http}")).await;
         let js = async_nats::jetstream::new(env.client.clone());
         Tour {
             env,

@@ -71,12 +71,7 @@ impl Gateway {
             .await;
         let http = reqwest::Client::new();
         let base = format!("http://{addr}");
-        let health = format!("{base}/_natsfn/health");
-        eventually("the gateway to answer its health check", || {
-            let request = http.get(&health).send();
-            async move { request.await.ok().filter(|r| r.status() == 200) }
-        })
-        .await;
+        gateway_up(&http, &base).await;
         Gateway {
             env,
             base,
@@ -570,24 +565,7 @@ async fn a_client_sending_its_body_slowly_does_not_delay_another() {
 #[tokio::test]
 async fn boto3_invokes_through_the_gateway() {
     let gw = Gateway::start().await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/py/boto3_invoke.py");
-    let output = tokio::process::Command::new("python3")
-        .arg(script)
-        .arg(&gw.base)
-        .arg("api")
-        // No user configuration or credentials leak into the test.
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .await
-        .expect("run python3");
-    assert!(
-        output.status.success(),
-        "the boto3 script failed (scripts/test installs boto3):\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let out: Value = serde_json::from_slice(&output.stdout).expect("the script prints JSON");
+    let out = python_json("boto3_invoke.py", &[&gw.base, "api"]).await;
     assert_eq!(out["ok"]["status"], 200, "{out}");
     assert_eq!(out["ok"]["version"], "$LATEST", "{out}");
     assert_eq!(out["ok"]["function_error"], Value::Null, "{out}");

@@ -88,12 +88,7 @@ impl Gateway {
             env.bind_ready(name, binding).await;
         }
         let http = http.build().expect("HTTP client");
-        let health = format!("{base}/_natsfn/health");
-        eventually("the gateway to answer its health check", || {
-            let request = http.get(&health).send();
-            async move { request.await.ok().filter(|r| r.status() == 200) }
-        })
-        .await;
+        gateway_up(&http, &base).await;
         Gateway {
             env,
             base,

@@ -194,7 +194,19 @@ impl Node {
 
     /// A node that connects only as `--nats` (and `args`) say, not as the suite's node.
     pub fn start_alone(urls: &str, id: &str, args: &[&str]) -> Node {
-        Self::spawn_as(Path::new(env!("CARGO_BIN_EXE_natsfn")), urls, &[], id, args)
+        Self::start_env(urls, id, args, &[])
+    }
+
+    /// The same, with environment variables (`NATS_CREDS`, say).
+    pub fn start_env(urls: &str, id: &str, args: &[&str], env: &[(&str, &str)]) -> Node {
+        Self::spawn_as(
+            Path::new(env!("CARGO_BIN_EXE_natsfn")),
+            urls,
+            &[],
+            id,
+            args,
+            env,
+        )
     }
 
     fn spawn(binary: &Path, urls: &str, id: &str, args: &[&str]) -> Node {
@@ -203,11 +215,19 @@ impl Node {
         } else {
             &[]
         };
-        Self::spawn_as(binary, urls, connect, id, args)
+        Self::spawn_as(binary, urls, connect, id, args, &[])
     }
 
-    /// A node connecting with `connect` (`--user u --password p`, …).
-    fn spawn_as(binary: &Path, urls: &str, connect: &[&str], id: &str, args: &[&str]) -> Node {
+    /// A node connecting with `connect` (`--user u --password p`, …), with extra
+    /// environment variables.
+    fn spawn_as(
+        binary: &Path,
+        urls: &str,
+        connect: &[&str],
+        id: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("node.log");
         let log_file = std::fs::File::create(&log).expect("node log");
@@ -218,6 +238,7 @@ impl Node {
             .arg(dir.path().join("runtimes"))
             .args(args)
             .env("NATSFN_LOG", "info,natsfn_actors=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -339,6 +360,11 @@ impl Env {
     /// A server and a node of the caller's making.
     pub async fn with(server: NatsServer, node: Node) -> Env {
         let client = server.client().await;
+        Self::with_client(server, node, client).await
+    }
+
+    /// A server, a node and the tests' client, all of the caller's making.
+    pub async fn with_client(server: NatsServer, node: Node, client: async_nats::Client) -> Env {
         let js = async_nats::jetstream::new(client.clone());
         let bindings = natsfn_actors::buckets::bindings(&js)
             .await
@@ -480,6 +506,16 @@ pub async fn run_cli_on(urls: &str, args: &[&str]) -> std::process::Output {
         .output()
         .await
         .expect("run natsfn")
+}
+
+/// Waits until the gateway at `base` (`http://host:port`) answers its health check.
+pub async fn gateway_up(http: &reqwest::Client, base: &str) {
+    let health = format!("{base}/_natsfn/health");
+    eventually("the gateway to answer its health check", || {
+        let request = http.get(&health).send();
+        async move { request.await.ok().filter(|r| r.status() == 200) }
+    })
+    .await;
 }
 
 /// Polls `check` until it returns `Some`, failing the test at the deadline.

@@ -4,7 +4,6 @@
 //! signing key, the one a node is given as `--signing-key` to mint handlers' users.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -124,46 +123,7 @@ impl Operator {
     /// The usual test setting, on this server and node.
     pub async fn env(&self, server: NatsServer, node: Node) -> Env {
         let client = self.client(&server).await;
-        let js = async_nats::jetstream::new(client.clone());
-        let bindings = natsfn_actors::buckets::bindings(&js)
-            .await
-            .expect("bindings bucket");
-        let status = natsfn_actors::buckets::status(&js)
-            .await
-            .expect("status bucket");
-        Env {
-            node,
-            server,
-            client,
-            bindings,
-            status,
-        }
-    }
-}
-
-impl Node {
-    /// A node with extra arguments and environment variables.
-    pub fn start_env(urls: &str, id: &str, args: &[&str], env: &[(&str, &str)]) -> Node {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log = dir.path().join("node.log");
-        let log_file = std::fs::File::create(&log).expect("node log");
-        let child = Command::new(env!("CARGO_BIN_EXE_natsfn"))
-            .args(["--nats", urls, "node", "--node-id", id, "--runtime-dir"])
-            .arg(dir.path().join("runtimes"))
-            .args(args)
-            .env("NATSFN_LOG", "info,natsfn_actors=debug")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("cannot start natsfn node");
-        Node {
-            child,
-            id: id.to_owned(),
-            log,
-            _dir: dir,
-        }
+        Env::with_client(server, node, client).await
     }
 }
 
