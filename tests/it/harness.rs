@@ -28,6 +28,8 @@ mod cluster;
 mod http_auth;
 #[path = "harness/operator.rs"]
 mod operator;
+#[path = "harness/permissions.rs"]
+mod permissions;
 #[path = "harness/roles.rs"]
 mod roles;
 // The benchmark uses none of them.
@@ -38,6 +40,8 @@ pub use cluster::*;
 pub use http_auth::*;
 #[allow(unused_imports)]
 pub use operator::*;
+#[allow(unused_imports)]
+pub use permissions::*;
 #[allow(unused_imports)]
 pub use roles::*;
 

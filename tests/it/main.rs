@@ -21,6 +21,7 @@ mod metrics;
 mod micro;
 mod nodejs;
 mod nodes;
+mod operator_roles;
 mod packages;
 mod payloads;
 mod pipelining;

@@ -84,10 +84,27 @@ impl Operator {
         name: &str,
         shape: impl FnOnce(nats_jwt::Token<nats_jwt::User>) -> nats_jwt::Token<nats_jwt::User>,
     ) -> String {
+        self.user_extended(name, shape, |_| {})
+    }
+
+    /// `user`, its `nats` claims then changed by `extend` and signed anew: for what
+    /// nats-jwt 0.3's builder cannot say (a user's `resp`, nats-server's
+    /// `allow_responses`).
+    pub fn user_extended(
+        &self,
+        name: &str,
+        shape: impl FnOnce(nats_jwt::Token<nats_jwt::User>) -> nats_jwt::Token<nats_jwt::User>,
+        extend: impl FnOnce(&mut Value),
+    ) -> String {
         let user = KeyPair::new_user();
         let token =
             nats_jwt::Token::new_user(self.account.public_key(), user.public_key()).name(name);
-        let jwt = shape(token).sign(&self.signing);
+        let made = shape(token).sign(&self.signing);
+        let claims = made.split('.').nth(1).expect("a JWT has claims");
+        let claims = URL_SAFE_NO_PAD.decode(claims).expect("claims in base64url");
+        let mut claims: Value = serde_json::from_slice(&claims).expect("claims in JSON");
+        extend(&mut claims["nats"]);
+        let jwt = sign_claims(&self.signing, &claims);
         let seed = user.seed().expect("seed");
         format!(
             "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
@@ -143,6 +160,11 @@ fn encode_jwt(signer: &KeyPair, subject: &str, name: &str, nats: Value) -> Strin
         "sub": subject,
         "nats": nats,
     });
+    sign_claims(signer, &claims)
+}
+
+/// A JWT of `claims`, signed by `signer` (its `iss`) with Ed25519.
+fn sign_claims(signer: &KeyPair, claims: &Value) -> String {
     let header = URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
     let half = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims.to_string()));
     let signature = signer.sign(half.as_bytes()).expect("sign");
