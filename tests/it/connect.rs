@@ -12,12 +12,14 @@ use crate::harness::*;
 /// What a refused command may take at most (the promise).
 const REFUSED_WITHIN: Duration = Duration::from_secs(5);
 
-/// Runs natsfn with exactly these arguments and extra variables; returns what it did
-/// and how long it took.
+/// Runs natsfn with exactly these arguments and extra variables (and, unlike the
+/// harness's, with a selected context in effect); returns what it did and how long it
+/// took.
 async fn natsfn(args: &[&str], vars: &[(&str, &str)]) -> (Output, Duration) {
     let started = Instant::now();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_natsfn"))
         .args(args)
+        .env_remove("NATS_CONTEXT")
         .envs(vars.iter().copied())
         .output()
         .await

@@ -56,7 +56,33 @@ pub struct NatsServer {
     dir: TempDir,
 }
 
+/// The natsfn processes of the tests connect as the tests say, whatever the developer
+/// running them has exported or selected for the nats CLI (a `NATS_CREDS` beside the
+/// suite's `--user` would be two ways to authenticate). Done before any server starts.
+fn ignore_the_developers_nats_settings() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for name in [
+            "NATS_URL",
+            "NATS_CREDS",
+            "NATS_NKEY",
+            "NATS_USER",
+            "NATS_PASSWORD",
+            "NATS_TOKEN",
+            "NATS_CERT",
+            "NATS_KEY",
+            "NATS_CA",
+            "NATS_INBOX_PREFIX",
+        ] {
+            std::env::remove_var(name);
+        }
+        // Empty: no context, not even the one `nats context select` chose.
+        std::env::set_var("NATS_CONTEXT", "");
+    });
+}
+
 fn nats_server_binary() -> PathBuf {
+    ignore_the_developers_nats_settings();
     if let Some(path) = std::env::var_os("NATSFN_NATS_SERVER") {
         return PathBuf::from(path);
     }
