@@ -56,6 +56,9 @@ struct Plan {
 }
 
 fn main() {
+    // The "before" build of `--before REV` may not know the connection flags: every
+    // node of the run connects to open servers alike.
+    harness::open_servers();
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--bare-responder") {
         return bare_responder(&args[i + 1]);

@@ -110,7 +110,7 @@ impl NatsServer {
     /// Starts a server with extra configuration lines (e.g. `max_payload: 64KB`).
     pub fn start_with_config(config: &str) -> NatsServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let roles = if roles::ROLES {
+        let roles = if roles::roles() {
             roles::suite_config(dir.path())
         } else {
             String::new()
@@ -240,7 +240,7 @@ impl Node {
     }
 
     fn spawn(binary: &Path, urls: &str, id: &str, args: &[&str]) -> Node {
-        let connect: &[&str] = if roles::ROLES {
+        let connect: &[&str] = if roles::roles() {
             &roles::NODE_CONNECT
         } else {
             &[]

@@ -59,7 +59,7 @@ impl Cluster {
         for (i, (port, route, monitor)) in ports.iter().enumerate() {
             let dir = tempfile::tempdir().expect("temp dir");
             let name = format!("n{}", (b'a' + i as u8) as char);
-            let roles = if super::roles::ROLES {
+            let roles = if super::roles::roles() {
                 super::roles::suite_config(dir.path())
             } else {
                 String::new()

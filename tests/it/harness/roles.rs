@@ -4,12 +4,24 @@
 //! nats-secure/permissions.conf; every node is started as that user. So the whole
 //! suite runs with the node on exactly that allow list, plus one line of site policy:
 //! the tests' functions bind two-token subjects (`orders.new`), as a site adds its own.
-//! The benchmark (not built as a test) keeps open servers.
+//! The benchmark keeps open servers ([`open_servers`]).
 
 use std::path::{Path, PathBuf};
 
-/// Whether servers get the roles and nodes connect as `node`: in the test suite.
-pub(super) const ROLES: bool = cfg!(test);
+/// Set by the benchmark, whose "before" build may not know the connection flags:
+/// its servers are open and its nodes connect as they are.
+static OPEN_SERVERS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Servers without roles, nodes without credentials, from now on (the benchmark).
+#[allow(dead_code)]
+pub fn open_servers() {
+    OPEN_SERVERS.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether servers get the roles and nodes connect as `node`.
+pub(super) fn roles() -> bool {
+    !OPEN_SERVERS.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 pub const NODE_PASSWORD: &str = "node-sample-password";
 pub const ADMIN_PASSWORD: &str = "admin-sample-password";
