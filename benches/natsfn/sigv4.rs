@@ -1,7 +1,7 @@
 //! The cost of `--http-auth` on the gateway (`cargo bench --bench natsfn --
-//! --gateway-auth-only`): the Invoke API and a function URL through a node without it
-//! and a node with it, each node on its own nats-server with the same echo function, in
-//! interleaved rounds. Signed requests carry a signature botocore made at the start of
+//! --gateway-auth-only`): the Invoke API through a node without it and a node with it,
+//! each node on its own nats-server with the same echo function, and function URLs with
+//! `url.auth` `NONE` and `AWS_IAM` on the node with it, in interleaved rounds. Signed requests carry a signature botocore made at the start of
 //! the round (valid for 5 minutes, replayable: AWS keeps no replay cache), so the load
 //! generator does no signing and only the gateway's checking is measured. The check's
 //! own CPU time, apart from everything else a request costs, is timed in-process on the
@@ -52,7 +52,14 @@ pub async fn measure(payload: &Bytes, rounds: usize, latency: usize, requests: u
             INVOKE,
             true,
         ),
-        ("function URL, url.auth NONE", &open, URL, false),
+        // Both function URL rows on the node with `--http-auth`: one node, one server,
+        // so the difference is the check alone.
+        (
+            "function URL, url.auth NONE, same node",
+            &checked,
+            URL_OPEN,
+            false,
+        ),
         (
             "function URL, url.auth AWS_IAM (SigV4 checked)",
             &checked,
@@ -140,6 +147,8 @@ async fn check_cost(keys: &std::path::Path, url: &str, payload: &Bytes) -> f64 {
 
 const INVOKE: &str = "/2015-03-31/functions/echo-python/invocations";
 const URL: &str = "/echo-python";
+/// The same echo, `url.auth` `NONE`, on the node with `--http-auth`.
+const URL_OPEN: &str = "/echo-open";
 
 struct Gateway {
     base: String,
@@ -156,12 +165,14 @@ impl Gateway {
         let server = NatsServer::start();
         let node = Node::start_with(&server, "node-a", &all);
         let env = Env::with(server, node).await;
-        env.bind_ready(
-            "echo-python",
-            json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(code.path())},
-                   "pool": {"min": 2, "max": 2}, "url": {"auth": auth}}),
-        )
-        .await;
+        for (name, auth) in [("echo-python", auth), ("echo-open", "NONE")] {
+            env.bind_ready(
+                name,
+                json!({"runtime": "python3", "handler": "app.handler", "code": {"dir": dir_str(code.path())},
+                       "pool": {"min": 2, "max": 2}, "url": {"auth": auth}}),
+            )
+            .await;
+        }
         Gateway {
             base: format!("http://{addr}"),
             _env: env,
