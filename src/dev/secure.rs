@@ -84,9 +84,9 @@ impl Secure {
         let invoker = self.seed("invoker");
         format!(
             "natsfn dev: the server requires credentials (--secure); one nkey per role, in {dir}:\n\
-             \x20 admin (bind, deploy, rm, logs):  export NATS_URL={url} NATS_NKEY={admin}\n\
-             \x20 invoker (invoke only):           natsfn --nkey {invoker} invoke hello '{{}}'\n\
-             \x20 the nats CLI:                    nats context save natsfn-dev-admin --server {url} --nkey {admin}\n\
+             \x20 admin (bind, deploy, invoke, logs): export NATS_URL={url} NATS_NKEY={admin}\n\
+             \x20 invoker (invoke only):             natsfn --nkey {invoker} invoke hello '{{}}'\n\
+             \x20 the nats CLI:                      nats context save natsfn-dev-admin --server {url} --nkey {admin}\n\
              \x20 (their permissions: {dir}/permissions.conf, as in nats-secure/)",
             dir = self.dir.display(),
             admin = admin.display(),
