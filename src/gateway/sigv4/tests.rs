@@ -408,3 +408,137 @@ fn key_files_are_checked() {
     )
     .contains("listed twice"));
 }
+
+/// Issue 21 §3: any `Authorization` and `X-Amz-Date` a client can send (and any
+/// header a signature names) gets a claim or a named refusal, never a panic. Built
+/// from the valid header's parts so most cases get past the first check; seeded.
+#[test]
+fn hostile_authorization_headers_are_refused_not_panicked() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+
+    // Mostly bytes a header may carry; a raw control byte voids the whole header.
+    let text = |max: usize| {
+        prop_oneof![
+            8 => proptest::collection::vec(0x20u8..0x7f, 0..=max),
+            1 => proptest::collection::vec(any::<u8>(), 0..=max),
+        ]
+    };
+    let word = |words: &'static [&'static str]| {
+        // Mostly the first (the valid) word, so most cases get past most checks.
+        prop_oneof![
+            12 => Just(words[0].as_bytes().to_vec()),
+            2 => proptest::sample::select(words).prop_map(|w| w.as_bytes().to_vec()),
+            1 => text(12),
+        ]
+    };
+    let joined = |parts: Vec<Vec<u8>>, sep: u8| {
+        let mut out = Vec::new();
+        for (i, p) in parts.into_iter().enumerate() {
+            if i > 0 {
+                out.push(sep);
+            }
+            out.extend(p);
+        }
+        out
+    };
+    let credential = (
+        word(&["AKIDEXAMPLE", "AKIDOTHER"]),
+        word(&["20150830", "20150831"]),
+        word(&["eu-west-1", ""]),
+        word(&["lambda", "s3"]),
+        word(&["aws4_request", "aws4_request/x"]),
+    )
+        .prop_map(move |(a, b, c, d, e)| joined(vec![a, b, c, d, e], b'/'));
+    let signed_headers = proptest::collection::vec(
+        word(&[
+            "host",
+            "x-amz-date",
+            "x-extra",
+            "content-type",
+            "Host",
+            "",
+            "x-absent",
+        ]),
+        0..5,
+    )
+    .prop_map(move |p| joined(p, b';'));
+    let field = |name: &'static [&'static str], value: BoxedStrategy<Vec<u8>>| {
+        (word(name), value).prop_map(|(name, value)| [name, b"=".to_vec(), value].concat())
+    };
+    let auth = (
+        word(&["AWS4-HMAC-SHA256 ", "AWS4-HMAC-SHA256", "AWS4 ", ""]),
+        field(&["Credential", " Credential"], credential.boxed()),
+        field(&["SignedHeaders"], signed_headers.boxed()),
+        field(
+            &["Signature", "Signature "],
+            prop_oneof!["[0-9a-f]{64}".prop_map(String::into_bytes), text(70)].boxed(),
+        ),
+        proptest::collection::vec(field(&["Credential", "x"], text(20).boxed()), 0..2),
+    )
+        .prop_map(move |(prefix, c, h, s, mut extra)| {
+            extra.extend([c, h, s]);
+            [prefix, joined(extra, b',')].concat()
+        });
+    let amz_date = prop_oneof![
+        word(&[
+            AMZ_DATE,
+            "20150830T123900Z",
+            "20150230T123600Z",
+            "99991231T235959Z",
+            "00000101T000000Z",
+            "+20150830T123600Z",
+            "20150830T246060Z",
+            ""
+        ]),
+        (any::<proptest::sample::Index>(), any::<u8>()).prop_map(|(at, b)| {
+            let mut d = AMZ_DATE.as_bytes().to_vec();
+            let i = at.index(d.len());
+            d[i] = b;
+            d
+        }),
+    ];
+    let strategy = (auth, amz_date, text(16), -900i64..900);
+
+    let all = keys(r#"["*"]"#);
+    let (parts, _) = signed(SECRET, AMZ_DATE, "{}");
+    let config = Config {
+        cases: 100_000,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let rng = TestRng::from_seed(RngAlgorithm::XorShift, b"natsfn sigv4 s3!");
+    // Claims that got past every header check, so `verify` was reached too.
+    let claimed = std::cell::Cell::new(0u32);
+    TestRunner::new_with_rng(config, rng)
+        .run(&strategy, |(auth, amz_date, extra, skew)| {
+            let mut parts = parts.clone();
+            // Bytes no HTTP parser would pass on are out of scope: skip, do not fail.
+            for (name, bytes) in [
+                ("authorization", auth),
+                ("x-amz-date", amz_date),
+                ("x-extra", extra),
+            ] {
+                match HeaderValue::from_bytes(&bytes) {
+                    Ok(v) => parts.headers.insert(name, v),
+                    Err(_) => parts.headers.remove(name),
+                };
+            }
+            let now = if skew < 0 {
+                at(AMZ_DATE) - Duration::from_secs(skew.unsigned_abs())
+            } else {
+                at(AMZ_DATE) + Duration::from_secs(skew as u64)
+            };
+            match all.claim(&parts.headers, now) {
+                Ok(claim) => {
+                    claimed.set(claimed.get() + 1);
+                    let checked = claim.verify(&parts, b"{}", "hello", "lambda:InvokeFunction");
+                    prop_assert!(checked.is_ok() || !checked.unwrap_err().error_type.is_empty());
+                }
+                Err(refusal) => prop_assert!(!refusal.error_message.is_empty()),
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert!(claimed.get() > 1_000, "only {} claims", claimed.get());
+}
