@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::{eventually_within, free_port, nats_server_binary, try_read_port, DEADLINE};
+use super::{free_port, nats_server_binary, try_read_port, DEADLINE};
 
 /// One server of a [`Cluster`]: its ports and store stay the same across restarts.
 struct Member {
@@ -39,9 +39,10 @@ impl Cluster {
         // Ports are picked before the servers bind them: another test may take one
         // meanwhile, and then the cluster is made again on fresh ones.
         for _ in 0..3 {
-            if let Some(cluster) = Self::try_start(no_advertise, sync_always) {
-                cluster.wait_ready().await;
-                return cluster;
+            if let Some(mut cluster) = Self::try_start(no_advertise, sync_always) {
+                if cluster.wait_ready().await {
+                    return cluster;
+                }
             }
         }
         panic!("a 3-server cluster did not start on three tries");
@@ -119,30 +120,40 @@ impl Cluster {
     }
 
     /// Until JetStream has a leader and an R3 stream can be made: then every bucket
-    /// a node creates gets its three replicas.
-    async fn wait_ready(&self) {
+    /// a node creates gets its three replicas. False if a server exited meanwhile: one
+    /// that bound its client port may still find its route or monitor port taken.
+    async fn wait_ready(&mut self) -> bool {
         let client = self.client().await;
         let js = async_nats::jetstream::new(client);
         // A meta leader is elected within seconds, longer on a machine busy with other
         // tests.
-        eventually_within(
-            Duration::from_secs(60),
-            "the cluster's JetStream to accept an R3 stream",
-            || {
-                let js = js.clone();
-                async move {
-                    let config = async_nats::jetstream::stream::Config {
-                        name: "HARNESS_READY".into(),
-                        subjects: vec!["harness.ready".into()],
-                        num_replicas: 3,
-                        ..Default::default()
-                    };
-                    js.get_or_create_stream(config).await.ok()?;
-                    js.delete_stream("HARNESS_READY").await.ok().map(drop)
-                }
-            },
-        )
-        .await;
+        let started = std::time::Instant::now();
+        let mut last = String::new();
+        while started.elapsed() < Duration::from_secs(60) {
+            let exited = self.members.iter_mut().any(|m| {
+                m.child
+                    .as_mut()
+                    .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
+            });
+            if exited {
+                return false;
+            }
+            let config = async_nats::jetstream::stream::Config {
+                name: "HARNESS_READY".into(),
+                subjects: vec!["harness.ready".into()],
+                num_replicas: 3,
+                ..Default::default()
+            };
+            match js.get_or_create_stream(config).await {
+                Ok(_) => match js.delete_stream("HARNESS_READY").await {
+                    Ok(_) => return true,
+                    Err(e) => last = e.to_string(),
+                },
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the cluster's JetStream did not accept an R3 stream within 60 s: {last}");
     }
 
     /// `nats://…` of server `i`.
