@@ -20,7 +20,7 @@ pub use node::NodeInfo;
 /// Kept at the crate root, where it was before the spec became a folder.
 pub use spec::async_spec;
 pub use spec::{
-    is_valid_label, BindingSpec, CodeSource, NatsAccess, PackageRef, Placement, PoolSpec, Runtime,
-    SpecError, UrlAuth, UrlSpec,
+    is_valid_label, BindingSpec, CodeSource, NatsAccess, Network, PackageRef, Placement, PoolSpec,
+    Runtime, SpecError, UrlAuth, UrlSpec,
 };
 pub use status::{FunctionState, FunctionStatus};

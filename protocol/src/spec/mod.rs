@@ -38,6 +38,8 @@ pub const DEFAULT_MEMORY_MB: u32 = 128;
 /// Lambda's own limits.
 const MAX_TIMEOUT_MS: u64 = 900_000;
 const MEMORY_MB_RANGE: (u64, u64) = (128, 10_240);
+pub const DEFAULT_EPHEMERAL_STORAGE_MB: u32 = 512;
+const EPHEMERAL_STORAGE_MB_RANGE: (u64, u64) = (512, 10_240);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BindingSpec {
@@ -64,9 +66,36 @@ pub struct BindingSpec {
     /// The function URL's auth and CORS; `None`: no auth, no CORS.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<UrlSpec>,
+    /// What the worker's sandbox lets it reach.
+    pub network: Network,
+    /// The size of the worker's private `/tmp`.
+    pub ephemeral_storage_mb: u32,
 }
 
-const FIELDS: [&str; 13] = [
+/// A worker's network (binding field `network`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// The node's own network.
+    #[default]
+    Full,
+    /// Only the NATS servers (through the node's relay).
+    Nats,
+    /// Loopback only, its own.
+    None,
+}
+
+impl Network {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Network::Full => "full",
+            Network::Nats => "nats",
+            Network::None => "none",
+        }
+    }
+}
+
+const FIELDS: [&str; 15] = [
     "runtime",
     "handler",
     "code",
@@ -80,6 +109,8 @@ const FIELDS: [&str; 13] = [
     "placement",
     "nats",
     "url",
+    "network",
+    "ephemeral_storage_mb",
 ];
 
 /// Environment variables the runtime sets itself; a binding may not override them.
@@ -182,6 +213,28 @@ impl BindingSpec {
             None | Some(Value::Null) => None,
             Some(v) => Some(parse_url(v)?),
         };
+        let network = match obj.get("network") {
+            None | Some(Value::Null) => Network::Full,
+            Some(Value::String(s)) if s == "full" => Network::Full,
+            Some(Value::String(s)) if s == "nats" => Network::Nats,
+            Some(Value::String(s)) if s == "none" => Network::None,
+            Some(v) => {
+                return Err(reject(
+                    "network",
+                    format!("expected \"full\", \"nats\" or \"none\", {}", got(v)),
+                ))
+            }
+        };
+        let ephemeral_storage_mb = match obj.get("ephemeral_storage_mb") {
+            None => DEFAULT_EPHEMERAL_STORAGE_MB,
+            Some(v) => int_in(
+                v,
+                "ephemeral_storage_mb",
+                "an integer of megabytes",
+                EPHEMERAL_STORAGE_MB_RANGE.0,
+                EPHEMERAL_STORAGE_MB_RANGE.1,
+            )? as u32,
+        };
         Ok(BindingSpec {
             runtime,
             handler,
@@ -196,6 +249,8 @@ impl BindingSpec {
             placement,
             nats,
             url,
+            network,
+            ephemeral_storage_mb,
         })
     }
 

@@ -28,6 +28,37 @@ fn defaults_fill_in() {
     assert_eq!(spec.memory_mb, 128);
     assert_eq!(spec.pool, DEFAULT_POOL);
     assert_eq!((spec.pool.queue, spec.pool.idle_ms), (64, 60_000));
+    assert_eq!(spec.network, Network::Full);
+    assert_eq!(spec.ephemeral_storage_mb, 512);
+}
+
+#[test]
+fn network_and_ephemeral_storage_are_checked_and_round_trip() {
+    let spec = parse(
+        r#"{"runtime":"python3","handler":"a.b","code":{"dir":"/srv"},
+            "network":"nats","ephemeral_storage_mb":1024}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        (spec.network, spec.ephemeral_storage_mb),
+        (Network::Nats, 1024)
+    );
+    assert_eq!(BindingSpec::parse("hello", &spec.to_json()).unwrap(), spec);
+    let bad = |field: &str| {
+        parse(&format!(
+            r#"{{"runtime":"python3","handler":"a.b","code":{{"dir":"/srv"}},{field}}}"#
+        ))
+        .unwrap_err()
+        .to_string()
+    };
+    assert_eq!(
+        bad(r#""network":"host""#),
+        r#"network: expected "full", "nats" or "none", got "host""#
+    );
+    assert_eq!(
+        bad(r#""ephemeral_storage_mb":100"#),
+        "ephemeral_storage_mb: expected an integer of megabytes from 512 to 10240, got 100"
+    );
 }
 
 #[test]
@@ -64,7 +95,7 @@ fn messages_name_the_field_and_the_expectation() {
     );
     assert_eq!(
         rejection(r#"{"runtime":"python3","handler":"app.handler","code":{"dir":"/x"},"colour":"red"}"#),
-        "colour: unknown field; expected one of runtime, handler, code, subjects, env, timeout_ms, memory_mb, pool, async, layers, placement, nats, url"
+        "colour: unknown field; expected one of runtime, handler, code, subjects, env, timeout_ms, memory_mb, pool, async, layers, placement, nats, url, network, ephemeral_storage_mb"
     );
     assert_eq!(
         rejection(r#"{"runtime":"ruby","handler":"app.handler","code":{"dir":"/x"}}"#),
