@@ -207,6 +207,18 @@ pub struct NodeArgs {
     /// scoped to the binding's subjects (the server must be in operator mode).
     #[arg(long, value_name = "FILE")]
     pub signing_key: Option<PathBuf>,
+    /// How workers are kept from each other and from the node: `sandbox` runs each in
+    /// bubblewrap (its own namespaces, a uid of its function's own, a private /tmp,
+    /// cgroup limits); `none` runs them as the node's own user. A node that cannot
+    /// build the sandbox refuses to start.
+    #[arg(long, value_enum, default_value_t = Isolation::Sandbox)]
+    pub isolation: Isolation,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Isolation {
+    Sandbox,
+    None,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use natsfn_actors::buckets::LogRetention;
-use natsfn_actors::{Interpreters, Metrics, NodeActor, NodeArgs, NodeMsg, SigningKey};
+use natsfn_actors::{Interpreters, Metrics, NodeActor, NodeArgs, NodeMsg, Sandbox, SigningKey};
 use ractor::Actor;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -61,9 +61,22 @@ pub async fn serve(
         .map_or_else(default_max_workers, |n| n as usize);
     tracing::info!(
         max_workers,
-        "worker limits: at most {max_workers} workers on this node (--max-workers); \
-         memory_mb enforced on resident memory by polling each worker's processes every 100 ms"
+        "worker limits: at most {max_workers} workers on this node (--max-workers)"
     );
+    let sandbox = match args.isolation {
+        cli::Isolation::Sandbox => {
+            let sandbox = Sandbox::prepare().await.context("--isolation sandbox")?;
+            tracing::info!("isolation: {}", sandbox.describe());
+            Some(Arc::new(sandbox))
+        }
+        cli::Isolation::None => {
+            tracing::warn!(
+                "isolation: none (--isolation none): workers run as this node's user and see what it sees; \
+                 memory_mb enforced by polling each worker's resident memory every 100 ms"
+            );
+            None
+        }
+    };
     let labels: std::collections::BTreeMap<String, String> = args.labels.into_iter().collect();
     let mut sigterm = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let metrics = Arc::new(Metrics::new(&client));
@@ -104,6 +117,7 @@ pub async fn serve(
             nats_url: nats.to_owned(),
             url_auth_refused: args.http.is_some() && args.http_auth.is_none(),
             subscription_denials: denials,
+            sandbox,
         },
     )
     .await

@@ -35,6 +35,8 @@ pub(crate) struct NodeContext {
     /// This node's gateway refuses function URLs with `url.auth` `AWS_IAM` (no
     /// `--http-auth`).
     pub(crate) url_auth_refused: bool,
+    /// Builds each worker's sandbox; `None` with `--isolation none`.
+    pub(crate) sandbox: Option<Arc<crate::sandbox::Sandbox>>,
 }
 
 /// Absolute paths of the language interpreters, found once at start-up so that a

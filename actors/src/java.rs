@@ -201,6 +201,16 @@ impl Jdk {
         std::env::temp_dir().join(format!("natsfn-java-{uid}-{hash:016x}"))
     }
 
+    /// What a sandboxed JVM reads: the JDK, Jackson, the bootstrap and its archive.
+    pub(crate) fn sandbox_reads(&self) -> Vec<PathBuf> {
+        let home = self.java.parent().and_then(Path::parent);
+        home.into_iter()
+            .map(Path::to_path_buf)
+            .chain(self.jackson.iter().cloned())
+            .chain([self.shared_dir()])
+            .collect()
+    }
+
     fn class_path(&self, jar: &Path) -> String {
         std::iter::once(jar)
             .chain(self.jackson.iter().map(PathBuf::as_path))

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use natsfn_protocol::{BindingSpec, CodeSource, LambdaError, Runtime};
 
-use crate::context::Interpreters;
-use crate::credentials::{CredentialIssuer, HandlerGrant};
+use crate::context::{Interpreters, NodeContext};
+use crate::credentials::HandlerGrant;
 use crate::package::{Lease, Resolved};
 
 /// The bootstraps ship inside the binary and are written out once at node start-up.
@@ -70,6 +70,13 @@ pub(crate) struct LaunchPlan {
     pub(crate) runtime_api: bool,
     /// The binding's `nats`: each worker gets NATS credentials of its own.
     pub(crate) nats: Option<Arc<HandlerGrant>>,
+    /// What a sandboxed worker reads (mounted read-only where it is): its code, its
+    /// layers, the bootstraps, its runtime.
+    pub(crate) reads: Vec<PathBuf>,
+    /// The binding's `memory_mb`, `ephemeral_storage_mb` and `network`.
+    pub(crate) memory_mb: u32,
+    pub(crate) ephemeral_storage_mb: u32,
+    pub(crate) network: natsfn_protocol::Network,
     /// The packages (code, layers) it runs stay unpacked while the plan lives.
     _packages: Vec<Arc<Lease>>,
 }
@@ -87,10 +94,10 @@ impl LaunchPlan {
         revision: u64,
         spec: &BindingSpec,
         code: Resolved,
-        runtime_dir: &Path,
-        interpreters: &Interpreters,
-        credentials: Option<&Arc<CredentialIssuer>>,
+        ctx: &NodeContext,
     ) -> Result<LaunchPlan, LambdaError> {
+        let (runtime_dir, interpreters) = (&*ctx.runtime_dir, &*ctx.interpreters);
+        let (credentials, sandboxed) = (ctx.credentials.as_ref(), ctx.sandbox.is_some());
         let nats = match (&spec.nats, credentials) {
             (None, _) => None,
             (Some(access), Some(issuer)) => Some(Arc::new(HandlerGrant {
@@ -104,6 +111,24 @@ impl LaunchPlan {
             }
         };
         let mut plan = Self::for_code(function, revision, spec, &code, runtime_dir, interpreters)?;
+        if sandboxed {
+            // Mounted with its own mode: the function's uid must be able to enter it.
+            if let Some(dir) = std::iter::once(&code.dir)
+                .chain(&code.layers)
+                .find(|dir| !crate::sandbox::readable_by_others(dir))
+            {
+                return Err(LambdaError::code_unavailable(format!(
+                    "{}: the function runs as a uid of its own and cannot read it; make it readable by others (chmod o+rx), or run the node with --isolation none",
+                    dir.display()
+                )));
+            }
+            plan.reads.push(runtime_dir.to_owned());
+            plan.reads.push(code.dir.clone());
+            plan.reads.extend(code.layers.iter().cloned());
+        }
+        plan.memory_mb = spec.memory_mb;
+        plan.ephemeral_storage_mb = spec.ephemeral_storage_mb;
+        plan.network = spec.network;
         plan._packages = code.leases;
         plan.nats = nats;
         Ok(plan)
@@ -165,6 +190,7 @@ impl LaunchPlan {
             env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
         }
         env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let reads = interpreter_roots(&program);
         Ok(LaunchPlan {
             program,
             args: vec![runtime_dir.join(bootstrap)],
@@ -172,6 +198,10 @@ impl LaunchPlan {
             env,
             runtime_api: false,
             nats: None,
+            reads,
+            memory_mb: spec.memory_mb,
+            ephemeral_storage_mb: spec.ephemeral_storage_mb,
+            network: spec.network,
             _packages: Vec::new(),
         })
     }
@@ -212,6 +242,10 @@ impl LaunchPlan {
             env,
             runtime_api: false,
             nats: None,
+            reads: jdk.sandbox_reads(),
+            memory_mb: spec.memory_mb,
+            ephemeral_storage_mb: spec.ephemeral_storage_mb,
+            network: spec.network,
             _packages: Vec::new(),
         })
     }
@@ -258,9 +292,23 @@ impl LaunchPlan {
             env,
             runtime_api: true,
             nats: None,
+            reads: Vec::new(),
+            memory_mb: spec.memory_mb,
+            ephemeral_storage_mb: spec.ephemeral_storage_mb,
+            network: spec.network,
             _packages: Vec::new(),
         })
     }
+}
+
+/// The directory an interpreter was installed into (`<prefix>/bin/python3` ->
+/// `<prefix>`), for the link and for where it leads (a virtualenv's python is a link).
+fn interpreter_roots(program: &Path) -> Vec<PathBuf> {
+    let real = std::fs::canonicalize(program).ok();
+    std::iter::once(program)
+        .chain(real.as_deref())
+        .filter_map(|p| p.parent()?.parent().map(Path::to_path_buf))
+        .collect()
 }
 
 /// Layers as Lambda's runtimes see `/opt`: `python/` on PYTHONPATH, `nodejs/node_modules/`

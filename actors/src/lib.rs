@@ -18,6 +18,7 @@ mod logs;
 mod metrics;
 mod node;
 mod package;
+mod sandbox;
 mod status;
 mod worker;
 
@@ -27,3 +28,4 @@ pub use java::Jdk;
 pub use metrics::Metrics;
 pub use node::{Handover, NodeActor, NodeArgs, NodeMsg};
 pub use package::{stays_inside, MAX_PACKAGE_BYTES};
+pub use sandbox::{Sandbox, SandboxError};

@@ -212,6 +212,22 @@ impl Node {
         Self::start_binary(Path::new(env!("CARGO_BIN_EXE_natsfn")), server, id, args)
     }
 
+    /// A node of the suite (its role) with extra environment variables.
+    pub fn start_with_env(
+        server: &NatsServer,
+        id: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Node {
+        let connect: &[&str] = if roles::roles() {
+            &roles::NODE_CONNECT
+        } else {
+            &[]
+        };
+        let binary = Path::new(env!("CARGO_BIN_EXE_natsfn"));
+        Self::spawn_as(binary, &server.url, connect, id, args, env)
+    }
+
     /// A node run by another natsfn binary (the benchmark's "before").
     pub fn start_binary(binary: &Path, server: &NatsServer, id: &str, args: &[&str]) -> Node {
         Self::spawn(binary, &server.url, id, args)
@@ -585,8 +601,13 @@ pub fn free_port() -> u16 {
 }
 
 /// A directory holding a function's code.
+/// A function's code directory, readable by the uid its sandboxed workers run as (as a
+/// user's checkout normally is; a fresh temp dir is mode 0700).
 pub fn code_dir(files: &[(&str, &str)]) -> TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod code dir");
     for (name, text) in files {
         let path = dir.path().join(name);
         if let Some(parent) = path.parent() {

@@ -32,3 +32,4 @@ mod queueing;
 mod registry;
 mod roles;
 mod rollout;
+mod sandbox;

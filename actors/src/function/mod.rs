@@ -338,16 +338,7 @@ async fn make_plan(
         jdk.ensure_built(&ctx.runtime_dir).await;
     }
     let code = ctx.packages.resolve(&spec).await?;
-    LaunchPlan::for_spec(
-        &name,
-        revision,
-        &spec,
-        code,
-        &ctx.runtime_dir,
-        &ctx.interpreters,
-        ctx.credentials.as_ref(),
-    )
-    .map(Arc::new)
+    LaunchPlan::for_spec(&name, revision, &spec, code, &ctx).map(Arc::new)
 }
 
 impl FunctionState {

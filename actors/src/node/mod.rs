@@ -66,6 +66,9 @@ pub struct NodeArgs {
     /// Subjects the NATS server refused the node a subscription to, as the
     /// connection's event callback hears of them (the server says so only then).
     pub subscription_denials: UnboundedReceiver<String>,
+    /// Builds each worker's sandbox (`--isolation sandbox`); `None`: workers run as
+    /// the node's user (`--isolation none`).
+    pub sandbox: Option<Arc<crate::sandbox::Sandbox>>,
 }
 
 pub enum NodeMsg {

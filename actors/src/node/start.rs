@@ -103,6 +103,7 @@ impl NodeState {
             packages,
             credentials,
             url_auth_refused: args.url_auth_refused,
+            sandbox: args.sandbox,
         };
         ctx.metrics.set_max_workers(args.max_workers);
         let registry = NodeRegistry::spawn(

@@ -29,7 +29,13 @@ pub(crate) struct WorkerCredentials {
 
 impl WorkerCredentials {
     /// Mints the worker's credentials and writes them; renews them until dropped.
-    pub(crate) fn issue(grant: &Arc<HandlerGrant>, function: &str) -> std::io::Result<Self> {
+    /// `owner`: the sandboxed worker's uid, which must read them (the node's user
+    /// otherwise).
+    pub(crate) fn issue(
+        grant: &Arc<HandlerGrant>,
+        function: &str,
+        owner: Option<u32>,
+    ) -> std::io::Result<Self> {
         let worker = uuid::Uuid::new_v4().simple().to_string();
         let dir = grant.issuer.dir.join(&worker);
         DirBuilder::new()
@@ -37,6 +43,10 @@ impl WorkerCredentials {
             .mode(0o700)
             .create(&grant.issuer.dir)?;
         DirBuilder::new().mode(0o700).create(&dir)?;
+        if let Err(e) = std::os::unix::fs::chown(&dir, owner, owner) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
         let path = dir.join(CREDS_FILE);
         let inbox_prefix = format!("_INBOX_natsfn.{function}.{worker}");
         let user = KeyPair::new_user();
@@ -45,7 +55,7 @@ impl WorkerCredentials {
                 (grant.clone(), function.to_owned(), inbox_prefix.clone());
             move |user: &KeyPair| grant.issuer.mint(user, &grant.access, &prefix, &function)
         };
-        if let Err(e) = write_private(&path, &mint(&user)) {
+        if let Err(e) = write_private(&path, &mint(&user), owner) {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e);
         }
@@ -63,7 +73,7 @@ impl WorkerCredentials {
                     if *removed {
                         return;
                     }
-                    if let Err(e) = write_private(&path, &creds) {
+                    if let Err(e) = write_private(&path, &creds, owner) {
                         tracing::warn!(path = %path.display(), error = %e,
                             "cannot renew a handler's NATS credentials");
                     }
@@ -86,6 +96,11 @@ impl WorkerCredentials {
     pub(crate) fn env(&self) -> &[(&'static str, String)] {
         &self.env
     }
+
+    /// The directory holding the file (a sandboxed worker gets it mounted).
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
 }
 
 impl Drop for WorkerCredentials {
@@ -102,9 +117,9 @@ impl Drop for WorkerCredentials {
     }
 }
 
-/// Writes `text` to `path` as a new file of mode 0600 renamed into place, so a reader
-/// sees the old file or the new one, whole.
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+/// Writes `text` to `path` as a new file of mode 0600 (of `owner`) renamed into place,
+/// so a reader sees the old file or the new one, whole.
+fn write_private(path: &Path, text: &str, owner: Option<u32>) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
     let mut file = OpenOptions::new()
@@ -113,6 +128,7 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
         .mode(0o600)
         .open(&tmp)?;
     file.write_all(text.as_bytes())?;
+    std::os::unix::fs::chown(&tmp, owner, owner)?;
     std::fs::rename(&tmp, path)
 }
 
@@ -146,7 +162,7 @@ mod tests {
                 subscribe: vec![],
             },
         });
-        let creds = WorkerCredentials::issue(&grant, "f").expect("issued");
+        let creds = WorkerCredentials::issue(&grant, "f", None).expect("issued");
         let env: std::collections::HashMap<_, _> = creds.env().iter().cloned().collect();
         let path = std::path::PathBuf::from(&env["NATS_CREDS"]);
         assert!(env["NATS_INBOX_PREFIX"].starts_with("_INBOX_natsfn.f."));

@@ -40,15 +40,19 @@ impl WorkerState {
     }
 
     pub(super) async fn out_of_memory(&mut self, myself: &ActorRef<WorkerMsg>, rss: u64) {
-        if self.phase == Phase::Done {
-            return;
-        }
-        self.kill();
         let why = format!(
             "Runtime exited with error: memory limit exceeded ({} MB resident, memory_mb {})",
             rss / (1024 * 1024),
             self.args.memory_mb
         );
+        self.out_of_memory_because(myself, why).await;
+    }
+
+    async fn out_of_memory_because(&mut self, myself: &ActorRef<WorkerMsg>, why: String) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        self.kill();
         if self.phase == Phase::Starting {
             self.init_failed(myself, LambdaError::out_of_memory(why));
         } else {
@@ -60,6 +64,15 @@ impl WorkerState {
             )
             .await;
         }
+    }
+
+    pub(super) async fn out_of_storage(&mut self, myself: &ActorRef<WorkerMsg>, bytes: u64) {
+        let why = format!(
+            "Runtime exited with error: ephemeral storage exceeded ({} MB in /tmp, ephemeral_storage_mb {})",
+            bytes / (1024 * 1024),
+            self.args.plan.ephemeral_storage_mb
+        );
+        self.fail(myself, why, LambdaError::exit_error).await;
     }
 
     /// The process said something it should not have: it cannot be trusted further.
@@ -99,6 +112,15 @@ impl WorkerState {
     pub(super) async fn finish_exit(&mut self, myself: &ActorRef<WorkerMsg>) {
         if self.phase == Phase::Done {
             return;
+        }
+        let cgroup = self.jail.as_ref().and_then(|j| j.groups.as_ref());
+        if cgroup.is_some_and(|g| g.oom_kills() > 0) {
+            // The kernel enforced memory_mb: its OOM killer ended the worker.
+            let why = format!(
+                "Runtime exited with error: memory limit exceeded (the kernel's OOM killer stopped it at memory_mb {})",
+                self.args.memory_mb
+            );
+            return self.out_of_memory_because(myself, why).await;
         }
         let status = self
             .exit

@@ -2,9 +2,9 @@
 //! process and every descendant, read from /proc. Never the address space: V8 and the
 //! JVM reserve far more than they use and must still start under 128 MB.
 //!
-//! A cgroup v2 limit would be exact and need no polling, but it needs a delegated
-//! cgroup subtree the node can write to; this machine kind (cgroup v1 for memory)
-//! has none, so polling is what nodes use, and say so at start-up.
+//! Polling is the fallback: a sandboxed worker has a memory cgroup whose limit the
+//! kernel enforces (sandbox/cgroup.rs); only where none can be had (`--isolation none`,
+//! or no writable hierarchy) is the RSS polled, and the node says so at start-up.
 
 use std::time::{Duration, Instant};
 
@@ -62,8 +62,7 @@ const PEAK_SHORT_RUN: Duration = Duration::from_millis(1);
 /// the last reading is [`PEAK_FRESH`] old); the descendants' walk (a few syscalls per
 /// thread) only on the latter.
 pub(crate) struct PeakMemory {
-    pid: u32,
-    status: Option<std::fs::File>,
+    source: PeakSource,
     buf: Vec<u8>,
     hwm: u64,
     descendants: u64,
@@ -71,11 +70,33 @@ pub(crate) struct PeakMemory {
     walked_at: Option<Instant>,
 }
 
+enum PeakSource {
+    /// The worker process's `/proc/PID/status` (its `VmHWM`) and its descendants.
+    Process {
+        pid: u32,
+        status: Option<std::fs::File>,
+    },
+    /// The worker's memory cgroup's `memory.max_usage_in_bytes`: the kernel keeps the
+    /// high-water mark of the whole tree, children that exited included.
+    Cgroup(Option<std::fs::File>),
+}
+
 impl PeakMemory {
     pub(crate) fn new(pid: u32) -> PeakMemory {
-        PeakMemory {
+        Self::with(PeakSource::Process {
             pid,
             status: std::fs::File::open(format!("/proc/{pid}/status")).ok(),
+        })
+    }
+
+    /// Read from the worker's memory cgroup (its `memory.max_usage_in_bytes`).
+    pub(crate) fn of_cgroup(max_usage: &std::path::Path) -> PeakMemory {
+        Self::with(PeakSource::Cgroup(std::fs::File::open(max_usage).ok()))
+    }
+
+    fn with(source: PeakSource) -> PeakMemory {
+        PeakMemory {
+            source,
             buf: Vec::with_capacity(4096),
             hwm: 0,
             descendants: 0,
@@ -89,31 +110,41 @@ impl PeakMemory {
         let stale = self.walked_at.is_none_or(|t| t.elapsed() >= PEAK_FRESH);
         if stale || ran >= PEAK_SHORT_RUN {
             // A process already gone keeps the last reading.
-            if let Some(kb) = self.read_hwm_kb() {
-                self.hwm = self.hwm.max(kb * 1024);
+            if let Some(bytes) = self.read_hwm() {
+                self.hwm = self.hwm.max(bytes);
             }
         }
         if stale {
-            self.descendants = descendants_rss(self.pid, 0);
+            if let PeakSource::Process { pid, .. } = self.source {
+                self.descendants = descendants_rss(pid, 0);
+            }
             self.walked_at = Some(Instant::now());
         }
         self.peak = self.peak.max(self.hwm + self.descendants);
         self.peak
     }
 
-    fn read_hwm_kb(&mut self) -> Option<u64> {
+    fn read_hwm(&mut self) -> Option<u64> {
         use std::os::unix::fs::FileExt;
-        let file = self.status.as_ref()?;
+        let file = match &self.source {
+            PeakSource::Process { status, .. } => status.as_ref()?,
+            PeakSource::Cgroup(file) => file.as_ref()?,
+        };
         self.buf.resize(4096, 0);
         let n = file.read_at(&mut self.buf, 0).ok()?;
         let text = std::str::from_utf8(&self.buf[..n]).ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()
+        match self.source {
+            PeakSource::Cgroup(_) => text.trim().parse().ok(),
+            PeakSource::Process { .. } => text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .map(|kb| kb * 1024),
+        }
     }
 }
 

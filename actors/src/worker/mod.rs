@@ -33,9 +33,10 @@ use crate::clock::now_ms;
 use crate::context::NodeContext;
 use crate::invocation::{EndpointId, Invocation};
 use crate::launch::LaunchPlan;
+use crate::sandbox::{StorageWatch, WorkerJail, WorkerSpec};
 use channel::{spawn_reader, OutputStream};
 use credentials::WorkerCredentials;
-use memory::MemoryWatch;
+use memory::{MemoryWatch, PeakMemory};
 use platform_log::{LogFraming, Ran};
 use process::{ProcessGroup, Reaped};
 pub(crate) use report::{Finished, Outcome, WorkerReport};
@@ -83,6 +84,8 @@ pub(crate) enum WorkerMsg {
     WriteFailed(String),
     /// The process tree's resident memory (bytes) went past `memory_mb`.
     OutOfMemory(u64),
+    /// The worker's `/tmp` holds more than `ephemeral_storage_mb` (bytes).
+    OutOfStorage(u64),
     /// The process exited (with this description of its status).
     ProcessExited(String),
     /// The invocation with this sequence number ran past `timeout_ms`.
@@ -112,10 +115,15 @@ pub(crate) struct WorkerState {
     invocations: u64,
     init_timer: Option<AbortHandle>,
     watchdog: Watchdog,
-    _memory: MemoryWatch,
+    /// `None` where the kernel enforces `memory_mb` (the sandbox's memory cgroup).
+    _memory: Option<MemoryWatch>,
+    _storage: Option<StorageWatch>,
     exit: ExitNews,
     /// The worker's NATS credentials (binding field `nats`): removed when it stops.
     _credentials: Option<WorkerCredentials>,
+    /// Its sandbox (`None` with `--isolation none`): its cgroups and `/tmp` go with it,
+    /// after the process has been reaped.
+    jail: Option<WorkerJail>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,9 +182,29 @@ impl Actor for WorkerActor {
             ),
             false => None,
         };
+        let uid = args
+            .ctx
+            .sandbox
+            .as_ref()
+            .map(|_| crate::sandbox::function_uid(&args.function));
         // Minted per worker at its start, never per invocation.
         let credentials = match &args.plan.nats {
-            Some(grant) => Some(WorkerCredentials::issue(grant, &args.function)?),
+            Some(grant) => Some(WorkerCredentials::issue(grant, &args.function, uid)?),
+            None => None,
+        };
+        let jail = match &args.ctx.sandbox {
+            Some(sandbox) => {
+                let mut reads = args.plan.reads.clone();
+                reads.extend(credentials.as_ref().map(|c| c.dir().to_owned()));
+                Some(sandbox.worker(WorkerSpec {
+                    function: &args.function,
+                    worker: &format!("w{}", myself.get_id().pid()),
+                    memory_mb: args.memory_mb,
+                    reads: &reads,
+                    cwd: &args.plan.cwd,
+                    own_network: args.plan.network != natsfn_protocol::Network::Full,
+                })?)
+            }
             None => None,
         };
         let env = credentials.as_ref().map_or(&[][..], WorkerCredentials::env);
@@ -185,6 +213,7 @@ impl Actor for WorkerActor {
             &log_stream,
             api.as_ref().map(RuntimeApi::addr),
             env,
+            jail.as_ref(),
         )?;
         let (reader, writer) = InvokeWriter::new(api, proc.channel, &myself)?;
         // Without a channel, the exit status is the whole news of an exit.
@@ -192,14 +221,31 @@ impl Actor for WorkerActor {
             channel_closed: reader.is_none(),
             ..ExitNews::default()
         };
-        let framing = LogFraming::new(version, args.memory_mb, proc.pid);
+        let cgroup = jail.as_ref().and_then(|j| j.groups.as_ref());
+        let peak = match cgroup.and_then(|g| g.peak_file()) {
+            Some(file) => PeakMemory::of_cgroup(&file),
+            None => PeakMemory::new(proc.pid),
+        };
+        let framing = LogFraming::new(version, args.memory_mb, peak);
         spawn_reader(myself.clone(), reader, proc.stdout, proc.stderr);
         let mut child = proc.child;
-        let memory = MemoryWatch::spawn(
-            proc.pid,
-            u64::from(args.memory_mb) * 1024 * 1024,
-            myself.clone(),
-        );
+        let memory = cgroup.is_none().then(|| {
+            MemoryWatch::spawn(
+                proc.pid,
+                u64::from(args.memory_mb) * 1024 * 1024,
+                myself.clone(),
+            )
+        });
+        let storage = jail.as_ref().map(|jail| {
+            let me = myself.clone();
+            StorageWatch::spawn(
+                jail.tmp.path(),
+                u64::from(args.plan.ephemeral_storage_mb) * 1024 * 1024,
+                move |bytes| {
+                    let _ = me.cast(WorkerMsg::OutOfStorage(bytes));
+                },
+            )
+        });
         let me = myself.clone();
         let reaped = tokio::spawn(async move {
             let status = match child.wait().await {
@@ -226,8 +272,10 @@ impl Actor for WorkerActor {
             init_timer: Some(init_timer),
             watchdog: Watchdog::spawn(myself.clone()),
             _memory: memory,
+            _storage: storage,
             exit,
             _credentials: credentials,
+            jail,
         })
     }
 
@@ -254,6 +302,7 @@ impl Actor for WorkerActor {
             }
             WorkerMsg::WriteFailed(why) => state.write_failed(&myself, why).await,
             WorkerMsg::OutOfMemory(rss) => state.out_of_memory(&myself, rss).await,
+            WorkerMsg::OutOfStorage(bytes) => state.out_of_storage(&myself, bytes).await,
             WorkerMsg::ChannelClosed => {
                 state.exit.channel_closed = true;
                 state.on_exit_news(&myself).await

@@ -37,14 +37,14 @@ pub(super) struct Ran {
 }
 
 impl LogFraming {
-    pub(super) fn new(version: &str, memory_mb: u32, pid: u32) -> LogFraming {
+    pub(super) fn new(version: &str, memory_mb: u32, peak: PeakMemory) -> LogFraming {
         LogFraming {
             version: version.to_owned(),
             memory_mb,
             spawned: Instant::now(),
             init: None,
             start_logged: true,
-            peak: PeakMemory::new(pid),
+            peak,
         }
     }
 
@@ -170,7 +170,7 @@ mod tests {
 
     #[test]
     fn start_comes_once_and_init_only_on_the_cold_invocation() {
-        let mut framing = LogFraming::new("7", 256, std::process::id());
+        let mut framing = LogFraming::new("7", 256, PeakMemory::new(std::process::id()));
         framing.ready();
         // Output before any invocation (module-level prints) gets no START.
         assert_eq!(framing.start_due("none"), None);

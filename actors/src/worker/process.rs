@@ -12,6 +12,7 @@ use tokio::net::UnixStream;
 use tokio::process::{Child, ChildStderr, ChildStdout};
 
 use crate::launch::LaunchPlan;
+use crate::sandbox::{cgroup, WorkerJail};
 
 /// The channel's descriptor number inside the worker (`NATSFN_CHANNEL_FD`).
 const CHANNEL_FD: i32 = 3;
@@ -29,17 +30,27 @@ pub(crate) struct WorkerProcess {
 }
 
 /// `runtime_api`: the address of the worker's Lambda Runtime API, for a provided one;
-/// `env`: the worker's own variables besides those of the plan.
+/// `env`: the worker's own variables besides those of the plan; `jail`: its sandbox
+/// (the program runs inside bubblewrap), `None` with `--isolation none`.
 pub(crate) fn spawn(
     plan: &LaunchPlan,
     log_stream: &str,
     runtime_api: Option<std::net::SocketAddr>,
     env: &[(&str, String)],
+    jail: Option<&WorkerJail>,
 ) -> std::io::Result<WorkerProcess> {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
     let theirs_fd = theirs.as_raw_fd();
     let no_channel = runtime_api.is_some();
-    let mut command = tokio::process::Command::new(&plan.program);
+    let mut command = match jail {
+        Some(jail) => {
+            let mut command = tokio::process::Command::new(&jail.argv[0]);
+            command.args(&jail.argv[1..]).arg(&plan.program);
+            command
+        }
+        None => tokio::process::Command::new(&plan.program),
+    };
+    let cgroups = jail.map_or_else(Vec::new, WorkerJail::cgroup_fds);
     command
         .args(&plan.args)
         .current_dir(&plan.cwd)
@@ -53,6 +64,13 @@ pub(crate) fn spawn(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    if !cgroups.is_empty() {
+        // SAFETY: between fork and exec only async-signal-safe calls (write).
+        unsafe {
+            // Into its cgroups before it can fork: nothing it starts escapes them.
+            command.pre_exec(move || cgroup::join(&cgroups));
+        }
+    }
     if !no_channel {
         command.env("NATSFN_CHANNEL_FD", CHANNEL_FD.to_string());
         // SAFETY: between fork and exec only async-signal-safe calls (dup2, fcntl).
