@@ -161,13 +161,16 @@ async fn a_handler_cannot_write_its_code_and_its_tmp_is_its_own() {
         serde_json::json!({"try": "tmp", "write": "writers-secret"}),
     )
     .await;
-    assert_eq!(
-        wrote["tmp"],
-        serde_json::json!(["writers-secret"]),
-        "{wrote}"
-    );
+    let listed = |v: &serde_json::Value, name: &str| {
+        v["tmp"]
+            .as_array()
+            .is_some_and(|names| names.iter().any(|n| n == name))
+    };
+    assert!(listed(&wrote, "writers-secret"), "{wrote}");
     let read = ask(&env, "reader", serde_json::json!({"try": "tmp"})).await;
-    assert_eq!(read["tmp"], serde_json::json!([]), "{read}");
+    // (Its /tmp may show where the code and runtime are mounted, when they live
+    // under the host's /tmp, as in tests; never what another worker wrote.)
+    assert!(!listed(&read, "writers-secret"), "{read}");
     // A uid of each function's own: neither root nor the node's, nor each other's.
     let (writer, reader) = (wrote["uid"].as_u64(), read["uid"].as_u64());
     assert!(writer.is_some_and(|u| u >= 1 << 30), "{wrote}");
@@ -179,7 +182,8 @@ async fn a_handler_cannot_write_its_code_and_its_tmp_is_its_own() {
 async fn a_fork_bomb_stops_at_the_pids_limit_and_everything_else_serves_on() {
     let env = Env::start().await;
     let code = code_dir(&[("app.py", PROBE)]);
-    env.bind_ready("bomb", probe(&code)).await;
+    // Room for a thousand processes' kernel memory: the pids limit is what stops it.
+    env.bind_ready("bomb", probe(&code).memory_mb(2048)).await;
     env.bind_ready("bystander", probe(&code)).await;
 
     let bomb = ask(&env, "bomb", serde_json::json!({"try": "fork_bomb"})).await;
@@ -189,7 +193,7 @@ async fn a_fork_bomb_stops_at_the_pids_limit_and_everything_else_serves_on() {
     assert!((1000..1024).contains(&children), "{bomb}");
 
     let other = ask(&env, "bystander", serde_json::json!({"try": "tmp"})).await;
-    assert_eq!(other["tmp"], serde_json::json!([]));
+    assert!(other["uid"].is_u64(), "{other}");
     // The bomb's own worker serves on too, once its children are gone.
     ask(&env, "bomb", serde_json::json!({"try": "tmp"})).await;
 }
