@@ -11,6 +11,7 @@ mod load;
 mod page;
 mod pool;
 mod report;
+mod sandbox;
 mod sigv4;
 
 use std::io::{BufRead, BufReader};
@@ -85,6 +86,11 @@ fn main() {
             "{}",
             runtime.block_on(sigv4::measure(&payload, 5, 5_000, 10_000))
         );
+    }
+    if args.iter().any(|a| a == "--sandbox-only") {
+        // What the worker sandbox costs a cold start, and its memory limit's overshoot.
+        let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+        return println!("{}", runtime.block_on(sandbox::measure(20, 10)));
     }
     let quick = args.iter().any(|a| a == "--quick");
     let plan = if quick {
