@@ -18,6 +18,7 @@ mod logs;
 mod metrics;
 mod node;
 mod package;
+mod sandbox;
 mod status;
 mod worker;
 
