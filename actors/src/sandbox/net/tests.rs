@@ -92,6 +92,45 @@ async fn nats_reaches_the_servers_through_the_relay_and_nothing_else() {
     assert!(matches!(read, Ok(0)) || read.is_err(), "{read:?}");
 }
 
+/// The relay with a real nats-server (on PATH, as the integration tests need it): its
+/// INFO arrives inside the namespace and it answers PING.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_on_the_hosts_loopback_answers_through_the_relay() {
+    let port = loopback_listener().local_addr().unwrap().port();
+    let mut server = Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server on PATH");
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let deadline = Instant::now() + WAIT;
+    while !reaches(addr) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let net = WorkerNet::create(Some(&[addr]), false).unwrap();
+    let fd = net.netns_fd();
+    let answer = tokio::task::spawn_blocking(move || {
+        inside(fd, move || {
+            let mut tcp = StdStream::connect(addr)?;
+            tcp.set_read_timeout(Some(WAIT))?;
+            let mut reader = std::io::BufReader::new(tcp.try_clone()?);
+            let (mut info, mut pong) = (String::new(), String::new());
+            std::io::BufRead::read_line(&mut reader, &mut info)?;
+            tcp.write_all(b"CONNECT {\"verbose\":false}\r\nPING\r\n")?;
+            std::io::BufRead::read_line(&mut reader, &mut pong)?;
+            Ok::<_, io::Error>((info, pong))
+        })
+    })
+    .await
+    .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let (info, pong) = answer.expect("talking NATS through the relay");
+    assert!(info.starts_with("INFO {"), "{info:?}");
+    assert_eq!(pong, "PONG\r\n");
+}
+
 #[test]
 fn nats_needs_a_server_and_a_runtime() {
     assert_eq!(
