@@ -1,10 +1,11 @@
 //! The AWS Lambda Runtime API (2018-06-01) that a `provided` worker's WorkerActor
-//! serves to that one worker, on its own loopback listener. It turns HTTP into the same
-//! messages a framed worker's channel gives (`WorkerMsg::Frame`): the first `/next` is
-//! `Ready`, a posted response or error is `Response` / `Error`, `init/error` is
-//! `InitError`. The WorkerActor stays the one owner of the invocations in flight; the
-//! server only remembers which request id it handed out, to answer misuse the way
-//! Lambda does.
+//! serves to that one worker, on a loopback listener of its own: inside the worker's
+//! network namespace, or on the host's taking only the worker's uid (`RuntimeApiListen`,
+//! issue 21). It turns HTTP into the same messages a framed worker's channel gives
+//! (`WorkerMsg::Frame`): the first `/next` is `Ready`, a posted response or error is
+//! `Response` / `Error`, `init/error` is `InitError`. The WorkerActor stays the one
+//! owner of the invocations in flight; the server only remembers which request id it
+//! handed out, to answer misuse the way Lambda does.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
