@@ -42,6 +42,46 @@ fn none_has_its_own_loopback_up_and_nothing_of_the_host() {
     assert!(!host, "the host's loopback is reachable from the namespace");
 }
 
+/// The spawn's way in: `enter` in `pre_exec`, then a program that drops to another uid
+/// (setpriv here, bwrap in the node) and runs the worker.
+#[test]
+fn a_process_spawned_with_enter_in_pre_exec_lives_in_the_namespace() {
+    let host = loopback_listener();
+    let mut net = WorkerNet::create(None, true).unwrap();
+    let api = net.take_runtime_api().unwrap();
+    let script = format!(
+        r#"import os, socket
+def reach(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        return "yes"
+    except OSError:
+        return "no"
+print(os.getuid(), reach({}), reach({}))
+"#,
+        api.local_addr().unwrap().port(),
+        host.local_addr().unwrap().port()
+    );
+    let mut command = Command::new("setpriv");
+    command
+        .args(["--reuid", "54321", "--regid", "54321", "--clear-groups"])
+        .args(["/usr/bin/python3", "-c", &script])
+        .current_dir("/")
+        .stdin(Stdio::null());
+    let fd = net.netns_fd();
+    // SAFETY: enter is async-signal-safe.
+    unsafe {
+        command.pre_exec(move || enter(fd));
+    }
+    let out = command.output().expect("setpriv and python3");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "54321 yes no",
+        "uid, Runtime API inside, host loopback ({})",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A TCP echo server on the host's loopback, for as long as the test process lives.
 fn echo_server() -> SocketAddr {
     echo_server_on(loopback_listener())
