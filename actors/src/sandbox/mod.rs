@@ -11,6 +11,7 @@
 //! the mount namespace) between the node's fork and the runtime.
 
 pub(crate) mod cgroup;
+pub(crate) mod net;
 mod storage;
 
 use std::ffi::OsString;

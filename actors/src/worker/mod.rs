@@ -40,7 +40,7 @@ use memory::{MemoryWatch, PeakMemory};
 use platform_log::{LogFraming, Ran};
 use process::{ProcessGroup, Reaped};
 pub(crate) use report::{Finished, Outcome, WorkerReport};
-use runtime_api::RuntimeApi;
+use runtime_api::{RuntimeApi, RuntimeApiListen};
 use watchdog::Watchdog;
 use writer::{InvokeWriter, SendError};
 
@@ -177,6 +177,7 @@ impl Actor for WorkerActor {
                     &args.arn,
                     args.timeout,
                     args.ctx.max_payload,
+                    RuntimeApiListen::Loopback { peer_uid: None },
                 )
                 .await?,
             ),
