@@ -65,7 +65,9 @@ pub async fn serve(
     );
     let sandbox = match args.isolation {
         cli::Isolation::Sandbox => {
-            let sandbox = Sandbox::prepare().await.context("--isolation sandbox")?;
+            let sandbox = Sandbox::prepare(nats)
+                .await
+                .context("--isolation sandbox")?;
             tracing::info!("isolation: {}", sandbox.describe());
             Some(Arc::new(sandbox))
         }

@@ -67,9 +67,10 @@ pub async fn measure(cold_starts: usize, overshoots: usize) -> String {
         }
         resident.sort_unstable();
         let show = |mb: Option<u64>| {
-            mb.map_or(format!("at most {MEMORY_MB} MB (the kernel's limit)"), |mb| {
-                format!("{mb} MB")
-            })
+            mb.map_or(
+                format!("at most {MEMORY_MB} MB (the kernel's limit)"),
+                |mb| format!("{mb} MB"),
+            )
         };
         out.push_str(&format!(
             "| {label} | {how} | {} / {} |\n",

@@ -85,6 +85,8 @@ def handler(event, context):
         s.settimeout(2)
         try:
             s.connect((event["host"], event["port"]))
+            if "send" in event:
+                s.sendall(event["send"].encode())
             data = s.recv(4) if event.get("read") else b""
             return {"connected": True, "read": data.decode("latin-1")}
         except OSError as e:
@@ -254,6 +256,99 @@ async fn ephemeral_storage_mb_bounds_the_private_tmp() {
             .is_some_and(|m| m.contains("ephemeral storage exceeded")),
         "{error}"
     );
+}
+
+/// A custom runtime answering with the address of its own Runtime API.
+const PROVIDED_BOOTSTRAP: &str = r#"#!/bin/bash
+set -euo pipefail
+while true; do
+  HEADERS="$(mktemp)"
+  curl -sS -LD "$HEADERS" -o /dev/null "http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime/invocation/next"
+  ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
+  curl -sS "http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime/invocation/$ID/response" \
+    -d "{\"api\": \"${AWS_LAMBDA_RUNTIME_API}\"}"
+done
+"#;
+
+fn provided(network: &str) -> (tempfile::TempDir, Binding) {
+    use std::os::unix::fs::PermissionsExt;
+    let code = code_dir(&[("bootstrap", PROVIDED_BOOTSTRAP)]);
+    let bootstrap = code.path().join("bootstrap");
+    std::fs::set_permissions(&bootstrap, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod bootstrap");
+    let spec = Binding::provided(dir_str(code.path())).with("network", network);
+    (code, spec)
+}
+
+#[tokio::test]
+async fn another_functions_handler_cannot_take_a_provided_workers_invocation() {
+    let env = Env::start().await;
+    let (victim_code, victim) = provided("full");
+    env.bind_ready("victim", victim.pool(1, 1)).await;
+    let code = code_dir(&[("app.py", PROBE)]);
+    env.bind_ready("thief", probe(&code)).await;
+
+    let api = ask(&env, "victim", serde_json::json!({})).await["api"]
+        .as_str()
+        .expect("the victim's Runtime API")
+        .to_owned();
+    let (host, port) = api.rsplit_once(':').expect("host:port");
+    let stolen = ask(
+        &env,
+        "thief",
+        serde_json::json!({"try": "connect", "host": host, "port": port.parse::<u16>().expect("port"),
+            "send": "GET /2018-06-01/runtime/invocation/next HTTP/1.0\r\n\r\n", "read": true}),
+    )
+    .await;
+    // The connection is closed at once: no HTTP answer, let alone an invocation (the
+    // victim's worker is idle: its `/next` would hand this request the next one).
+    assert!(
+        stolen["read"] == "" || stolen["connected"] == false,
+        "{stolen}"
+    );
+    // The victim still gets its own invocations.
+    let again = ask(&env, "victim", serde_json::json!({})).await;
+    assert_eq!(again["api"], api.as_str());
+    drop(victim_code);
+}
+
+#[tokio::test]
+async fn a_provided_worker_without_a_network_still_has_its_runtime_api() {
+    let env = Env::start().await;
+    let (_code, offline) = provided("none");
+    env.bind_ready("offline-provided", offline).await;
+    let answer = ask(&env, "offline-provided", serde_json::json!({})).await;
+    assert!(
+        answer["api"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn network_nats_reaches_the_nats_server_and_nothing_else() {
+    let env = Env::start().await;
+    let code = code_dir(&[("app.py", PROBE)]);
+    env.bind_ready("relayed", probe(&code).with("network", "nats"))
+        .await;
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let elsewhere_port = elsewhere.local_addr().expect("addr").port();
+
+    let nats = ask(
+        &env,
+        "relayed",
+        serde_json::json!({"try": "connect", "host": "127.0.0.1", "port": env.server.port, "read": true}),
+    )
+    .await;
+    assert_eq!(nats["read"], "INFO", "{nats}");
+    let other = ask(
+        &env,
+        "relayed",
+        serde_json::json!({"try": "connect", "host": "127.0.0.1", "port": elsewhere_port}),
+    )
+    .await;
+    assert_eq!(other["connected"], false, "{other}");
 }
 
 #[tokio::test]

@@ -15,11 +15,14 @@ pub(crate) mod net;
 mod storage;
 
 use std::ffi::OsString;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::RawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use cgroup::{NodeGroups, WorkerGroups};
+use natsfn_protocol::Network;
+use net::WorkerNet;
 pub(crate) use storage::{StorageWatch, WorkerTmp};
 
 /// Function uids (when the node runs as root) are taken from this range, by a hash of
@@ -50,12 +53,16 @@ pub struct Sandbox {
     tmp_root: PathBuf,
     /// `/bin`, `/lib`... as the host has them: symlinks into `/usr` or directories.
     system: Vec<(PathBuf, Option<PathBuf>)>,
+    /// The node's NATS servers, which a worker with `network: "nats"` reaches through
+    /// the node's relay (resolved once, here).
+    nats: Vec<SocketAddr>,
 }
 
 impl Sandbox {
     /// Finds bubblewrap, makes the node's cgroups, and starts one sandbox to prove it
-    /// can: a node that cannot build one refuses to start.
-    pub async fn prepare() -> Result<Sandbox, SandboxError> {
+    /// can: a node that cannot build one refuses to start. `nats_urls`: the node's
+    /// servers (comma-separated), for workers with `network: "nats"`.
+    pub async fn prepare(nats_urls: &str) -> Result<Sandbox, SandboxError> {
         let bwrap = find("bwrap").ok_or(SandboxError::NoBubblewrap)?;
         // SAFETY: geteuid has no preconditions.
         let root = unsafe { libc::geteuid() } == 0;
@@ -88,8 +95,13 @@ impl Sandbox {
             cgroups: NodeGroups::create(),
             tmp_root,
             system,
+            nats: resolve(nats_urls),
         };
         sandbox.probe().await?;
+        // A network namespace of its own is made by the node (it must be root).
+        net::WorkerNet::create(None, false).map_err(|e| {
+            SandboxError::Unusable(format!("cannot make a worker's network namespace: {e}"))
+        })?;
         Ok(sandbox)
     }
 
@@ -98,7 +110,7 @@ impl Sandbox {
         let tmp = self.tmp_root.join("probe");
         let _ = std::fs::create_dir_all(&tmp);
         let uid = function_uid("probe");
-        let mut argv = self.argv(&tmp, &[], Path::new("/"), uid, false);
+        let mut argv = self.argv(&tmp, &[], Path::new("/"), uid);
         argv.push("/bin/true".into());
         let out = tokio::process::Command::new(&argv[0])
             .args(&argv[1..])
@@ -143,19 +155,24 @@ impl Sandbox {
             None => None,
         };
         let tmp = WorkerTmp::create(&self.tmp_root.join(spec.worker), uid)?;
-        let argv = self.argv(tmp.path(), spec.reads, spec.cwd, uid, spec.own_network);
-        Ok(WorkerJail { argv, groups, tmp })
+        let argv = self.argv(tmp.path(), spec.reads, spec.cwd, uid);
+        // `full`: the node's own network; its Runtime API then takes only this uid.
+        let net = match spec.network {
+            Network::Full => None,
+            Network::None => Some(WorkerNet::create(None, spec.runtime_api)?),
+            Network::Nats => Some(WorkerNet::create(Some(&self.nats), spec.runtime_api)?),
+        };
+        Ok(WorkerJail {
+            argv,
+            uid,
+            groups,
+            tmp,
+            net,
+        })
     }
 
     /// `bwrap … -- [setpriv …] --` (the program and its arguments follow).
-    fn argv(
-        &self,
-        tmp: &Path,
-        reads: &[PathBuf],
-        cwd: &Path,
-        uid: u32,
-        own_network: bool,
-    ) -> Vec<OsString> {
+    fn argv(&self, tmp: &Path, reads: &[PathBuf], cwd: &Path, uid: u32) -> Vec<OsString> {
         let mut argv: Vec<OsString> = vec![self.bwrap.clone().into()];
         let mut arg = |items: &[&dyn AsRef<std::ffi::OsStr>]| {
             argv.extend(items.iter().map(|i| i.as_ref().to_owned()));
@@ -167,9 +184,6 @@ impl Sandbox {
             &"--unshare-uts",
             &"--unshare-cgroup-try",
         ]);
-        if own_network {
-            arg(&[&"--unshare-net"]);
-        }
         arg(&[
             &"--ro-bind",
             &"/usr",
@@ -259,19 +273,29 @@ pub(crate) struct WorkerSpec<'a> {
     /// Directories and files the worker reads (mounted read-only where they are).
     pub(crate) reads: &'a [PathBuf],
     pub(crate) cwd: &'a Path,
-    /// A network namespace with loopback only (`network: "none"`).
-    pub(crate) own_network: bool,
+    pub(crate) network: Network,
+    /// A `provided` worker: its Runtime API listens in its network namespace.
+    pub(crate) runtime_api: bool,
 }
 
-/// One worker's sandbox: dropping it removes its cgroups and its `/tmp`.
+/// One worker's sandbox: dropping it removes its cgroups, its `/tmp` and its network
+/// namespace (with the relays into it).
 pub(crate) struct WorkerJail {
     /// bwrap and its arguments, up to the program.
     pub(crate) argv: Vec<OsString>,
+    pub(crate) uid: u32,
     pub(crate) groups: Option<WorkerGroups>,
     pub(crate) tmp: WorkerTmp,
+    /// `None` with `network: "full"`.
+    pub(crate) net: Option<WorkerNet>,
 }
 
 impl WorkerJail {
+    /// The network namespace the child enters before exec.
+    pub(crate) fn netns_fd(&self) -> Option<RawFd> {
+        self.net.as_ref().map(WorkerNet::netns_fd)
+    }
+
     /// The descriptors the child writes itself into before exec (cgroup.rs `join`).
     pub(crate) fn cgroup_fds(&self) -> Vec<RawFd> {
         self.groups
@@ -292,6 +316,28 @@ pub(crate) fn function_uid(function: &str) -> u32 {
 /// Whether the function's uid can enter `dir` (it is mounted with its own mode).
 pub(crate) fn readable_by_others(dir: &Path) -> bool {
     std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o005 == 0o005)
+}
+
+/// `nats://a:4222,b:4222` as addresses (a name resolves to all of its addresses).
+fn resolve(urls: &str) -> Vec<SocketAddr> {
+    urls.split(',')
+        .filter_map(|url| {
+            let rest = url.trim().split_once("://").map_or(url.trim(), |(_, r)| r);
+            let host_port = rest.rsplit_once('@').map_or(rest, |(_, hp)| hp);
+            let host_port = host_port.split('/').next()?;
+            let with_port = match host_port.rsplit_once(':') {
+                Some((_, port)) if port.parse::<u16>().is_ok() => host_port.to_owned(),
+                _ => format!("{host_port}:4222"),
+            };
+            with_port.to_socket_addrs().ok()
+        })
+        .flatten()
+        .fold(Vec::new(), |mut all, addr| {
+            if !all.contains(&addr) {
+                all.push(addr);
+            }
+            all
+        })
 }
 
 fn find(program: &str) -> Option<PathBuf> {
@@ -324,6 +370,17 @@ fn remove_stale_tmp_roots() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nats_urls_resolve_to_addresses_with_the_default_port() {
+        assert_eq!(
+            resolve("nats://127.0.0.1:4223, nats://u:p@127.0.0.1 ,127.0.0.1:4223"),
+            vec![
+                "127.0.0.1:4223".parse::<SocketAddr>().expect("addr"),
+                "127.0.0.1:4222".parse().expect("addr"),
+            ]
+        );
+    }
 
     #[test]
     fn a_function_keeps_its_uid_and_uids_stay_in_their_range() {

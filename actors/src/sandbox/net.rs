@@ -9,10 +9,6 @@
 //! calling thread and a tokio thread must never move. Sockets bound there stay there
 //! after the thread ends; the namespace lives as long as its descriptor or any socket
 //! in it. The worker's spawn enters it with [`enter`] in `pre_exec`.
-#![allow(
-    dead_code,
-    reason = "the worker's spawn takes it up with the rest of the sandbox (issue 21)"
-)]
 
 use std::collections::HashSet;
 use std::fs::File;

@@ -170,19 +170,6 @@ impl Actor for WorkerActor {
             time::OffsetDateTime::now_utc().date(),
             myself.get_id()
         );
-        let api = match args.plan.runtime_api {
-            true => Some(
-                RuntimeApi::start(
-                    myself.clone(),
-                    &args.arn,
-                    args.timeout,
-                    args.ctx.max_payload,
-                    RuntimeApiListen::Loopback { peer_uid: None },
-                )
-                .await?,
-            ),
-            false => None,
-        };
         let uid = args
             .ctx
             .sandbox
@@ -193,7 +180,7 @@ impl Actor for WorkerActor {
             Some(grant) => Some(WorkerCredentials::issue(grant, &args.function, uid)?),
             None => None,
         };
-        let jail = match &args.ctx.sandbox {
+        let mut jail = match &args.ctx.sandbox {
             Some(sandbox) => {
                 let mut reads = args.plan.reads.clone();
                 reads.extend(credentials.as_ref().map(|c| c.dir().to_owned()));
@@ -203,17 +190,56 @@ impl Actor for WorkerActor {
                     memory_mb: args.memory_mb,
                     reads: &reads,
                     cwd: &args.plan.cwd,
-                    own_network: args.plan.network != natsfn_protocol::Network::Full,
+                    network: args.plan.network,
+                    runtime_api: args.plan.runtime_api,
                 })?)
             }
             None => None,
         };
-        let env = credentials.as_ref().map_or(&[][..], WorkerCredentials::env);
+        let api = match args.plan.runtime_api {
+            true => {
+                // Only its worker reaches it: inside its network namespace, or on the
+                // host's loopback from its uid alone.
+                let inside = jail
+                    .as_mut()
+                    .and_then(|j| j.net.as_mut())
+                    .and_then(|net| net.take_runtime_api());
+                let listen = match inside {
+                    Some(listener) => RuntimeApiListen::Bound(listener),
+                    None => RuntimeApiListen::Loopback {
+                        peer_uid: jail.as_ref().map(|j| j.uid),
+                    },
+                };
+                Some(
+                    RuntimeApi::start(
+                        myself.clone(),
+                        &args.arn,
+                        args.timeout,
+                        args.ctx.max_payload,
+                        listen,
+                    )
+                    .await?,
+                )
+            }
+            false => None,
+        };
+        let mut env: Vec<(&str, String)> = credentials
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.env().to_vec());
+        // `network: "nats"`: the servers are reached through the relay in its namespace.
+        if let Some(relayed) = jail
+            .as_ref()
+            .and_then(|j| j.net.as_ref())
+            .and_then(|net| net.nats_url())
+        {
+            env.retain(|(k, _)| *k != "NATS_URL");
+            env.push(("NATS_URL", relayed.to_owned()));
+        }
         let proc = process::spawn(
             &args.plan,
             &log_stream,
             api.as_ref().map(RuntimeApi::addr),
-            env,
+            &env,
             jail.as_ref(),
         )?;
         let (reader, writer) = InvokeWriter::new(api, proc.channel, &myself)?;

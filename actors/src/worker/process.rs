@@ -12,7 +12,7 @@ use tokio::net::UnixStream;
 use tokio::process::{Child, ChildStderr, ChildStdout};
 
 use crate::launch::LaunchPlan;
-use crate::sandbox::{cgroup, WorkerJail};
+use crate::sandbox::{cgroup, net, WorkerJail};
 
 /// The channel's descriptor number inside the worker (`NATSFN_CHANNEL_FD`).
 const CHANNEL_FD: i32 = 3;
@@ -51,6 +51,13 @@ pub(crate) fn spawn(
         None => tokio::process::Command::new(&plan.program),
     };
     let cgroups = jail.map_or_else(Vec::new, WorkerJail::cgroup_fds);
+    if let Some(netns) = jail.and_then(WorkerJail::netns_fd) {
+        // SAFETY: between fork and exec only async-signal-safe calls (setns).
+        unsafe {
+            // Its network namespace, entered while still root (bwrap then stays in it).
+            command.pre_exec(move || net::enter(netns));
+        }
+    }
     command
         .args(&plan.args)
         .current_dir(&plan.cwd)

@@ -51,10 +51,6 @@ pub(crate) enum RuntimeApiListen {
     Loopback { peer_uid: Option<u32> },
     /// On this listener, bound already inside the worker's network namespace (network
     /// `none` or `nats`), where only the worker can connect.
-    #[allow(
-        dead_code,
-        reason = "the worker's spawn takes it up with the rest of the sandbox (issue 21)"
-    )]
     Bound(std::net::TcpListener),
 }
 
