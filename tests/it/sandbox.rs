@@ -297,11 +297,11 @@ async fn another_functions_handler_cannot_take_a_provided_workers_invocation() {
         &env,
         "thief",
         serde_json::json!({"try": "connect", "host": host, "port": port.parse::<u16>().expect("port"),
-            "send": "GET /2018-06-01/runtime/invocation/next HTTP/1.0\r\n\r\n", "read": true}),
+            "send": "GET /2018-06-01/runtime/nothing HTTP/1.0\r\n\r\n", "read": true}),
     )
     .await;
-    // The connection is closed at once: no HTTP answer, let alone an invocation (the
-    // victim's worker is idle: its `/next` would hand this request the next one).
+    // The connection is closed at once: no HTTP answer (not even the 404 any path
+    // gets), let alone an invocation.
     assert!(
         stolen["read"] == "" || stolen["connected"] == false,
         "{stolen}"
