@@ -2,7 +2,10 @@
 //! each hierarchy, never beside it: `<node's group>/natsfn-<pid>/<function>/<worker>`.
 //! The kernel enforces `memory_mb` (an OOM kill is read back from `memory.oom_control`),
 //! at most [`MAX_PIDS`] processes and threads, and a CPU weight proportional to
-//! `memory_mb`. A worker joins its groups between fork and exec, before it can fork.
+//! `memory_mb` among the node's workers (`cpu` has no function level: the node's
+//! group weighs one busy process per CPU against the rest of the machine, and its
+//! workers share that by `memory_mb`). A worker joins its groups between fork and
+//! exec, before it can fork.
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -57,9 +60,18 @@ impl NodeGroups {
             };
             let dir = mount.join(path.trim_start_matches('/')).join(&name);
             remove_stale_siblings(dir.parent());
-            if std::fs::create_dir_all(&dir).is_ok() {
-                groups.push((controller, dir));
+            if std::fs::create_dir_all(&dir).is_err() {
+                continue;
             }
+            if controller == Controller::Cpu {
+                // The node's workers together weigh as much as a busy process per CPU
+                // against the rest of the machine; their weights share that.
+                let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+                if write(&dir, "cpu.shares", 1024 * cpus as u64).is_err() {
+                    continue;
+                }
+            }
+            groups.push((controller, dir));
         }
         groups
             .iter()
@@ -95,7 +107,12 @@ impl NodeGroups {
             memory: None,
         };
         for (controller, node_dir) in &self.groups {
-            let dir = node_dir.join(function).join(worker);
+            // CPU weights are shared among all the node's workers, not per function
+            // first (a function of many workers would weigh as much as one of one).
+            let dir = match controller {
+                Controller::Cpu => node_dir.join(worker),
+                _ => node_dir.join(function).join(worker),
+            };
             std::fs::create_dir_all(&dir)?;
             made.dirs.push(dir.clone());
             match controller {
