@@ -11,6 +11,8 @@ mod context;
 mod credentials;
 mod events;
 mod function;
+#[cfg(test)]
+mod hostile;
 mod invocation;
 mod java;
 mod launch;
