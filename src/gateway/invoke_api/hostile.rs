@@ -40,11 +40,7 @@ fn hostile_invoke_api_names_regions_and_log_records() {
             1 => (1usize..3000).prop_map(|n| "REPORT RequestId: b\n".repeat(n / 20)),
         ],
     );
-    let strategy = (
-        target,
-        auth,
-        proptest::collection::vec(record, 0..6),
-    );
+    let strategy = (target, auth, proptest::collection::vec(record, 0..6));
     let config = Config {
         cases: 100_000,
         failure_persistence: None,

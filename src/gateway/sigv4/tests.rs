@@ -598,7 +598,11 @@ fn hostile_key_files_are_loaded_or_refused() {
                     key
                 })
                 .collect();
-            let file = if wrap { json!({"keys": keys}) } else { json!(keys) };
+            let file = if wrap {
+                json!({"keys": keys})
+            } else {
+                json!(keys)
+            };
             serde_json::to_vec(&file).unwrap()
         });
     let strategy = prop_oneof![
