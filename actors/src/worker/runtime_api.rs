@@ -330,7 +330,7 @@ fn check(ids: &Ids, id: &str) -> Result<(), Refused> {
 /// Lambda's reading of an error report: the type from the header when present, else
 /// the body's `errorType`, else `Unhandled` (the official Python and Node.js clients
 /// send no header).
-fn error_fields(headers: &HeaderMap, body: &[u8]) -> ErrorFields {
+pub(crate) fn error_fields(headers: &HeaderMap, body: &[u8]) -> ErrorFields {
     let json: Option<Value> = serde_json::from_slice(body).ok();
     let field = |name: &str| {
         json.as_ref()
