@@ -68,33 +68,18 @@ impl Invocation {
         endpoint: EndpointId,
     ) -> Option<Invocation> {
         let headers = msg.headers.as_ref();
-        // A caller may choose the request id (the gateway does, to find its log lines).
-        let chosen = headers.and_then(|h| h.get(HEADER_REQUEST_ID));
+        let chosen = chosen_request_id(headers);
         let caller = Caller {
             answer: msg.reply.map_or(Answer::Nobody, Answer::Reply),
-            request_id: match chosen {
-                Some(id) if is_valid_request_id(id.as_str()) => id.as_str().to_owned(),
+            request_id: match &chosen {
+                Ok(Some(id)) => id.clone(),
                 _ => uuid::Uuid::new_v4().to_string(),
             },
             client: ctx.client.clone(),
         };
-        if chosen.is_some_and(|id| !is_valid_request_id(id.as_str())) {
-            let err = LambdaError::invalid_request_content(format!(
-                "{HEADER_REQUEST_ID} must be 1 to 64 characters of A-Za-z0-9-"
-            ));
-            caller.fail(ctx, ErrorCode::BadRequest, &err).await;
-            return None;
-        }
-        let deadline = headers
-            .and_then(|h| h.get(HEADER_DEADLINE_MS))
-            .map(|v| v.as_str().trim().parse::<u64>());
-        let deadline_ms = match deadline {
-            None => None,
-            Some(Ok(ms)) => Some(ms),
-            Some(Err(_)) => {
-                let err = LambdaError::invalid_request_content(format!(
-                    "{HEADER_DEADLINE_MS} must be Unix time in milliseconds"
-                ));
+        let deadline_ms = match chosen.and_then(|_| deadline_ms(headers)) {
+            Ok(deadline_ms) => deadline_ms,
+            Err(err) => {
                 caller.fail(ctx, ErrorCode::BadRequest, &err).await;
                 return None;
             }
@@ -126,6 +111,33 @@ impl Invocation {
     pub(crate) fn expired(&self, now_ms: u64) -> bool {
         self.deadline_ms.is_some_and(|d| d <= now_ms)
     }
+}
+
+/// `Natsfn-Request-Id`, when a request chose one (the gateway does, to find the
+/// invocation's log lines); an unusable one is refused with the 400 that answers it.
+pub(crate) fn chosen_request_id(
+    headers: Option<&HeaderMap>,
+) -> Result<Option<String>, LambdaError> {
+    match headers.and_then(|h| h.get(HEADER_REQUEST_ID)) {
+        None => Ok(None),
+        Some(id) if is_valid_request_id(id.as_str()) => Ok(Some(id.as_str().to_owned())),
+        Some(_) => Err(LambdaError::invalid_request_content(format!(
+            "{HEADER_REQUEST_ID} must be 1 to 64 characters of A-Za-z0-9-"
+        ))),
+    }
+}
+
+/// `Natsfn-Deadline-Ms` (Unix ms past which the caller no longer waits), or the 400
+/// that answers an unreadable one.
+pub(crate) fn deadline_ms(headers: Option<&HeaderMap>) -> Result<Option<u64>, LambdaError> {
+    let Some(value) = headers.and_then(|h| h.get(HEADER_DEADLINE_MS)) else {
+        return Ok(None);
+    };
+    value.as_str().trim().parse::<u64>().map(Some).map_err(|_| {
+        LambdaError::invalid_request_content(format!(
+            "{HEADER_DEADLINE_MS} must be Unix time in milliseconds"
+        ))
+    })
 }
 
 impl Caller {
@@ -262,3 +274,7 @@ fn one_line(text: &str) -> String {
         .take(1024)
         .collect()
 }
+
+#[cfg(test)]
+#[path = "invocation/hostile.rs"]
+mod hostile;

@@ -405,6 +405,10 @@ impl Reply<'_> {
 }
 
 #[cfg(test)]
+#[path = "invoke_api/hostile.rs"]
+mod hostile;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -54,7 +54,7 @@ impl Keys {
         Self::parse(&text).with_context(|| format!("--http-auth {}", path.display()))
     }
 
-    fn parse(json: &[u8]) -> anyhow::Result<Keys> {
+    pub(super) fn parse(json: &[u8]) -> anyhow::Result<Keys> {
         let file: KeysFile = serde_json::from_slice(json).context(
             r#"expected {"keys": [{"access_key_id": "AKID…", "secret_access_key": "…", "functions": ["*"]}]}"#,
         )?;

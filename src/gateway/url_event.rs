@@ -26,11 +26,9 @@ pub(super) async fn invoke(State(gateway): State<Gateway>, request_in: Request) 
     let (parts, body) = request_in.into_parts();
     // `/{function}` then the function's own path (the part a function URL's host
     // would be followed by), kept as sent, percent-encoding and all.
-    let full = parts.uri.path().strip_prefix('/').unwrap_or_default();
-    let (function, rest) = full.split_once('/').unwrap_or((full, ""));
-    if !is_valid_function_name(function) {
+    let Some((function, rest)) = route(parts.uri.path()) else {
         return plain(StatusCode::NOT_FOUND, "Not Found\n");
-    }
+    };
     // A binding the gateway has not read is not served: it may ask for AWS_IAM.
     let Some(url) = gateway.urls.get(function) else {
         return plain(StatusCode::NOT_FOUND, "Not Found\n");
@@ -44,6 +42,14 @@ pub(super) async fn invoke(State(gateway): State<Gateway>, request_in: Request) 
     let mut response = call(&gateway, &url, function, rest, &parts, body).await;
     cors::decorate(cors, parts.headers.get(header::ORIGIN), &mut response);
     response
+}
+
+/// A function URL's path: the function, if the first segment names one, and the rest
+/// (without its leading `/`).
+fn route(path: &str) -> Option<(&str, &str)> {
+    let full = path.strip_prefix('/').unwrap_or_default();
+    let (function, rest) = full.split_once('/').unwrap_or((full, ""));
+    is_valid_function_name(function).then_some((function, rest))
 }
 
 /// The function URL request itself: its auth, its body, the invocation, the response.
@@ -344,3 +350,7 @@ fn structured(result: &Map<String, Value>) -> Result<Response, String> {
     }
     Ok(response)
 }
+
+#[cfg(test)]
+#[path = "url_event/hostile.rs"]
+mod hostile;

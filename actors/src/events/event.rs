@@ -62,9 +62,7 @@ pub(crate) struct Event {
 impl Event {
     /// A retry whose backoff has not passed yet: how long until it has.
     pub(crate) fn not_yet(message: &jetstream::Message) -> Option<Duration> {
-        let not_before = number(message, HEADER_NOT_BEFORE)?;
-        let now = now_ms();
-        (not_before > now).then(|| Duration::from_millis(not_before - now))
+        backoff_left(message.headers.as_ref(), now_ms())
     }
 
     /// Reads what natsfn keeps in the message's headers. `lease_every` is how often
@@ -75,7 +73,6 @@ impl Event {
         permit: OwnedSemaphorePermit,
         lease_every: Duration,
     ) -> Event {
-        let header = |name: &str| header(&message, name);
         let now = now_ms();
         let info = message.info().ok();
         let published_ms = info
@@ -83,18 +80,11 @@ impl Event {
             .map(|i| (i.published.unix_timestamp_nanos() / 1_000_000) as u64)
             .unwrap_or(now);
         let sequence = info.as_ref().map(|i| i.stream_sequence).unwrap_or_default();
-        // The publisher's Nats-Msg-Id when it can be a request id; else one made from
-        // the stream sequence, so that a redelivery keeps it.
-        let id = [HEADER_REQUEST_ID, HEADER_MSG_ID]
-            .into_iter()
-            .filter_map(header)
-            .find(|id| natsfn_protocol::names::is_valid_request_id(id))
-            .unwrap_or_else(|| format!("00000000-0000-4000-8000-{sequence:012x}"));
-        let attempt = number(&message, HEADER_ATTEMPT)
-            .and_then(|a| u32::try_from(a).ok())
-            .unwrap_or(1)
-            .max(1);
-        let enqueued_ms = number(&message, HEADER_ENQUEUED_AT).unwrap_or(published_ms);
+        let Stamp {
+            id,
+            attempt,
+            enqueued_ms,
+        } = Stamp::read(message.headers.as_ref(), sequence, published_ms);
         let lease = tokio::spawn(keep_leased(message.clone(), lease_every)).abort_handle();
         let lease = AbortOnDrop::new(lease);
         Event {
@@ -357,16 +347,56 @@ async fn keep_leased(message: jetstream::Message, every: Duration) {
     }
 }
 
-fn header(message: &jetstream::Message, name: &str) -> Option<String> {
-    message
-        .headers
-        .as_ref()
+/// What natsfn reads of an async event's headers (outside bytes: any publisher allowed
+/// on `natsfn.async.<fn>` may set them, natsfn's own included).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    /// The invocation's request id: the same for every attempt.
+    pub(crate) id: String,
+    /// 1 for the first run; never 0.
+    pub(crate) attempt: u32,
+    pub(crate) enqueued_ms: u64,
+}
+
+impl Stamp {
+    /// An event's id, attempt and enqueue time from its headers; `sequence` and
+    /// `published_ms` (the stream's) stand in for what is missing or unreadable.
+    pub(crate) fn read(headers: Option<&HeaderMap>, sequence: u64, published_ms: u64) -> Stamp {
+        let header = |name: &str| header(headers, name);
+        // The publisher's Nats-Msg-Id when it can be a request id; else one made from
+        // the stream sequence, so that a redelivery keeps it.
+        let id = [HEADER_REQUEST_ID, HEADER_MSG_ID]
+            .into_iter()
+            .filter_map(header)
+            .find(|id| natsfn_protocol::names::is_valid_request_id(id))
+            .unwrap_or_else(|| format!("00000000-0000-4000-8000-{sequence:012x}"));
+        let attempt = number(headers, HEADER_ATTEMPT)
+            .and_then(|a| u32::try_from(a).ok())
+            .unwrap_or(1)
+            .max(1);
+        let enqueued_ms = number(headers, HEADER_ENQUEUED_AT).unwrap_or(published_ms);
+        Stamp {
+            id,
+            attempt,
+            enqueued_ms,
+        }
+    }
+}
+
+/// A retry's `Natsfn-Not-Before` still ahead of `now_ms`: how long until it passes.
+pub(crate) fn backoff_left(headers: Option<&HeaderMap>, now_ms: u64) -> Option<Duration> {
+    let not_before = number(headers, HEADER_NOT_BEFORE)?;
+    (not_before > now_ms).then(|| Duration::from_millis(not_before - now_ms))
+}
+
+fn header(headers: Option<&HeaderMap>, name: &str) -> Option<String> {
+    headers
         .and_then(|h| h.get(name))
         .map(|v| v.as_str().to_owned())
 }
 
-fn number(message: &jetstream::Message, name: &str) -> Option<u64> {
-    header(message, name).and_then(|v| v.trim().parse().ok())
+fn number(headers: Option<&HeaderMap>, name: &str) -> Option<u64> {
+    header(headers, name).and_then(|v| v.trim().parse().ok())
 }
 
 /// The publisher's headers, without those natsfn writes itself.
@@ -396,3 +426,7 @@ fn summary(error: &LambdaError) -> String {
         .take(1024)
         .collect()
 }
+
+#[cfg(test)]
+#[path = "event/hostile.rs"]
+mod hostile;

@@ -8,5 +8,5 @@
 mod event;
 mod source;
 
-pub(crate) use event::{Event, Settings};
+pub(crate) use event::{backoff_left, Event, Settings, Stamp};
 pub(crate) use source::{EventSource, SourceSpec};

@@ -8,6 +8,7 @@ mod unpack;
 pub use unpack::stays_inside;
 
 pub(crate) use cache::{Lease, PackageCache};
+pub(crate) use unpack::{unpack, Limits};
 
 /// Largest package (compressed object) a node fetches. The Object Store chunks it, so
 /// the limit is about the node's memory: the object is held whole while it is verified.

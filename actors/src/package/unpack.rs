@@ -301,6 +301,10 @@ impl<R: Read> Read for Bounded<R> {
 }
 
 #[cfg(test)]
+#[path = "unpack/hostile.rs"]
+mod hostile;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;

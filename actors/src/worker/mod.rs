@@ -40,6 +40,7 @@ use memory::{MemoryWatch, PeakMemory};
 use platform_log::{LogFraming, Ran};
 use process::{ProcessGroup, Reaped};
 pub(crate) use report::{Finished, Outcome, WorkerReport};
+pub(crate) use runtime_api::error_fields as runtime_api_error_fields;
 use runtime_api::{RuntimeApi, RuntimeApiListen};
 use watchdog::Watchdog;
 use writer::{InvokeWriter, SendError};

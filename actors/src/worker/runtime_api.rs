@@ -172,16 +172,7 @@ impl RuntimeApi {
             timeout_ms: timeout.as_millis() as u64,
             max_body: LAMBDA_RESPONSE_LIMIT.min(max_payload),
         });
-        let app = Router::new()
-            .route("/2018-06-01/runtime/invocation/next", get(next))
-            .route(
-                "/2018-06-01/runtime/invocation/{id}/response",
-                post(response),
-            )
-            .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
-            .route("/2018-06-01/runtime/init/error", post(init_error))
-            .fallback(not_found)
-            .with_state(shared);
+        let app = router(shared);
         // Answers are small writes that must not wait for the peer's delayed ACK.
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
@@ -213,6 +204,20 @@ impl RuntimeApi {
             .send(next)
             .map_err(|_| std::io::Error::other("the runtime API server is gone"))
     }
+}
+
+/// The Runtime API's routes over the worker's shared state.
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next))
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/response",
+            post(response),
+        )
+        .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+        .route("/2018-06-01/runtime/init/error", post(init_error))
+        .fallback(not_found)
+        .with_state(shared)
 }
 
 async fn next(State(s): State<Arc<Shared>>) -> Response {
@@ -400,7 +405,7 @@ fn check(ids: &Ids, id: &str) -> Result<(), Refused> {
 /// Lambda's reading of an error report: the type from the header when present, else
 /// the body's `errorType`, else `Unhandled` (the official Python and Node.js clients
 /// send no header).
-fn error_fields(headers: &HeaderMap, body: &[u8]) -> ErrorFields {
+pub(crate) fn error_fields(headers: &HeaderMap, body: &[u8]) -> ErrorFields {
     let json: Option<Value> = serde_json::from_slice(body).ok();
     let field = |name: &str| {
         json.as_ref()
@@ -496,6 +501,10 @@ fn lock(ids: &Mutex<Ids>) -> std::sync::MutexGuard<'_, Ids> {
     ids.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+#[cfg(test)]
+#[path = "runtime_api/hostile.rs"]
+mod hostile;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,30 @@
+//! An async event's NATS headers (`Name: value` lines after 16 bytes of stream
+//! sequence and clock): always a usable stamp that the retry policy takes.
+#![no_main]
+
+use async_nats::HeaderMap;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() < 16 {
+        return;
+    }
+    let (numbers, rest) = data.split_at(16);
+    let sequence = u64::from_le_bytes(numbers[..8].try_into().unwrap());
+    let now_ms = u64::from_le_bytes(numbers[8..].try_into().unwrap());
+    let text = String::from_utf8_lossy(rest);
+    let mut headers = HeaderMap::new();
+    for line in text.split(['\r', '\n']) {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let (Ok(name), Ok(value)) = (
+            name.trim().parse::<async_nats::HeaderName>(),
+            value.trim_start().parse::<async_nats::HeaderValue>(),
+        ) else {
+            continue;
+        };
+        headers.append(name, value);
+    }
+    natsfn_actors::fuzzing::event_headers(Some(&headers), sequence, now_ms);
+});
