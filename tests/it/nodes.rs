@@ -44,10 +44,10 @@ async fn two_nodes_both_serve_a_function_through_its_queue_group() {
         assert_eq!(error_code(&reply), None, "{reply:?}");
         let answer = json(&reply);
         let worker = answer[0].as_str().expect("worker").to_owned();
-        let started = answer[1].as_u64();
+        let started_at = answer[1].as_u64();
         let running: Vec<&str> = nodes
             .iter()
-            .filter(|n| n.worker_pid_of(&worker, started).is_some())
+            .filter(|n| n.worker_pid_of(&worker, started_at).is_some())
             .map(|n| n.id.as_str())
             .collect();
         if let [node] = running[..] {
