@@ -254,7 +254,9 @@ async fn idle_workers_above_min_are_reaped_and_min_zero_scales_to_zero() {
     let replies = burst(
         &env,
         "reap",
-        (0..3).map(|n| json!({"n": n, "sleep": 0.3})).collect(),
+        // Long enough for two sandboxed cold starts on a loaded machine: the burst needs
+        // three workers only while the first is busy.
+        (0..3).map(|n| json!({"n": n, "sleep": 1.5})).collect(),
     )
     .await;
     let workers: HashSet<String> = replies.iter().map(|(r, _)| worker_of(r)).collect();
