@@ -71,6 +71,18 @@ impl Recorder {
     }
 }
 
+/// The node flags of these tests: they observe runs through a file the handler writes
+/// (its EVENTS_LOG), which a sandboxed worker cannot, and test async semantics, not
+/// isolation.
+const UNSANDBOXED: [&str; 2] = ["--isolation", "none"];
+
+/// A server and an unsandboxed node (see [`UNSANDBOXED`]).
+async fn unsandboxed_env() -> Env {
+    let server = NatsServer::start();
+    let node = Node::start_with(&server, "node-a", &UNSANDBOXED);
+    Env::with(server, node).await
+}
+
 async fn publish(js: &jetstream::Context, function: &str, id: &str, event: Value) -> bool {
     let mut headers = HeaderMap::new();
     headers.insert(HEADER_MSG_ID, id);
@@ -124,7 +136,7 @@ fn header(headers: &HeaderMap, name: &str) -> String {
 
 #[tokio::test]
 async fn events_enqueued_by_the_cli_or_a_publish_run_once_and_a_repeated_msg_id_is_stored_once() {
-    let env = Env::start().await;
+    let env = unsandboxed_env().await;
     let recorder = Recorder::new();
     env.bind_ready("recorder", recorder.spec()).await;
     let js = jetstream::new(env.client.clone());
@@ -182,7 +194,7 @@ async fn events_enqueued_by_the_cli_or_a_publish_run_once_and_a_repeated_msg_id_
 
 #[tokio::test]
 async fn an_always_failing_event_is_a_dead_letter_after_one_plus_max_retries_attempts() {
-    let env = Env::start().await;
+    let env = unsandboxed_env().await;
     let recorder = Recorder::new();
     let policy = recorder
         .spec()
@@ -243,7 +255,7 @@ async fn an_always_failing_event_is_a_dead_letter_after_one_plus_max_retries_att
 
 #[tokio::test]
 async fn a_redriven_dead_letter_runs_again_once() {
-    let env = Env::start().await;
+    let env = unsandboxed_env().await;
     let recorder = Recorder::new();
     let marker = recorder.code.path().join("fixed");
     env.bind_ready("redrive", recorder.spec().max_retries(0))
@@ -290,7 +302,12 @@ async fn throttled_events_wait_and_are_not_counted_as_attempts() {
     let node = Node::start_with(
         &server,
         "node-a",
-        &["--metrics", &format!("127.0.0.1:{port}")],
+        &[
+            "--metrics",
+            &format!("127.0.0.1:{port}"),
+            UNSANDBOXED[0],
+            UNSANDBOXED[1],
+        ],
     );
     let env = Env::with(server, node).await;
     let recorder = Recorder::new();
@@ -354,9 +371,17 @@ async fn throttled_events_wait_and_are_not_counted_as_attempts() {
 #[tokio::test]
 async fn a_node_with_less_room_pulls_fewer_events() {
     let server = NatsServer::start();
-    let small = Node::start_with(&server, "small", &["--max-workers", "1"]);
+    let small = Node::start_with(
+        &server,
+        "small",
+        &["--max-workers", "1", UNSANDBOXED[0], UNSANDBOXED[1]],
+    );
     let env = Env::with(server, small).await;
-    let big = Node::start_with(&env.server, "big", &["--max-workers", "8"]);
+    let big = Node::start_with(
+        &env.server,
+        "big",
+        &["--max-workers", "8", UNSANDBOXED[0], UNSANDBOXED[1]],
+    );
     let recorder = Recorder::new();
     let spec = recorder.spec().pool(1, 4);
     let revision = env.put_binding("spread", spec).await;
@@ -420,7 +445,7 @@ async fn ten_thousand_events_on_a_cluster_survive_a_node_and_a_server_killed() {
     let urls = cluster.urls();
     let mut nodes: Vec<Node> = ["node-a", "node-b", "node-c"]
         .iter()
-        .map(|id| Node::start_urls(&urls, id, &[]))
+        .map(|id| Node::start_urls(&urls, id, &UNSANDBOXED))
         .collect();
     let client = cluster.client_of(0).await;
     let js = jetstream::new(client.clone());
@@ -496,7 +521,7 @@ async fn ten_thousand_events_on_a_cluster_survive_a_node_and_a_server_killed() {
 
 #[tokio::test]
 async fn an_event_running_longer_than_its_lease_keeps_it_and_runs_once() {
-    let env = Env::start().await;
+    let env = unsandboxed_env().await;
     let recorder = Recorder::new();
     // The lease is 10 s; a second worker is free to take a redelivery.
     let spec = recorder.spec().timeout_ms(30000).pool(2, 2);

@@ -191,7 +191,7 @@ async fn a_change_of_subjects_or_pool_keeps_the_warm_workers_and_a_change_of_cod
     let env = Env::start().await;
     let code = code_dir(&[(
         "app.py",
-        "import os\ndef handler(event, context):\n    return [os.getpid(), os.environ.get('GREETING'), context.function_version]\n",
+        "import os\ndef handler(event, context):\n    return [os.environ['AWS_LAMBDA_LOG_STREAM_NAME'], os.environ.get('GREETING'), context.function_version]\n",
     )]);
     let spec = greeter_spec(&dir_str(code.path()), "one").pool(1, 1);
     let first = env.bind_ready("keeper", spec.clone()).await;
@@ -220,13 +220,14 @@ async fn a_change_of_subjects_or_pool_keeps_the_warm_workers_and_a_change_of_cod
     assert_eq!(replaced[2], changed.to_string());
 }
 
-/// The distinct worker pids that answer a burst of concurrent requests.
-async fn pids_serving(env: &Env, name: &str) -> std::collections::HashSet<u64> {
+/// The distinct workers (by AWS_LAMBDA_LOG_STREAM_NAME) that answer a burst of
+/// concurrent requests.
+async fn workers_serving(env: &Env, name: &str) -> std::collections::HashSet<String> {
     let requests = (0..12).map(|_| env.invoke(name, "{}"));
     futures::future::join_all(requests)
         .await
         .iter()
-        .map(|reply| json(reply).as_u64().expect("pid"))
+        .map(|reply| json(reply).as_str().expect("worker").to_owned())
         .collect()
 }
 
@@ -235,17 +236,17 @@ async fn lowering_pool_max_stops_the_workers_beyond_it() {
     let env = Env::start().await;
     let code = code_dir(&[(
         "app.py",
-        "import os\ndef handler(event, context):\n    return os.getpid()\n",
+        "import os\ndef handler(event, context):\n    return os.environ['AWS_LAMBDA_LOG_STREAM_NAME']\n",
     )]);
     let spec = greeter_spec(&dir_str(code.path()), "x");
     env.bind_ready("shrinking", spec.clone().pool(3, 3)).await;
     eventually("all three workers serving", || async {
-        (pids_serving(&env, "shrinking").await.len() == 3).then_some(())
+        (workers_serving(&env, "shrinking").await.len() == 3).then_some(())
     })
     .await;
     env.bind_ready("shrinking", spec.pool(1, 1)).await;
-    let pids = pids_serving(&env, "shrinking").await;
-    assert_eq!(pids.len(), 1, "pool.max 1 served by {pids:?}");
+    let workers = workers_serving(&env, "shrinking").await;
+    assert_eq!(workers.len(), 1, "pool.max 1 served by {workers:?}");
 }
 
 /// The builder of the harness writes each field where the binding contract puts it.

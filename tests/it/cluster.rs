@@ -15,7 +15,7 @@ use crate::harness::*;
 
 const LOAD_FOR: Duration = Duration::from_secs(12);
 const CALLERS: usize = 4;
-const APP: &str = "import os\ndef handler(event, context):\n    return {'v': os.environ.get('VERSION'), 'pid': os.getpid()}\n";
+const APP: &str = "import os\ndef handler(event, context):\n    return {'v': os.environ.get('VERSION'), 'worker': os.environ['AWS_LAMBDA_LOG_STREAM_NAME'], 'started': int(open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19])}\n";
 
 /// A cluster, three nodes given all three servers, and a client of all three.
 struct Setup {
@@ -61,11 +61,15 @@ impl Setup {
             .expect("put binding")
     }
 
-    /// The node whose worker answered (by the worker's pid).
-    fn node_of(&self, pid: u64) -> Option<usize> {
-        self.nodes
-            .iter()
-            .position(|n| n.worker_pids().contains(&(pid as u32)))
+    /// The node whose worker answered (by the worker's log stream and start time: the
+    /// nodes' workers may have the same log stream), none if no node or several run it.
+    fn node_of(&self, answer: &serde_json::Value) -> Option<usize> {
+        let worker = answer["worker"].as_str()?;
+        let started = Some(answer["started"].as_u64()?);
+        let mut running = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].worker_pid_of(worker, started).is_some());
+        let node = running.next()?;
+        running.next().is_none().then_some(node)
     }
 
     /// Until each node in `which` has answered `name` with `version`.
@@ -98,7 +102,7 @@ impl Setup {
                 if answer["v"] != version {
                     continue;
                 }
-                if let Some(i) = answer["pid"].as_u64().and_then(|p| self.node_of(p)) {
+                if let Some(i) = self.node_of(&answer) {
                     seen[i] = true;
                 }
             }

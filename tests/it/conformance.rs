@@ -12,8 +12,8 @@
 //! provoke; the modules at the end run every case for each of them. The function does what its event asks:
 //! `{"fail": message}` throws `InsufficientFunds(message)`, `{"sleep": seconds}`
 //! sleeps, `{"exit": true}` ends its process, `{"context": true}` answers with the
-//! context's fields; any other event is echoed as `{"event", "pid", "count"}` (the
-//! process, and how many echoes it has answered). The `provided` row runs the python
+//! context's fields; any other event is echoed as `{"event", "worker", "count"}` (the
+//! worker, by its AWS_LAMBDA_LOG_STREAM_NAME, and how many echoes it has answered). The `provided` row runs the python
 //! function under AWS's own runtime interface client (awslambdaric, which scripts/test
 //! installs) on the worker's Runtime API: Lambda's semantics from Lambda's own client.
 //! Runtime-specific behaviour stays in the runtime's module (python, nodejs, java,
@@ -81,7 +81,7 @@ def handler(event, context):
             "remaining": context.get_remaining_time_in_millis(),
         }
     count += 1
-    return {"event": event, "pid": os.getpid(), "count": count}
+    return {"event": event, "worker": os.environ["AWS_LAMBDA_LOG_STREAM_NAME"], "count": count}
 "#;
 
 const PYTHON3: Fixture = Fixture {
@@ -133,7 +133,7 @@ exports.handler = async (event, context) => {
     };
   }
   count += 1;
-  return { event, pid: process.pid, count };
+  return { event, worker: process.env.AWS_LAMBDA_LOG_STREAM_NAME, count };
 };
 "#;
 
@@ -196,7 +196,7 @@ public class Conformance implements RequestHandler<Map<String, Object>, Map<Stri
         }
         count += 1;
         out.put("event", event);
-        out.put("pid", ProcessHandle.current().pid());
+        out.put("worker", System.getenv("AWS_LAMBDA_LOG_STREAM_NAME"));
         out.put("count", count);
         return out;
     }
@@ -361,11 +361,15 @@ async fn bind(
     (code, revision)
 }
 
-fn pid_of(reply: &async_nats::Message) -> u64 {
+/// The worker that answered: its AWS_LAMBDA_LOG_STREAM_NAME (its pid is its
+/// sandbox's own, the same in every worker).
+fn worker_of(reply: &async_nats::Message) -> String {
     assert_eq!(error_code(reply), None, "{reply:?}");
-    json(reply)["pid"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no pid in {}", json(reply)))
+    json(reply)["worker"]
+        .as_str()
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| panic!("no worker in {}", json(reply)))
+        .to_owned()
 }
 
 async fn the_event_arrives_as_sent_and_the_result_returns_as_json(fixture: &Fixture) {
@@ -382,7 +386,10 @@ async fn the_event_arrives_as_sent_and_the_result_returns_as_json(fixture: &Fixt
     // Embedded in the result as the same JSON: the handler got it parsed, as an object.
     let out = json(&reply);
     assert_eq!(out["event"], event, "{out}");
-    assert!(out["pid"].is_u64() && out["count"] == 1, "{out}");
+    assert!(
+        out["worker"].as_str().is_some_and(|w| !w.is_empty()) && out["count"] == 1,
+        "{out}"
+    );
 }
 
 async fn the_context_carries_lambdas_fields(fixture: &Fixture) {
@@ -411,16 +418,16 @@ async fn module_state_persists_across_warm_invocations(fixture: &Fixture) {
     let env = Env::start().await;
     let (_code, _) = bind(&env, fixture, "counter", |b| b).await;
 
-    let mut pids = Vec::new();
+    let mut workers = Vec::new();
     for expected in 1..=3 {
         let reply = env.invoke("counter", "{}").await;
         assert_eq!(error_code(&reply), None, "{reply:?}");
         assert_eq!(json(&reply)["count"], expected, "{:?}", json(&reply));
-        pids.push(pid_of(&reply));
+        workers.push(worker_of(&reply));
     }
     assert!(
-        pids.windows(2).all(|w| w[0] == w[1]),
-        "one process: {pids:?}"
+        workers.windows(2).all(|w| w[0] == w[1]),
+        "one worker: {workers:?}"
     );
 }
 
@@ -457,7 +464,7 @@ async fn a_thrown_error_is_a_500_with_lambdas_error_body(fixture: &Fixture) {
 async fn a_handler_past_its_timeout_is_a_504_and_a_new_worker_serves_the_next(fixture: &Fixture) {
     let env = Env::start().await;
     let (_code, _) = bind(&env, fixture, "slow", |b| b.timeout_ms(1000)).await;
-    let before = pid_of(&env.invoke("slow", "{}").await);
+    let before = worker_of(&env.invoke("slow", "{}").await);
 
     let reply = env.invoke("slow", r#"{"sleep": 30}"#).await;
     assert_eq!(error_code(&reply), Some(504), "{reply:?}");
@@ -472,7 +479,7 @@ async fn a_handler_past_its_timeout_is_a_504_and_a_new_worker_serves_the_next(fi
         "{body}"
     );
 
-    let after = pid_of(&env.invoke("slow", "{}").await);
+    let after = worker_of(&env.invoke("slow", "{}").await);
     assert_ne!(after, before, "a timed-out worker is replaced");
 }
 
@@ -480,7 +487,7 @@ async fn a_worker_that_exits_is_a_502_at_once_and_a_new_worker_serves_the_next(f
     let env = Env::start().await;
     // Far beyond the harness's deadline: a 502 that waited for it would not arrive.
     let (_code, _) = bind(&env, fixture, "crashy", |b| b.timeout_ms(600_000)).await;
-    let before = pid_of(&env.invoke("crashy", "{}").await);
+    let before = worker_of(&env.invoke("crashy", "{}").await);
 
     let started = Instant::now();
     let reply = env.invoke("crashy", r#"{"exit": true}"#).await;
@@ -492,7 +499,7 @@ async fn a_worker_that_exits_is_a_502_at_once_and_a_new_worker_serves_the_next(f
         "the exit was answered after {took:?}, not at once"
     );
 
-    let after = pid_of(&env.invoke("crashy", "{}").await);
+    let after = worker_of(&env.invoke("crashy", "{}").await);
     assert_ne!(after, before, "a new process answers");
 }
 

@@ -7,15 +7,20 @@ use futures::StreamExt;
 use crate::harness::*;
 
 const SLOW_OR_FAST: &str = r#"
-import os, subprocess, time
+import json, os, subprocess, time, uuid
 def handler(event, context):
     if event.get("children"):
-        # Two grandchildren in the worker's process group, as `sh -c 'sleep 100 & sleep 100'`.
-        subprocess.Popen(["sh", "-c", "sleep 100 & sleep 100"])
-        print("pgid", os.getpgid(0), flush=True)
+        # Two grandchildren in the worker's process group, as `sh -c 'sleep 100 & sleep 100'`,
+        # marked with a variable of their own: the worker's pids are its sandbox's.
+        family = uuid.uuid4().hex
+        subprocess.Popen(["sh", "-c", "sleep 100 & sleep 100"], env=dict(os.environ, FAMILY=family))
+        with open("/proc/self/stat") as f:
+            started = int(f.read().rsplit(")", 1)[1].split()[19])
+        worker = os.environ["AWS_LAMBDA_LOG_STREAM_NAME"]
+        print("family", json.dumps({"family": family, "worker": worker, "started": started}), flush=True)
     if event.get("sleep"):
         time.sleep(event["sleep"])
-    return {"pid": os.getpid()}
+    return {"worker": os.environ["AWS_LAMBDA_LOG_STREAM_NAME"]}
 "#;
 
 fn spec(dir: &str) -> Binding {
@@ -39,41 +44,26 @@ async fn a_timeout_kills_the_whole_process_group() {
         .invoke("family", r#"{"children": true, "sleep": 30}"#)
         .await;
     assert_eq!(error_code(&reply), Some(504));
-    let pgid: i32 = loop {
+    // The worker's own pids and groups are its sandbox's: the worker is known by its log
+    // stream and start time, the processes it started by their FAMILY.
+    let family: serde_json::Value = loop {
         let msg = tokio::time::timeout(DEADLINE, logs.next())
             .await
-            .expect("pgid log line")
+            .expect("family log line")
             .expect("log stream");
-        if let Some(pgid) = String::from_utf8_lossy(&msg.payload).strip_prefix("pgid ") {
-            break pgid.trim().parse().expect("pgid");
+        if let Some(family) = String::from_utf8_lossy(&msg.payload).strip_prefix("family ") {
+            break serde_json::from_str(family).expect("family json");
         }
     };
-    eventually("no process left in the worker's group", || async {
-        members_of_group(pgid).is_empty().then_some(())
+    let worker = family["worker"].as_str().expect("worker").to_owned();
+    let started = family["started"].as_u64();
+    let children = format!("FAMILY={}", family["family"].as_str().expect("family"));
+    eventually("no process left of the worker's", || async {
+        (env.node.worker_pid_of(&worker, started).is_none()
+            && processes_with_env(&children).is_empty())
+        .then_some(())
     })
     .await;
-}
-
-/// Processes (not zombies) whose process group is `pgid`, read from /proc.
-fn members_of_group(pgid: i32) -> Vec<i32> {
-    let mut members = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // Fields after the parenthesised command: state, ppid, pgrp, ...
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string() {
-            members.push(pid);
-        }
-    }
-    members
 }
 
 #[tokio::test]

@@ -338,6 +338,62 @@ impl Node {
     pub fn worker_pids(&self) -> Vec<u32> {
         children_of(self.pid())
     }
+
+    /// The node's child (the outer `bwrap` of a sandboxed worker, the worker
+    /// itself without isolation) whose process tree holds the worker with this
+    /// `AWS_LAMBDA_LOG_STREAM_NAME`: the pid to kill to kill that worker. A log stream
+    /// is unique on its node only (another node may have a worker with the same one);
+    /// `started`, the worker's start time as its handler reads it (the 22nd field of
+    /// /proc/self/stat, clock ticks since boot, the same inside a sandbox), tells them
+    /// apart.
+    pub fn worker_pid_of(&self, log_stream: &str, started: Option<u64>) -> Option<u32> {
+        let entry = format!("AWS_LAMBDA_LOG_STREAM_NAME={log_stream}");
+        self.worker_pids().into_iter().find(|&child| {
+            let mut stack = vec![child];
+            while let Some(pid) = stack.pop() {
+                if has_env(pid, &entry) && started.is_none_or(|at| start_time(pid) == Some(at)) {
+                    return true;
+                }
+                stack.extend(children_of(pid));
+            }
+            false
+        })
+    }
+}
+
+/// Whether `pid` has `entry` (`NAME=value`) in its environment.
+pub fn has_env(pid: u32, entry: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+        environ
+            .split(|&b| b == 0)
+            .any(|var| var == entry.as_bytes())
+    })
+}
+
+/// The live processes (not zombies) anywhere on the host with `entry` (`NAME=value`)
+/// in their environment: those a handler started with a variable of its own, inside a
+/// sandbox or not.
+pub fn processes_with_env(entry: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|&pid| process_state(pid).is_some_and(|state| state != 'Z'))
+        .filter(|&pid| has_env(pid, entry))
+        .collect()
+}
+
+/// When `pid` started: the 22nd field of /proc/PID/stat (clock ticks since boot).
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 /// Children of every thread of `pid`, from /proc.

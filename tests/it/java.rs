@@ -397,8 +397,14 @@ public class Moody implements RequestHandler<Map<String, Object>, Long> {
     public Long handleRequest(Map<String, Object> event, Context context) {
         if (event.containsKey("hang")) {
             try {
-                Process child = new ProcessBuilder("sleep", "100").start();
-                System.out.println("jvm " + ProcessHandle.current().pid() + " child " + child.pid());
+                // Marked with a variable of its own: the JVM's pids are its sandbox's.
+                String family = java.util.UUID.randomUUID().toString();
+                ProcessBuilder sleep = new ProcessBuilder("sleep", "100");
+                sleep.environment().put("FAMILY", family);
+                Process child = sleep.start();
+                String stat = java.nio.file.Files.readString(java.nio.file.Path.of("/proc/self/stat"));
+                String started = stat.substring(stat.lastIndexOf(')') + 2).split(" ")[19];
+                System.out.println("family " + family + " worker " + System.getenv("AWS_LAMBDA_LOG_STREAM_NAME") + " started " + started);
                 Thread.sleep(100_000);
             } catch (Exception e) {
                 throw new RuntimeException(e);
@@ -427,22 +433,26 @@ async fn a_timeout_is_a_504_and_kills_the_jvm_with_its_children() {
     assert_eq!(error_code(&reply), Some(504), "{reply:?}");
     assert_eq!(json(&reply)["errorType"], "Sandbox.Timedout");
     assert!(started.elapsed() < Duration::from_secs(20));
-    let pids: Vec<u32> = loop {
+    // The JVM's pids are its sandbox's: it is known by its log stream and start time,
+    // its child by its FAMILY.
+    let line: String = loop {
         let msg = tokio::time::timeout(DEADLINE, logs.next())
             .await
-            .expect("the pids' log line")
+            .expect("the family's log line")
             .expect("log stream");
         let text = String::from_utf8_lossy(&msg.payload).into_owned();
-        if let Some(rest) = text.strip_prefix("jvm ") {
-            break rest
-                .split(" child ")
-                .map(|p| p.trim().parse().expect("pid"))
-                .collect();
+        if text.starts_with("family ") {
+            break text;
         }
     };
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let [_, family, _, worker, _, started] = words[..] else {
+        panic!("not a family line: {line}");
+    };
+    let started = Some(started.parse().expect("start time"));
+    let child = format!("FAMILY={family}");
     eventually("the JVM and its child gone", || async {
-        pids.iter()
-            .all(|&pid| matches!(process_state(pid), None | Some('Z')))
+        (env.node.worker_pid_of(worker, started).is_none() && processes_with_env(&child).is_empty())
             .then_some(())
     })
     .await;

@@ -15,7 +15,7 @@ async fn two_nodes_both_serve_a_function_through_its_queue_group() {
     let env = Env::on(server).await;
     let code = code_dir(&[(
         "app.py",
-        "import os\ndef handler(event, context):\n    return os.getpid()\n",
+        "import os\ndef handler(event, context):\n    return [os.environ['AWS_LAMBDA_LOG_STREAM_NAME'], int(open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19])]\n",
     )]);
     // Watch before binding, so that neither node's first report is missed.
     let mut reports = env.status.watch("shared").await.expect("watch status");
@@ -33,21 +33,35 @@ async fn two_nodes_both_serve_a_function_through_its_queue_group() {
             ready.insert(status.node);
         }
     }
-    // pool.max 1 per node: two worker pids means both nodes answered.
-    let mut pids = HashSet::new();
+    // The node that answered: the one running the worker (by its log stream and start
+    // time: each node has a worker of the same log stream).
+    let nodes = [&env.node, &second];
+    let mut answered = HashSet::new();
+    let mut workers = HashSet::new();
     let started = std::time::Instant::now();
     while started.elapsed() < DEADLINE {
         let reply = env.invoke("shared", "{}").await;
         assert_eq!(error_code(&reply), None, "{reply:?}");
-        pids.insert(json(&reply).as_u64().expect("pid"));
-        if pids.len() >= 2 {
+        let answer = json(&reply);
+        let worker = answer[0].as_str().expect("worker").to_owned();
+        let started_at = answer[1].as_u64();
+        let running: Vec<&str> = nodes
+            .iter()
+            .filter(|n| n.worker_pid_of(&worker, started_at).is_some())
+            .map(|n| n.id.as_str())
+            .collect();
+        if let [node] = running[..] {
+            answered.insert(node.to_owned());
+        }
+        workers.insert((worker, running.join(",")));
+        if answered.len() >= 2 {
             break;
         }
     }
     assert_eq!(
-        pids.len(),
+        answered.len(),
         2,
-        "replies came from these workers only: {pids:?}"
+        "replies came from these workers (and nodes) only: {workers:?}"
     );
     drop(second);
 }

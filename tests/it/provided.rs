@@ -302,8 +302,7 @@ async fn a_rust_function_on_the_lambda_runtime_crate_echoes() {
 /// A bootstrap that leaves the Runtime API to the test: it publishes its address and
 /// waits to be killed.
 const IDLE_BOOTSTRAP: &str = r#"#!/bin/sh
-echo "$AWS_LAMBDA_RUNTIME_API" > "$LAMBDA_TASK_ROOT/api.tmp"
-mv "$LAMBDA_TASK_ROOT/api.tmp" "$LAMBDA_TASK_ROOT/api"
+echo "api $AWS_LAMBDA_RUNTIME_API"
 exec sleep 600
 "#;
 
@@ -311,15 +310,25 @@ exec sleep 600
 async fn runtime_api_misuse_gets_lambdas_status_codes_and_the_node_keeps_serving() {
     let mut env = Env::start().await;
     let code = provided_dir(&[("bootstrap", IDLE_BOOTSTRAP)]);
+    // The bootstrap prints its AWS_LAMBDA_RUNTIME_API (its code directory is read-only).
+    let mut logs = env
+        .client
+        .subscribe("natsfn.logs.misuse")
+        .await
+        .expect("subscribe");
+    env.client.flush().await.expect("flush");
     let revision = env
         .put_binding("misuse", spec(code.path()).timeout_ms(10_000))
         .await;
-    let api_file = code.path().join("api");
-    let api = eventually("the bootstrap wrote its AWS_LAMBDA_RUNTIME_API", || async {
-        std::fs::read_to_string(&api_file).ok()
-    })
-    .await;
-    let api = api.trim().to_owned();
+    let api = loop {
+        let msg = tokio::time::timeout(DEADLINE, logs.next())
+            .await
+            .expect("the bootstrap to print its AWS_LAMBDA_RUNTIME_API")
+            .expect("log stream");
+        if let Some(api) = String::from_utf8_lossy(&msg.payload).strip_prefix("api ") {
+            break api.trim().to_owned();
+        }
+    };
     assert!(api.starts_with("127.0.0.1:"), "loopback only: {api}");
     let base = format!("http://{api}/2018-06-01/runtime");
     let http = reqwest::Client::new();

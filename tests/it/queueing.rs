@@ -78,7 +78,11 @@ def handler(event, context):
 /// gave up on while it was queued behind a busy worker is never run.
 #[tokio::test]
 async fn natsfn_invoke_sends_its_timeout_as_the_deadline_and_a_call_it_gave_up_on_is_not_run() {
-    let env = Env::start().await;
+    // Unsandboxed: the test observes runs through a shared directory ($MARKS) and tests
+    // queueing semantics, not isolation.
+    let server = NatsServer::start();
+    let node = Node::start_with(&server, "node-a", &["--isolation", "none"]);
+    let env = Env::with(server, node).await;
     let code = code_dir(&[("app.py", GATED)]);
     let marks = tempfile::tempdir().expect("marks dir");
     env.bind_ready(

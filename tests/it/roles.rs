@@ -47,7 +47,14 @@ impl Secure {
         node_args: &[&str],
         admin: async_nats::ConnectOptions,
     ) -> Secure {
-        let node = Node::start_with(&server, "node-a", node_args);
+        // Unsandboxed: these tests observe runs through a file the handler writes ($RUNS)
+        // and test the roles' permissions, not isolation.
+        let node_args: Vec<&str> = node_args
+            .iter()
+            .copied()
+            .chain(["--isolation", "none"])
+            .collect();
+        let node = Node::start_with(&server, "node-a", &node_args);
         // The node, not a client, makes natsfn's buckets and streams.
         eventually("the node to start", || {
             let started = node.log().contains("natsfn node running");
