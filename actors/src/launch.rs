@@ -164,7 +164,15 @@ impl LaunchPlan {
                 )
             }
             Runtime::Provided => {
-                return Self::provided(function, revision, spec, cwd, &code.layers, runtime_dir)
+                return Self::provided(
+                    function,
+                    revision,
+                    spec,
+                    cwd,
+                    &code.layers,
+                    runtime_dir,
+                    interpreters,
+                )
             }
         };
         let Some(program) = interpreter.clone() else {
@@ -259,6 +267,7 @@ impl LaunchPlan {
         cwd: PathBuf,
         layers: &[PathBuf],
         runtime_dir: &Path,
+        interpreters: &Interpreters,
     ) -> Result<LaunchPlan, LambdaError> {
         use std::os::unix::fs::PermissionsExt;
         let program = cwd.join("bootstrap");
@@ -292,7 +301,13 @@ impl LaunchPlan {
             env,
             runtime_api: true,
             nats: None,
-            reads: Vec::new(),
+            // The node's own runtimes, as Lambda's image has its: a bootstrap may run
+            // python3 or node (awslambdaric, say).
+            reads: [&interpreters.python3, &interpreters.node]
+                .into_iter()
+                .flatten()
+                .flat_map(|program| interpreter_roots(program))
+                .collect(),
             memory_mb: spec.memory_mb,
             ephemeral_storage_mb: spec.ephemeral_storage_mb,
             network: spec.network,

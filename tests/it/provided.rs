@@ -308,7 +308,11 @@ exec sleep 600
 
 #[tokio::test]
 async fn runtime_api_misuse_gets_lambdas_status_codes_and_the_node_keeps_serving() {
-    let mut env = Env::start().await;
+    // The test plays the runtime from its own process: a sandboxed worker's Runtime API
+    // would close its connections (sandbox.rs tests that), so this node has none.
+    let server = NatsServer::start();
+    let node = Node::start_with(&server, "node-a", &["--isolation", "none"]);
+    let mut env = Env::with(server, node).await;
     let code = provided_dir(&[("bootstrap", IDLE_BOOTSTRAP)]);
     // The bootstrap prints its AWS_LAMBDA_RUNTIME_API (its code directory is read-only).
     let mut logs = env

@@ -155,7 +155,22 @@ impl Sandbox {
             None => None,
         };
         let tmp = WorkerTmp::create(&self.tmp_root.join(spec.worker), uid)?;
-        let argv = self.argv(tmp.path(), spec.reads, spec.cwd, uid);
+        let mut argv = self.argv(tmp.path(), spec.reads, spec.cwd, uid);
+        if let Some(creds) = spec.credentials {
+            // Before the command: its own credentials, and none of its neighbours'
+            // (their directory sits in the runtime directory, which is mounted whole).
+            let at = argv
+                .iter()
+                .position(|a| a == "--chdir")
+                .unwrap_or(argv.len());
+            let mut extra: Vec<OsString> = Vec::new();
+            if let Some(parent) = creds.parent() {
+                extra.extend(["--perms".into(), "0755".into(), "--tmpfs".into()]);
+                extra.push(parent.into());
+            }
+            extra.extend(["--ro-bind".into(), creds.into(), creds.into()]);
+            argv.splice(at..at, extra);
+        }
         // `full`: the node's own network; its Runtime API then takes only this uid.
         let net = match spec.network {
             Network::Full => None,
@@ -273,6 +288,8 @@ pub(crate) struct WorkerSpec<'a> {
     /// Directories and files the worker reads (mounted read-only where they are).
     pub(crate) reads: &'a [PathBuf],
     pub(crate) cwd: &'a Path,
+    /// The worker's own NATS credentials directory (binding field `nats`).
+    pub(crate) credentials: Option<&'a Path>,
     pub(crate) network: Network,
     /// A `provided` worker: its Runtime API listens in its network namespace.
     pub(crate) runtime_api: bool,

@@ -182,19 +182,16 @@ impl Actor for WorkerActor {
             None => None,
         };
         let mut jail = match &args.ctx.sandbox {
-            Some(sandbox) => {
-                let mut reads = args.plan.reads.clone();
-                reads.extend(credentials.as_ref().map(|c| c.dir().to_owned()));
-                Some(sandbox.worker(WorkerSpec {
-                    function: &args.function,
-                    worker: &format!("w{}", myself.get_id().pid()),
-                    memory_mb: args.memory_mb,
-                    reads: &reads,
-                    cwd: &args.plan.cwd,
-                    network: args.plan.network,
-                    runtime_api: args.plan.runtime_api,
-                })?)
-            }
+            Some(sandbox) => Some(sandbox.worker(WorkerSpec {
+                function: &args.function,
+                worker: &format!("w{}", myself.get_id().pid()),
+                memory_mb: args.memory_mb,
+                reads: &args.plan.reads,
+                cwd: &args.plan.cwd,
+                credentials: credentials.as_ref().map(WorkerCredentials::dir),
+                network: args.plan.network,
+                runtime_api: args.plan.runtime_api,
+            })?),
             None => None,
         };
         let api = match args.plan.runtime_api {
