@@ -166,10 +166,11 @@ impl Actor for WorkerActor {
             .iter()
             .find(|(k, _)| k == "AWS_LAMBDA_FUNCTION_VERSION")
             .map_or("", |(_, v)| v.as_str());
+        // As Lambda names an execution environment's: unique across nodes and restarts.
         let log_stream = format!(
             "{}/[{version}]{}",
             time::OffsetDateTime::now_utc().date(),
-            myself.get_id()
+            uuid::Uuid::new_v4().simple()
         );
         let uid = args
             .ctx
