@@ -222,7 +222,7 @@ impl Actor for WorkerActor {
             }
             false => None,
         };
-        let mut env: Vec<(&str, String)> = credentials
+        let mut env: Vec<(&'static str, String)> = credentials
             .as_ref()
             .map_or_else(Vec::new, |c| c.env().to_vec());
         // `network: "nats"`: the servers are reached through the relay in its namespace.
@@ -234,13 +234,17 @@ impl Actor for WorkerActor {
             env.retain(|(k, _)| *k != "NATS_URL");
             env.push(("NATS_URL", relayed.to_owned()));
         }
-        let proc = process::spawn(
-            &args.plan,
-            &log_stream,
-            api.as_ref().map(RuntimeApi::addr),
-            &env,
-            jail.as_ref(),
-        )?;
+        // Off the actor's thread: a sandboxed child joins its cgroups before exec, and
+        // a v1 cgroup migration waits for an RCU grace period (about 10 ms here), which
+        // the spawn waits for in turn. Nothing else on this thread should.
+        let (plan, api_addr) = (args.plan.clone(), api.as_ref().map(RuntimeApi::addr));
+        let (proc, jail) = tokio::task::spawn_blocking(move || {
+            let proc = process::spawn(&plan, &log_stream, api_addr, &env, jail.as_ref());
+            (proc, jail)
+        })
+        .await
+        .map_err(|e| std::io::Error::other(format!("the worker's spawn failed: {e}")))?;
+        let proc = proc?;
         let (reader, writer) = InvokeWriter::new(api, proc.channel, &myself)?;
         // Without a channel, the exit status is the whole news of an exit.
         let exit = ExitNews {
