@@ -87,11 +87,11 @@ impl NodeGroups {
             .iter()
             .find(|(c, _)| *c == Controller::Memory)
             .map_or_else(String::new, |(_, d)| d.display().to_string());
-        let expedited = std::fs::read_to_string("/sys/kernel/rcu_expedited")
-            .is_ok_and(|v| v.trim() == "1");
+        let expedited =
+            std::fs::read_to_string("/sys/kernel/rcu_expedited").is_ok_and(|v| v.trim() == "1");
         let slow = match expedited {
             true => "",
-            false => " (a worker joins its cgroups after an RCU grace period, about 10 ms of each cold start: /sys/kernel/rcu_expedited=1 makes it about 1 ms)",
+            false => " (a worker joins its cgroups after an RCU grace period, about 10 ms of each cold start: /sys/kernel/rcu_expedited=1 makes it a few ms)",
         };
         format!(
             "cgroup v1 ({}) under {memory}: memory_mb enforced by the kernel, at most {MAX_PIDS} processes per worker{slow}",
