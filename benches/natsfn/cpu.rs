@@ -62,11 +62,17 @@ pub async fn measure(
     }
 }
 
-/// The node's worker processes that run `function` (their environment names it).
+/// The node's worker processes that run `function` (their environment names it): the
+/// node's descendants, since a sandboxed runtime runs below its bubblewrap processes.
 fn workers_of(node: u32, function: &str) -> Vec<u32> {
     let wanted = format!("AWS_LAMBDA_FUNCTION_NAME={function}");
-    children_of(node)
-        .into_iter()
+    let mut all = Vec::new();
+    let mut pending = children_of(node);
+    while let Some(pid) = pending.pop() {
+        pending.extend(children_of(pid));
+        all.push(pid);
+    }
+    all.into_iter()
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/environ"))
                 .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == wanted.as_bytes()))
