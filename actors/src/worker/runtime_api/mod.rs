@@ -7,7 +7,7 @@
 //! owner of the invocations in flight; the server only remembers which request id it
 //! handed out, to answer misuse the way Lambda does.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,13 +23,15 @@ use natsfn_protocol::frame::{ErrorFields, InvocationError};
 use natsfn_protocol::{FromWorker, LambdaError};
 use ractor::ActorRef;
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDrop;
 
+mod listen;
+
 use super::WorkerMsg;
 use crate::clock::now_ms;
-use crate::sandbox::net::peer_uid;
+pub(crate) use listen::RuntimeApiListen;
+use listen::WorkerOnly;
 
 /// Lambda's limit on a synchronous invocation's response, and so on what its Runtime
 /// API takes as a response or error body.
@@ -43,17 +45,6 @@ const FUNCTION_ARN: HeaderName = HeaderName::from_static("lambda-runtime-invoked
 const TRACE_ID: HeaderName = HeaderName::from_static("lambda-runtime-trace-id");
 const ERROR_TYPE: HeaderName = HeaderName::from_static("lambda-runtime-function-error-type");
 
-/// Where a worker's Runtime API listens.
-pub(crate) enum RuntimeApiListen {
-    /// On the host's loopback, at a port of the kernel's choosing (network `full`).
-    /// `peer_uid`: the worker's uid; a connection from a socket of any other uid is
-    /// closed unanswered. `None` takes every connection (isolation off).
-    Loopback { peer_uid: Option<u32> },
-    /// On this listener, bound already inside the worker's network namespace (network
-    /// `none` or `nats`), where only the worker can connect.
-    Bound(std::net::TcpListener),
-}
-
 /// The WorkerActor's end: hands invocations to the server; dropping it stops the
 /// server and ends a `/next` that is waiting.
 pub(crate) struct RuntimeApi {
@@ -61,66 +52,6 @@ pub(crate) struct RuntimeApi {
     queue: mpsc::UnboundedSender<Next>,
     /// The HTTP server, stopped when this is dropped.
     _server: AbortOnDrop,
-}
-
-/// The Runtime API's listener: what `accept` hands axum is a connection of the worker
-/// (by its uid on the host's loopback; inside the worker's namespace, any).
-struct WorkerOnly {
-    listener: TcpListener,
-    peer_uid: Option<u32>,
-    /// A connection has been refused already (logged once).
-    refused: bool,
-}
-
-impl WorkerOnly {
-    async fn new(listen: RuntimeApiListen) -> std::io::Result<WorkerOnly> {
-        let (listener, peer_uid) = match listen {
-            RuntimeApiListen::Loopback { peer_uid } => {
-                (TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?, peer_uid)
-            }
-            RuntimeApiListen::Bound(listener) => {
-                listener.set_nonblocking(true)?;
-                (TcpListener::from_std(listener)?, None)
-            }
-        };
-        Ok(WorkerOnly {
-            listener,
-            peer_uid,
-            refused: false,
-        })
-    }
-}
-
-impl Listener for WorkerOnly {
-    type Io = TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
-        loop {
-            let (tcp, peer) = Listener::accept(&mut self.listener).await;
-            let Some(uid) = self.peer_uid else {
-                return (tcp, peer);
-            };
-            // Read once per connection: runtime clients keep theirs open.
-            let owner = tcp
-                .local_addr()
-                .ok()
-                .and_then(|local| peer_uid(local, peer));
-            if owner == Some(uid) {
-                return (tcp, peer);
-            }
-            if !self.refused {
-                self.refused = true;
-                tracing::debug!(
-                    "runtime API: closed a connection from {peer} (uid {owner:?}), not the worker's (uid {uid}); further ones are closed silently"
-                );
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
 }
 
 /// An invocation waiting for the worker's `/next`.
@@ -503,149 +434,7 @@ fn lock(ids: &Mutex<Ids>) -> std::sync::MutexGuard<'_, Ids> {
 }
 
 #[cfg(test)]
-#[path = "runtime_api/hostile.rs"]
 mod hostile;
 
 #[cfg(test)]
-mod tests {
-    use std::io::{Read, Write};
-
-    use super::*;
-    use crate::sandbox::net::{enter, WorkerNet};
-
-    /// A WorkerActor stand-in: the requests these tests make never reach it.
-    struct Sink;
-
-    impl ractor::Actor for Sink {
-        type Msg = WorkerMsg;
-        type State = ();
-        type Arguments = ();
-
-        async fn pre_start(
-            &self,
-            _: ActorRef<WorkerMsg>,
-            _: (),
-        ) -> Result<(), ractor::ActorProcessingErr> {
-            Ok(())
-        }
-    }
-
-    async fn serve(listen: RuntimeApiListen) -> (RuntimeApi, ActorRef<WorkerMsg>) {
-        let (worker, _) = ractor::Actor::spawn(None, Sink, ()).await.unwrap();
-        let api = RuntimeApi::start(
-            worker.clone(),
-            "arn:aws:lambda:us-east-1:000000000000:function:f",
-            Duration::from_secs(3),
-            1 << 20,
-            listen,
-        )
-        .await
-        .unwrap();
-        (api, worker)
-    }
-
-    const NOT_FOUND: &[u8] = b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-
-    /// Whatever the server sent on one connection before closing it.
-    fn ask(addr: SocketAddr) -> Vec<u8> {
-        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let _ = tcp.write_all(NOT_FOUND);
-        let mut answer = Vec::new();
-        // A reset (the request unread when the server closed) is no answer either.
-        let _ = tcp.read_to_end(&mut answer);
-        answer
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn on_the_host_loopback_only_the_workers_uid_is_answered() {
-        let listen = RuntimeApiListen::Loopback {
-            peer_uid: Some(54321),
-        };
-        let (api, worker) = serve(listen).await;
-        let addr = api.addr();
-        let ours = tokio::task::spawn_blocking(move || ask(addr))
-            .await
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&ours), "", "answered another uid");
-        let script = format!(
-            r#"import socket, sys
-s = socket.create_connection(("127.0.0.1", {}))
-s.settimeout(5)
-s.sendall({:?}.encode())
-answer = b""
-while True:
-    chunk = s.recv(65536)
-    if not chunk:
-        break
-    answer += chunk
-sys.stdout.write(answer.decode())
-"#,
-            addr.port(),
-            std::str::from_utf8(NOT_FOUND).unwrap()
-        );
-        let theirs = tokio::process::Command::new("python3")
-            .args(["-c", &script])
-            .uid(54321)
-            .gid(54321)
-            .current_dir("/")
-            .output()
-            .await
-            .expect("python3 as uid 54321");
-        let answer = String::from_utf8_lossy(&theirs.stdout);
-        assert!(
-            answer.starts_with("HTTP/1.1 404"),
-            "the worker's uid got {answer:?} ({})",
-            String::from_utf8_lossy(&theirs.stderr)
-        );
-        worker.stop(None);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_listener_in_the_workers_namespace_answers_there() {
-        let mut net = WorkerNet::create(None, true).unwrap();
-        let listener = net.take_runtime_api().unwrap();
-        let (api, worker) = serve(RuntimeApiListen::Bound(listener)).await;
-        let addr = api.addr();
-        assert!(addr.ip().is_loopback(), "{addr}");
-        let fd = net.netns_fd();
-        let answer = tokio::task::spawn_blocking(move || {
-            std::thread::spawn(move || {
-                enter(fd).unwrap();
-                ask(addr)
-            })
-            .join()
-            .unwrap()
-        })
-        .await
-        .unwrap();
-        let answer = String::from_utf8_lossy(&answer);
-        assert!(answer.starts_with("HTTP/1.1 404"), "{answer:?}");
-        worker.stop(None);
-    }
-
-    #[test]
-    fn error_type_comes_from_the_header_then_the_body_then_unhandled() {
-        let body = br#"{"errorType":"ValueError","errorMessage":"bad","stackTrace":["a"]}"#;
-        let mut headers = HeaderMap::new();
-        let fields = error_fields(&headers, body);
-        assert_eq!(fields.error_type, "ValueError");
-        assert_eq!(fields.error_message, "bad");
-        assert_eq!(fields.stack_trace, vec!["a"]);
-        headers.insert(ERROR_TYPE, HeaderValue::from_static("Runtime.Custom"));
-        assert_eq!(error_fields(&headers, body).error_type, "Runtime.Custom");
-        let garbage = error_fields(&HeaderMap::new(), b"not json");
-        assert_eq!(garbage.error_type, "Unhandled");
-        assert_eq!(garbage.error_message, "not json");
-    }
-
-    #[test]
-    fn trace_ids_have_the_xray_shape() {
-        let trace = trace_id("0f8e6b7a-1c2d-4e5f-8a9b-0c1d2e3f4a5b");
-        assert!(trace.starts_with("Root=1-"), "{trace}");
-        assert!(
-            trace.ends_with(";Parent=8a9b0c1d2e3f4a5b;Sampled=0"),
-            "{trace}"
-        );
-    }
-}
+mod tests;
