@@ -108,7 +108,9 @@ fn valid_binding() -> Value {
                 "cors": {"allow_origins": ["https://example.com", "*"],
                          "allow_methods": ["GET", "POST"], "allow_headers": ["content-type"],
                          "expose_headers": ["x-custom"], "max_age": 600,
-                         "allow_credentials": true}}
+                         "allow_credentials": true}},
+        "network": "nats",
+        "ephemeral_storage_mb": 1024
     })
 }
 
@@ -127,6 +129,8 @@ const KNOWN_KEYS: &[&str] = &[
     "placement",
     "nats",
     "url",
+    "network",
+    "ephemeral_storage_mb",
     "dir",
     "package",
     "digest",
@@ -185,6 +189,8 @@ const KNOWN_STRINGS: &[&str] = &[
     "NONE",
     "BUFFERED",
     "RESPONSE_STREAM",
+    "full",
+    "none",
     "GET",
     "*",
     "https://example.com",
