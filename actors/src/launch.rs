@@ -152,8 +152,12 @@ impl LaunchPlan {
         let (interpreter, bootstrap, execution_env) = match spec.runtime {
             Runtime::Python3 => (&interpreters.python3, "python3/bootstrap.py", "python3"),
             Runtime::Nodejs => (&interpreters.node, "nodejs/bootstrap.js", "nodejs"),
-            Runtime::Java => {
-                return Self::java(
+            Runtime::Java | Runtime::Provided => {
+                let plan = match spec.runtime {
+                    Runtime::Java => Self::java,
+                    _ => Self::provided,
+                };
+                return plan(
                     function,
                     revision,
                     spec,
@@ -161,18 +165,7 @@ impl LaunchPlan {
                     &code.layers,
                     runtime_dir,
                     interpreters,
-                )
-            }
-            Runtime::Provided => {
-                return Self::provided(
-                    function,
-                    revision,
-                    spec,
-                    cwd,
-                    &code.layers,
-                    runtime_dir,
-                    interpreters,
-                )
+                );
             }
         };
         let Some(program) = interpreter.clone() else {

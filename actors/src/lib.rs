@@ -40,6 +40,24 @@ pub mod fuzzing {
 
     use async_nats::HeaderMap;
 
+    /// `Name: value` lines as NATS headers; lines that are not valid ones are skipped.
+    pub fn headers(text: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for line in text.split(['\r', '\n']) {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let (Ok(name), Ok(value)) = (
+                name.trim().parse::<async_nats::HeaderName>(),
+                value.trim_start().parse::<async_nats::HeaderValue>(),
+            ) else {
+                continue;
+            };
+            headers.append(name, value);
+        }
+        headers
+    }
+
     /// A request's `Natsfn-Request-Id` and `Natsfn-Deadline-Ms`: read, or a 400 that
     /// names the header. Whether both were read.
     pub fn request_headers(headers: Option<&HeaderMap>) -> bool {

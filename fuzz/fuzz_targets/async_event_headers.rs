@@ -2,7 +2,6 @@
 //! sequence and clock): always a usable stamp that the retry policy takes.
 #![no_main]
 
-use async_nats::HeaderMap;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,18 +12,6 @@ fuzz_target!(|data: &[u8]| {
     let sequence = u64::from_le_bytes(numbers[..8].try_into().unwrap());
     let now_ms = u64::from_le_bytes(numbers[8..].try_into().unwrap());
     let text = String::from_utf8_lossy(rest);
-    let mut headers = HeaderMap::new();
-    for line in text.split(['\r', '\n']) {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        let (Ok(name), Ok(value)) = (
-            name.trim().parse::<async_nats::HeaderName>(),
-            value.trim_start().parse::<async_nats::HeaderValue>(),
-        ) else {
-            continue;
-        };
-        headers.append(name, value);
-    }
+    let headers = natsfn_actors::fuzzing::headers(&text);
     natsfn_actors::fuzzing::event_headers(Some(&headers), sequence, now_ms);
 });
