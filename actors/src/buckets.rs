@@ -10,8 +10,8 @@ use async_nats::jetstream::kv::{Config, Store};
 use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
 use async_nats::jetstream::Context;
 use natsfn_protocol::names::{
-    ASYNC_STREAM, ASYNC_SUBJECTS, BINDINGS_BUCKET, DLQ_STREAM, DLQ_SUBJECTS, LOGS_STREAM,
-    LOGS_SUBJECTS, NODES_BUCKET, PACKAGES_BUCKET, STATUS_BUCKET,
+    ALIASES_BUCKET, ASYNC_STREAM, ASYNC_SUBJECTS, BINDINGS_BUCKET, DLQ_STREAM, DLQ_SUBJECTS,
+    LOGS_STREAM, LOGS_SUBJECTS, NODES_BUCKET, PACKAGES_BUCKET, STATUS_BUCKET, VERSIONS_BUCKET,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +24,17 @@ pub struct BucketError {
 /// `natsfn-bindings`, with some history so that an edit can be looked back on.
 pub async fn bindings(js: &Context) -> Result<Store, BucketError> {
     open(js, BINDINGS_BUCKET, 16, None).await
+}
+
+/// `natsfn-versions`: published versions, immutable once written.
+pub async fn versions(js: &Context) -> Result<Store, BucketError> {
+    open(js, VERSIONS_BUCKET, 1, None).await
+}
+
+/// `natsfn-aliases`, with some history so that a move or a canary's steps can be
+/// looked back on.
+pub async fn aliases(js: &Context) -> Result<Store, BucketError> {
+    open(js, ALIASES_BUCKET, 16, None).await
 }
 
 pub async fn status(js: &Context) -> Result<Store, BucketError> {

@@ -12,6 +12,7 @@ pub mod node;
 pub mod service;
 pub mod spec;
 pub mod status;
+pub mod version;
 
 pub use async_spec::{AfterFailure, AsyncSpec, Condition};
 pub use error::{ErrorCode, LambdaError};
@@ -24,3 +25,4 @@ pub use spec::{
     Runtime, SpecError, UrlAuth, UrlSpec,
 };
 pub use status::{FunctionState, FunctionStatus};
+pub use version::{AliasRecord, Qualifier, VersionRecord};

@@ -9,6 +9,12 @@ pub const NODES_BUCKET: &str = "natsfn-nodes";
 /// JetStream Object Store holding packages (function code and layers), object = name.
 pub const PACKAGES_BUCKET: &str = "natsfn-packages";
 
+/// JetStream KV bucket of published versions, key `<fn>.<N>` (and `<fn>`: the last
+/// number given out).
+pub const VERSIONS_BUCKET: &str = "natsfn-versions";
+/// JetStream KV bucket of aliases, key `<fn>.<alias>`.
+pub const ALIASES_BUCKET: &str = "natsfn-aliases";
+
 /// JetStream stream keeping the history of every function's log records.
 pub const LOGS_STREAM: &str = "NATSFN_LOGS";
 /// The subjects `NATSFN_LOGS` keeps: every function's [`logs_subject`].
@@ -49,6 +55,11 @@ pub const HEADER_LOG_STREAM: &str = "Natsfn-Log-Stream";
 /// `Natsfn-Log-Stream` of the START/END/REPORT records natsfn itself writes (Lambda's
 /// platform lines).
 pub const LOG_STREAM_PLATFORM: &str = "platform";
+/// On every reply: the version that ran (`$LATEST` or a number).
+pub const HEADER_EXECUTED_VERSION: &str = "Natsfn-Executed-Version";
+/// On an async invocation: the qualifier it runs (a version, an alias, `$LATEST`);
+/// kept through its retries and into its destination records.
+pub const HEADER_QUALIFIER: &str = "Natsfn-Qualifier";
 /// ADR-32 service error headers.
 pub const HEADER_SERVICE_ERROR: &str = "Nats-Service-Error";
 pub const HEADER_SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";
@@ -56,6 +67,11 @@ pub const HEADER_SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";
 /// The subject every function always answers on.
 pub fn invoke_subject(function: &str) -> String {
     format!("natsfn.invoke.{function}")
+}
+
+/// The subject of one qualifier of a function (a version number, an alias, `$LATEST`).
+pub fn qualified_invoke_subject(function: &str, qualifier: &str) -> String {
+    format!("natsfn.invoke.{function}.{qualifier}")
 }
 
 /// The queue group of all of a function's subscriptions, on every node.

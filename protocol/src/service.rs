@@ -15,6 +15,8 @@ pub const STATS_RESPONSE_TYPE: &str = "io.nats.micro.v1.stats_response";
 /// Service metadata key naming the node an instance runs on: it tells natsfn's own
 /// instances apart from other services answering `$SRV.STATS` on the same account.
 pub const METADATA_NODE: &str = "natsfn.node";
+/// Metadata of a service instance: the version it runs (`$LATEST` or a number).
+pub const METADATA_VERSION: &str = "natsfn.version";
 /// Endpoint name of a function's canonical subject `natsfn.invoke.<function>`.
 pub const CANONICAL_ENDPOINT: &str = "invoke";
 
@@ -158,6 +160,16 @@ pub struct EndpointStats {
     pub average_processing_time: u64,
     /// `"<code>:<message>"` of the last error, `""` when there was none.
     pub last_error: String,
+    /// natsfn's own counts (ADR-32's free-form `data`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<EndpointData>,
+}
+
+/// What natsfn adds to an endpoint's stats: its 5xx outcomes (a canary judges a
+/// version by them; `num_errors` also counts 4xx refusals).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointData {
+    pub server_errors: u64,
 }
 
 impl PingResponse {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use natsfn_protocol::names::queue_group;
 use natsfn_protocol::service::{
-    endpoint_name, service_version, EndpointInfo, EndpointStats, Identity, InfoResponse, Metadata,
-    PingResponse, StatsResponse, Verb, CANONICAL_ENDPOINT, METADATA_NODE,
+    endpoint_name, service_version, EndpointData, EndpointInfo, EndpointStats, Identity,
+    InfoResponse, Metadata, PingResponse, StatsResponse, Verb, CANONICAL_ENDPOINT, METADATA_NODE,
 };
 use natsfn_protocol::{BindingSpec, ErrorCode};
 
@@ -33,6 +33,8 @@ struct Endpoint {
     active: bool,
     requests: u64,
     errors: u64,
+    /// 5xx outcomes among `errors`.
+    server_errors: u64,
     processing_ns: u64,
     last_error: String,
 }
@@ -101,6 +103,9 @@ impl ServiceStats {
         e.processing_ns = e.processing_ns.saturating_add(nanos);
         if let Some((code, message)) = error {
             e.errors += 1;
+            if code.code() >= 500 {
+                e.server_errors += 1;
+            }
             e.last_error.clear();
             let first_line = message.lines().next().unwrap_or_default();
             let _ = write!(e.last_error, "{}:{first_line}", code.code());
@@ -161,6 +166,9 @@ impl ServiceStats {
                 processing_time: e.processing_ns,
                 average_processing_time: e.processing_ns.checked_div(e.requests).unwrap_or(0),
                 last_error: e.last_error.clone(),
+                data: Some(EndpointData {
+                    server_errors: e.server_errors,
+                }),
             })
             .collect();
         StatsResponse::new(identity, self.started.clone(), endpoints)
@@ -179,6 +187,7 @@ impl Endpoint {
             active: true,
             requests: 0,
             errors: 0,
+            server_errors: 0,
             processing_ns: 0,
             last_error: String::new(),
         }
@@ -283,9 +292,14 @@ mod tests {
             stats["endpoints"][0],
             json!({"name": "invoke", "subject": "natsfn.invoke.hello", "queue_group": "natsfn.hello",
                    "num_requests": 3, "num_errors": 1, "processing_time": 601_000,
-                   "average_processing_time": 200_333, "last_error": "500:ValueError: bad input"})
+                   "average_processing_time": 200_333, "last_error": "500:ValueError: bad input",
+                   "data": {"server_errors": 1}})
         );
         assert_eq!(stats["endpoints"][1]["num_requests"], 1);
+        assert_eq!(
+            stats["endpoints"][1]["data"]["server_errors"], 0,
+            "a 429 is no server error"
+        );
         assert_eq!(
             stats["endpoints"][1]["last_error"],
             "429:TooManyRequestsException: queue full"

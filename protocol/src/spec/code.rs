@@ -73,12 +73,12 @@ pub(super) fn parse_code(value: Option<&Value>) -> Result<CodeSource, SpecError>
 /// `{"package": NAME, "digest": "sha256:<hex>"}` (digest optional) at `field`.
 fn parse_package_ref(obj: &Map<String, Value>, field: &str) -> Result<PackageRef, SpecError> {
     let package = match obj.get("package") {
-        Some(Value::String(p)) if is_valid_function_name(p) => p.clone(),
+        Some(Value::String(p)) if is_valid_package_object(p) => p.clone(),
         Some(p) => {
             return Err(reject(
                 format!("{field}.package"),
                 format!(
-                    "expected a package name (1 to 64 letters, digits, '_' or '-'), {}",
+                    "expected a package name (1 to 64 letters, digits, '_' or '-'), or a version's frozen copy NAME@sha256:HEX, {}",
                     got(p)
                 ),
             ))
@@ -99,6 +99,21 @@ fn parse_package_ref(obj: &Map<String, Value>, field: &str) -> Result<PackageRef
         }
     };
     Ok(PackageRef { package, digest })
+}
+
+/// A package's object in `natsfn-packages`: a package name, or the frozen copy
+/// `natsfn publish` keeps for a version, `<name>@sha256:<hex>`, which no deploy writes.
+pub fn is_valid_package_object(text: &str) -> bool {
+    match text.split_once('@') {
+        None => is_valid_function_name(text),
+        Some((name, digest)) => is_valid_function_name(name) && is_sha256_digest(digest),
+    }
+}
+
+/// The object `natsfn publish` freezes a package's bytes in: `<name>@sha256:<hex>`.
+pub fn frozen_package_object(name: &str, digest: &str) -> String {
+    let base = name.split_once('@').map_or(name, |(base, _)| base);
+    format!("{base}@{digest}")
 }
 
 /// `sha256:` and 64 lowercase hex digits, as `natsfn deploy` writes it.

@@ -20,7 +20,10 @@ use crate::names::is_valid_function_name;
 pub use async_spec::AsyncSpec;
 pub use check::SpecError;
 use check::{got, int_in, reject};
-pub use code::{is_sha256_digest, CodeSource, PackageRef, MAX_LAYERS};
+pub use code::{
+    frozen_package_object, is_sha256_digest, is_valid_package_object, CodeSource, PackageRef,
+    MAX_LAYERS,
+};
 use code::{parse_code, parse_layers};
 use nats_access::parse_nats_access;
 pub use nats_access::NatsAccess;
@@ -38,6 +41,8 @@ pub const DEFAULT_MEMORY_MB: u32 = 128;
 /// Lambda's own limits.
 const MAX_TIMEOUT_MS: u64 = 900_000;
 const MEMORY_MB_RANGE: (u64, u64) = (128, 10_240);
+/// The largest `reserved_concurrency`.
+pub const MAX_RESERVED_CONCURRENCY: u64 = 100_000;
 pub const DEFAULT_EPHEMERAL_STORAGE_MB: u32 = 512;
 const EPHEMERAL_STORAGE_MB_RANGE: (u64, u64) = (512, 10_240);
 
@@ -70,6 +75,10 @@ pub struct BindingSpec {
     pub network: Network,
     /// The size of the worker's private `/tmp`.
     pub ephemeral_storage_mb: u32,
+    /// Invocations running at once across every node and version; `None`: no cap but
+    /// each node's `pool.max`; `0` throttles every invocation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserved_concurrency: Option<u32>,
 }
 
 /// A worker's network (binding field `network`).
@@ -95,7 +104,7 @@ impl Network {
     }
 }
 
-const FIELDS: [&str; 15] = [
+const FIELDS: [&str; 16] = [
     "runtime",
     "handler",
     "code",
@@ -111,6 +120,7 @@ const FIELDS: [&str; 15] = [
     "url",
     "network",
     "ephemeral_storage_mb",
+    "reserved_concurrency",
 ];
 
 /// Environment variables the runtime sets itself; a binding may not override them.
@@ -235,6 +245,16 @@ impl BindingSpec {
                 EPHEMERAL_STORAGE_MB_RANGE.1,
             )? as u32,
         };
+        let reserved_concurrency = match obj.get("reserved_concurrency") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(int_in(
+                v,
+                "reserved_concurrency",
+                "an integer of invocations at once",
+                0,
+                MAX_RESERVED_CONCURRENCY,
+            )? as u32),
+        };
         Ok(BindingSpec {
             runtime,
             handler,
@@ -251,6 +271,7 @@ impl BindingSpec {
             url,
             network,
             ephemeral_storage_mb,
+            reserved_concurrency,
         })
     }
 
