@@ -5,9 +5,10 @@ use std::time::Duration;
 use async_nats::{HeaderMap, Message, Subject};
 use bytes::Bytes;
 use natsfn_protocol::names::{
-    is_valid_request_id, HEADER_COLD_START, HEADER_DEADLINE_MS, HEADER_FUNCTION_ERROR,
-    HEADER_REQUEST_ID, HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE,
+    is_valid_request_id, HEADER_COLD_START, HEADER_DEADLINE_MS, HEADER_EXECUTED_VERSION,
+    HEADER_FUNCTION_ERROR, HEADER_REQUEST_ID, HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE,
 };
+use natsfn_protocol::version::LATEST;
 use natsfn_protocol::{ErrorCode, LambdaError};
 
 use crate::context::NodeContext;
@@ -24,6 +25,9 @@ use crate::events::Event;
 pub(crate) struct Caller {
     answer: Answer,
     pub(crate) request_id: String,
+    /// The version that runs it (`None`: `$LATEST`), set by the FunctionActor that
+    /// admits it; every reply says it (`Natsfn-Executed-Version`).
+    pub(crate) executed: Option<u64>,
     /// For the reply of last resort in `drop`, which has no context at hand.
     client: async_nats::Client,
 }
@@ -75,6 +79,7 @@ impl Invocation {
                 Ok(Some(id)) => id.clone(),
                 _ => uuid::Uuid::new_v4().to_string(),
             },
+            executed: None,
             client: ctx.client.clone(),
         };
         let deadline_ms = match chosen.and_then(|_| deadline_ms(headers)) {
@@ -100,6 +105,7 @@ impl Invocation {
             caller: Caller {
                 request_id: event.id.clone(),
                 answer: Answer::Event(Box::new(event)),
+                executed: None,
                 client: ctx.client.clone(),
             },
             deadline_ms: None,
@@ -168,7 +174,8 @@ impl Caller {
     ) -> Result<(), (ErrorCode, LambdaError)> {
         let reply = match self.answer.take() {
             Answer::Reply(reply) => reply,
-            Answer::Event(event) => {
+            Answer::Event(mut event) => {
+                event.executed = self.executed;
                 tokio::spawn(event.succeeded(payload));
                 return Ok(());
             }
@@ -190,6 +197,7 @@ impl Caller {
         }
         let mut headers = HeaderMap::new();
         headers.insert(HEADER_REQUEST_ID, self.request_id.as_str());
+        insert_executed(&mut headers, self.executed);
         if cold {
             headers.insert(HEADER_COLD_START, "true");
         }
@@ -207,7 +215,8 @@ impl Caller {
     pub(crate) async fn fail(mut self, ctx: &NodeContext, code: ErrorCode, error: &LambdaError) {
         let reply = match self.answer.take() {
             Answer::Reply(reply) => reply,
-            Answer::Event(event) => {
+            Answer::Event(mut event) => {
+                event.executed = self.executed;
                 let error = error.clone();
                 tokio::spawn(async move { event.failed(code, &error).await });
                 return;
@@ -223,7 +232,7 @@ impl Caller {
                 return;
             }
         };
-        let (headers, body) = error_reply(&self.request_id, code, error);
+        let (headers, body) = error_reply(&self.request_id, self.executed, code, error);
         if let Err(e) = ctx.client.publish_with_headers(reply, headers, body).await {
             tracing::warn!(request_id = %self.request_id, error = %e, "cannot publish error reply");
         }
@@ -241,7 +250,12 @@ impl Drop for Caller {
             "RequestId: {} Error: the worker serving it failed",
             self.request_id
         ));
-        let (headers, body) = error_reply(&self.request_id, ErrorCode::WorkerFailed, &error);
+        let (headers, body) = error_reply(
+            &self.request_id,
+            self.executed,
+            ErrorCode::WorkerFailed,
+            &error,
+        );
         let client = self.client.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
@@ -251,10 +265,24 @@ impl Drop for Caller {
     }
 }
 
+/// `Natsfn-Executed-Version`: `$LATEST` or the version's number.
+fn insert_executed(headers: &mut HeaderMap, executed: Option<u64>) {
+    match executed {
+        None => headers.insert(HEADER_EXECUTED_VERSION, LATEST),
+        Some(n) => headers.insert(HEADER_EXECUTED_VERSION, n.to_string().as_str()),
+    }
+}
+
 /// An error reply: ADR-32 headers and Lambda's error body.
-fn error_reply(request_id: &str, code: ErrorCode, error: &LambdaError) -> (HeaderMap, Bytes) {
+fn error_reply(
+    request_id: &str,
+    executed: Option<u64>,
+    code: ErrorCode,
+    error: &LambdaError,
+) -> (HeaderMap, Bytes) {
     let mut headers = HeaderMap::new();
     headers.insert(HEADER_REQUEST_ID, request_id);
+    insert_executed(&mut headers, executed);
     // Header values are one line: a multi-line message keeps its first line here and
     // stays whole in the body.
     let summary = error.error_message.lines().next().unwrap_or_default();

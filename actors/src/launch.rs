@@ -91,7 +91,7 @@ impl LaunchPlan {
     /// start at all (answered 503 and written to its status).
     pub(crate) fn for_spec(
         function: &str,
-        revision: u64,
+        version: &str,
         spec: &BindingSpec,
         code: Resolved,
         ctx: &NodeContext,
@@ -110,7 +110,7 @@ impl LaunchPlan {
                 ))
             }
         };
-        let mut plan = Self::for_code(function, revision, spec, &code, runtime_dir, interpreters)?;
+        let mut plan = Self::for_code(function, version, spec, &code, runtime_dir, interpreters)?;
         if sandboxed {
             // Mounted with its own mode: the function's uid must be able to enter it.
             if let Some(dir) = std::iter::once(&code.dir)
@@ -136,7 +136,7 @@ impl LaunchPlan {
 
     fn for_code(
         function: &str,
-        revision: u64,
+        version: &str,
         spec: &BindingSpec,
         code: &Resolved,
         runtime_dir: &Path,
@@ -159,7 +159,7 @@ impl LaunchPlan {
                 };
                 return plan(
                     function,
-                    revision,
+                    version,
                     spec,
                     cwd,
                     &code.layers,
@@ -178,7 +178,7 @@ impl LaunchPlan {
             Some(dir) => format!("{}:{SYSTEM_PATH}", dir.display()),
             None => SYSTEM_PATH.to_owned(),
         };
-        let mut env = lambda_env(function, revision, spec, &cwd, runtime_dir, path);
+        let mut env = lambda_env(function, version, spec, &cwd, runtime_dir, path);
         layer_env(&mut env, &code.layers);
         env.push(("_HANDLER".into(), spec.handler.clone().unwrap_or_default()));
         env.push((
@@ -210,7 +210,7 @@ impl LaunchPlan {
     /// The JVM running natsfn's Java bootstrap (built for the first java function, see java.rs).
     fn java(
         function: &str,
-        revision: u64,
+        version: &str,
         spec: &BindingSpec,
         cwd: PathBuf,
         layers: &[PathBuf],
@@ -227,7 +227,7 @@ impl LaunchPlan {
             Some(dir) => format!("{}:{SYSTEM_PATH}", dir.display()),
             None => SYSTEM_PATH.to_owned(),
         };
-        let mut env = lambda_env(function, revision, spec, &cwd, runtime_dir, path);
+        let mut env = lambda_env(function, version, spec, &cwd, runtime_dir, path);
         // The bootstrap puts each layer's `java/lib/` jars on the class path.
         layer_env(&mut env, layers);
         env.push(("_HANDLER".into(), spec.handler.clone().unwrap_or_default()));
@@ -255,7 +255,7 @@ impl LaunchPlan {
     /// Lambda gives one (`AWS_LAMBDA_RUNTIME_API` is added per worker).
     fn provided(
         function: &str,
-        revision: u64,
+        version: &str,
         spec: &BindingSpec,
         cwd: PathBuf,
         layers: &[PathBuf],
@@ -274,7 +274,7 @@ impl LaunchPlan {
         }
         let mut env = lambda_env(
             function,
-            revision,
+            version,
             spec,
             &cwd,
             runtime_dir,
@@ -359,7 +359,7 @@ fn layer_env(env: &mut Vec<(String, String)>, layers: &[PathBuf]) {
 /// The variables Lambda gives every runtime (the per-worker ones are added at spawn).
 fn lambda_env(
     function: &str,
-    revision: u64,
+    version: &str,
     spec: &BindingSpec,
     cwd: &Path,
     runtime_dir: &Path,
@@ -375,7 +375,7 @@ fn lambda_env(
             runtime_dir.display().to_string(),
         ),
         ("AWS_LAMBDA_FUNCTION_NAME".into(), function.to_owned()),
-        ("AWS_LAMBDA_FUNCTION_VERSION".into(), revision.to_string()),
+        ("AWS_LAMBDA_FUNCTION_VERSION".into(), version.to_owned()),
         (
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(),
             spec.memory_mb.to_string(),

@@ -20,6 +20,7 @@ mod logs;
 mod metrics;
 mod node;
 mod package;
+mod route;
 mod sandbox;
 mod status;
 mod worker;

@@ -11,6 +11,10 @@ pub struct DestinationRecord<'a> {
     pub timestamp: &'a str,
     pub request_id: &'a str,
     pub function_arn: &'a str,
+    /// What the invocation named: `$LATEST`, a version or an alias (the ARN's suffix).
+    pub qualifier: &'a str,
+    /// The version that ran it (`$LATEST` or a number).
+    pub executed_version: &'a str,
     pub condition: Condition,
     pub attempts: u32,
     pub request_payload: &'a [u8],
@@ -26,7 +30,7 @@ impl DestinationRecord<'_> {
     pub fn to_json(&self) -> Vec<u8> {
         let mut response_context = json!({
             "statusCode": self.status_code,
-            "executedVersion": "$LATEST",
+            "executedVersion": self.executed_version,
         });
         if self.function_error {
             response_context["functionError"] = json!("Unhandled");
@@ -36,7 +40,7 @@ impl DestinationRecord<'_> {
             "timestamp": self.timestamp,
             "requestContext": {
                 "requestId": self.request_id,
-                "functionArn": format!("{}:$LATEST", self.function_arn),
+                "functionArn": format!("{}:{}", self.function_arn, self.qualifier),
                 "condition": self.condition.as_str(),
                 "approximateInvokeCount": self.attempts,
             },
@@ -64,6 +68,8 @@ mod tests {
             timestamp: "2026-12-02T10:00:00Z",
             request_id: "r-1",
             function_arn: "arn:aws:lambda:local:000000000000:function:f",
+            qualifier: "$LATEST",
+            executed_version: "$LATEST",
             condition: Condition::RetriesExhausted,
             attempts: 3,
             request_payload: br#"{"order": 7}"#,

@@ -9,8 +9,9 @@ use bytes::Bytes;
 use natsfn_protocol::destination::DestinationRecord;
 use natsfn_protocol::names::{
     HEADER_ATTEMPT, HEADER_CONDITION, HEADER_ENQUEUED_AT, HEADER_ERROR, HEADER_MSG_ID,
-    HEADER_NOT_BEFORE, HEADER_REQUEST_ID,
+    HEADER_NOT_BEFORE, HEADER_QUALIFIER, HEADER_REQUEST_ID,
 };
+use natsfn_protocol::version::LATEST;
 use natsfn_protocol::{AfterFailure, AsyncSpec, Condition, ErrorCode, LambdaError};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::task::AbortOnDrop;
@@ -57,6 +58,10 @@ pub(crate) struct Event {
     room: Option<OwnedSemaphorePermit>,
     /// Keeps the lease alive while it runs; stopped when the event settles or drops.
     lease: AbortOnDrop,
+    /// `Natsfn-Qualifier`: the version or alias it runs (none: `$LATEST`).
+    pub(crate) qualifier: Option<String>,
+    /// The version that ran it, for its destination record (`None`: `$LATEST`).
+    pub(crate) executed: Option<u64>,
 }
 
 impl Event {
@@ -87,7 +92,14 @@ impl Event {
         } = Stamp::read(message.headers.as_ref(), sequence, published_ms);
         let lease = tokio::spawn(keep_leased(message.clone(), lease_every)).abort_handle();
         let lease = AbortOnDrop::new(lease);
+        let qualifier = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(HEADER_QUALIFIER))
+            .map(|q| q.as_str().to_owned());
         Event {
+            qualifier,
+            executed: None,
             message: Some(message),
             id,
             attempt,
@@ -300,10 +312,15 @@ impl Event {
         let timestamp = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
+        let executed = self
+            .executed
+            .map_or_else(|| LATEST.to_owned(), |n| n.to_string());
         let record = DestinationRecord {
             timestamp: &timestamp,
             request_id: &self.id,
             function_arn: &self.settings.arn,
+            qualifier: self.qualifier.as_deref().unwrap_or(LATEST),
+            executed_version: &executed,
             condition,
             attempts: self.attempt,
             request_payload: &message.payload,

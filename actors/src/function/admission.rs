@@ -11,8 +11,9 @@ use super::service::ServiceStats;
 use super::{Code, FunctionMsg, FunctionState};
 use crate::context::NodeContext;
 use crate::events::{EventSource, Settings, SourceSpec};
-use crate::invocation::Invocation;
+use crate::invocation::{EndpointId, Invocation};
 use crate::metrics::FunctionMetrics;
+use crate::route;
 use crate::worker::WorkerMsg;
 
 /// Answers an invocation the FunctionActor turns away itself (429, 503), counting it
@@ -44,14 +45,46 @@ impl FunctionState {
             filter: async_subject(&self.name),
         };
         let (ctx, actor) = (self.ctx.clone(), myself.clone());
+        let routes = self.routes.clone();
         let endpoint = self.service.endpoint(&async_subject(&self.name));
         EventSource::start(
             spec,
             self.event_room(),
             self.event_settings(),
             move |event| {
-                let invocation = Invocation::from_event(&ctx, event, endpoint);
-                actor.cast(FunctionMsg::Invoke(invocation)).is_ok()
+                // An event that names a version or alias (`Natsfn-Qualifier`) runs
+                // there; it is pulled here, where the function's one consumer is.
+                let target = event
+                    .qualifier
+                    .as_deref()
+                    .map(|qualifier| route::read(&routes).resolve(qualifier, fastrand::f64()));
+                match target {
+                    None => {
+                        let invocation = Invocation::from_event(&ctx, event, endpoint);
+                        actor.cast(FunctionMsg::Invoke(invocation)).is_ok()
+                    }
+                    Some(Ok(target)) => {
+                        // Counted under the version's own endpoint.
+                        let invocation = Invocation::from_event(&ctx, event, EndpointId(0));
+                        if let Err(MessagingErr::SendErr(FunctionMsg::Invoke(invocation))) =
+                            target.actor.cast(FunctionMsg::Invoke(invocation))
+                        {
+                            drop(invocation); // put back for another node
+                        }
+                        true
+                    }
+                    Some(Err(error)) => {
+                        let invocation = Invocation::from_event(&ctx, event, endpoint);
+                        let ctx = ctx.clone();
+                        tokio::spawn(async move {
+                            invocation
+                                .caller
+                                .fail(&ctx, ErrorCode::Unavailable, &error)
+                                .await
+                        });
+                        true
+                    }
+                }
             },
         )
     }
@@ -71,7 +104,12 @@ impl FunctionState {
         }
     }
 
-    pub(super) async fn invoke(&mut self, myself: &ActorRef<FunctionMsg>, invocation: Invocation) {
+    pub(super) async fn invoke(
+        &mut self,
+        myself: &ActorRef<FunctionMsg>,
+        mut invocation: Invocation,
+    ) {
+        invocation.caller.executed = self.version;
         let cannot_start = match &self.plan {
             Code::Unavailable(error) => Some(error.clone()),
             Code::Preparing => None,

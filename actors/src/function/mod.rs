@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::Subject;
-use natsfn_protocol::names::{invoke_subject, logs_subject};
+use natsfn_protocol::names::{invoke_subject, logs_subject, qualified_invoke_subject};
+use natsfn_protocol::version::LATEST;
 use natsfn_protocol::{BindingSpec, FunctionState as State, LambdaError};
 use ractor::{
     Actor, ActorId, ActorProcessingErr, ActorRef, DerivedActorRef, RpcReplyPort, SupervisionEvent,
@@ -29,6 +30,7 @@ use crate::events::EventSource;
 use crate::invocation::Invocation;
 use crate::launch::LaunchPlan;
 use crate::metrics::FunctionMetrics;
+use crate::route::SharedRoutes;
 use crate::worker::{WorkerMsg, WorkerReport};
 use health::StartHealth;
 use pool::{Target, WorkerPool};
@@ -50,6 +52,12 @@ pub(crate) struct FunctionArgs {
     pub(crate) name: Arc<str>,
     pub(crate) spec: BindingSpec,
     pub(crate) revision: u64,
+    /// The published version this actor runs; `None`: the binding as edited
+    /// (`$LATEST`), which also listens on the function's subjects and pulls its
+    /// async events.
+    pub(crate) version: Option<u64>,
+    /// The function's qualifiers on this node, for async events that name one.
+    pub(crate) routes: SharedRoutes<ActorRef<FunctionMsg>>,
 }
 
 pub(crate) enum FunctionMsg {
@@ -118,6 +126,9 @@ pub(crate) struct FunctionState {
     ctx: NodeContext,
     node: DerivedActorRef<FunctionReport>,
     name: Arc<str>,
+    /// `None`: `$LATEST`.
+    version: Option<u64>,
+    routes: SharedRoutes<ActorRef<FunctionMsg>>,
     spec: BindingSpec,
     /// The binding revision this actor serves (what the status reports).
     revision: u64,
@@ -178,8 +189,14 @@ impl Actor for FunctionActor {
             name,
             spec,
             revision,
+            version,
+            routes,
         } = args;
-        let service = ServiceStats::new(&name, invoke_subject(&name), &ctx.node_id);
+        let canonical = match version {
+            None => invoke_subject(&name),
+            Some(n) => qualified_invoke_subject(&name, &n.to_string()),
+        };
+        let service = ServiceStats::new(&name, canonical, &ctx.node_id, version);
         let discovery = Discovery::start(&ctx, &name, service.id(), myself.clone()).await?;
         let metrics = ctx.metrics.function(&name);
         let mut state = FunctionState {
@@ -189,6 +206,8 @@ impl Actor for FunctionActor {
             ctx,
             node,
             name,
+            version,
+            routes,
             spec,
             revision,
             code_revision: revision,
@@ -211,7 +230,9 @@ impl Actor for FunctionActor {
             metrics,
         };
         state.subscribe(&myself).await?;
-        state.events = Some(state.start_events(&myself));
+        if state.version.is_none() {
+            state.events = Some(state.start_events(&myself));
+        }
         state.prepare(&myself, revision);
         state.report_configured();
         Ok(state)
@@ -331,14 +352,15 @@ pub(crate) enum Code {
 async fn make_plan(
     ctx: NodeContext,
     name: Arc<str>,
-    revision: u64,
+    version: Option<u64>,
     spec: BindingSpec,
 ) -> Result<Arc<LaunchPlan>, LambdaError> {
     if let (natsfn_protocol::Runtime::Java, Ok(jdk)) = (spec.runtime, &ctx.interpreters.java) {
         jdk.ensure_built(&ctx.runtime_dir).await;
     }
     let code = ctx.packages.resolve(&spec).await?;
-    LaunchPlan::for_spec(&name, revision, &spec, code, &ctx).map(Arc::new)
+    let version = version.map_or_else(|| LATEST.to_owned(), |n| n.to_string());
+    LaunchPlan::for_spec(&name, &version, &spec, code, &ctx).map(Arc::new)
 }
 
 impl FunctionState {
@@ -371,6 +393,7 @@ impl FunctionState {
             async_invocations: self.spec.async_invocations.clone(),
             placement: self.spec.placement.clone(),
             url: self.spec.url.clone(),
+            reserved_concurrency: self.spec.reserved_concurrency,
             ..spec.clone()
         } == self.spec;
         self.spec = spec;
@@ -417,10 +440,17 @@ impl FunctionState {
     }
 
     /// Makes the subscriptions match the canonical subject plus the spec's subjects.
+    /// A version's actor has none of its own: its invocations are routed to it
+    /// (`route/`), and its service reports its qualified subject.
     async fn subscribe(
         &mut self,
         myself: &ActorRef<FunctionMsg>,
     ) -> Result<(), async_nats::SubscribeError> {
+        if let Some(n) = self.version {
+            let canonical = qualified_invoke_subject(&self.name, &n.to_string());
+            self.service.serve(&BTreeSet::from([canonical]));
+            return Ok(());
+        }
         let wanted: BTreeSet<String> = std::iter::once(invoke_subject(&self.name))
             .chain(self.spec.subjects.iter().cloned())
             .collect();

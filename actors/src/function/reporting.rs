@@ -86,6 +86,14 @@ impl FunctionState {
     }
 
     pub(super) fn report(&mut self, state: State, reason: Option<String>) {
+        // `natsfn-status` is the function's, which `$LATEST` reports; a version's
+        // failures reach its callers (503 with the reason) and the node's log.
+        if let Some(version) = self.version {
+            if state == State::Error || state == State::Crashloop {
+                tracing::warn!(function = %self.name, version, ?reason, "version cannot serve");
+            }
+            return;
+        }
         // While the newest code is prepared, the status is about it: what the workers
         // of older code do meanwhile is not.
         if self.preparing.is_some() && state != State::Starting {

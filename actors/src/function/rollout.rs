@@ -24,11 +24,11 @@ impl FunctionState {
             self.previous = None;
         }
         let ctx = self.ctx.clone();
-        let name = self.name.clone();
+        let (name, version) = (self.name.clone(), self.version);
         let spec = self.spec.clone();
         let myself = myself.clone();
         tokio::spawn(async move {
-            let plan = make_plan(ctx, name, revision, spec).await;
+            let plan = make_plan(ctx, name, version, spec).await;
             let _ = myself.cast(FunctionMsg::CodePrepared { revision, plan });
         });
     }

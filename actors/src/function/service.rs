@@ -10,7 +10,9 @@ use natsfn_protocol::names::queue_group;
 use natsfn_protocol::service::{
     endpoint_name, service_version, EndpointData, EndpointInfo, EndpointStats, Identity,
     InfoResponse, Metadata, PingResponse, StatsResponse, Verb, CANONICAL_ENDPOINT, METADATA_NODE,
+    METADATA_VERSION,
 };
+use natsfn_protocol::version::LATEST;
 use natsfn_protocol::{BindingSpec, ErrorCode};
 
 use crate::invocation::EndpointId;
@@ -41,14 +43,25 @@ struct Endpoint {
 
 impl ServiceStats {
     /// A new instance of `function`'s service on `node`, serving its canonical subject.
-    pub(crate) fn new(function: &str, canonical_subject: String, node: &str) -> ServiceStats {
+    pub(crate) fn new(
+        function: &str,
+        canonical_subject: String,
+        node: &str,
+        version: Option<u64>,
+    ) -> ServiceStats {
         let started = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
         ServiceStats {
             id: uuid::Uuid::new_v4().simple().to_string(),
             started,
-            metadata: Metadata::from([(METADATA_NODE.to_owned(), node.to_owned())]),
+            metadata: Metadata::from([
+                (METADATA_NODE.to_owned(), node.to_owned()),
+                (
+                    METADATA_VERSION.to_owned(),
+                    version.map_or_else(|| LATEST.to_owned(), |n| n.to_string()),
+                ),
+            ]),
             queue_group: queue_group(function),
             endpoints: vec![Endpoint::new(
                 CANONICAL_ENDPOINT.to_owned(),
@@ -210,7 +223,7 @@ mod tests {
     }
 
     fn service() -> ServiceStats {
-        ServiceStats::new("hello", "natsfn.invoke.hello".into(), "node-a")
+        ServiceStats::new("hello", "natsfn.invoke.hello".into(), "node-a", None)
     }
 
     fn serve(service: &mut ServiceStats, subjects: &[&str]) {

@@ -7,22 +7,58 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv::{Operation, Store};
 use futures::StreamExt;
-use natsfn_protocol::names::BINDINGS_BUCKET;
+use natsfn_protocol::names::{ALIASES_BUCKET, BINDINGS_BUCKET, VERSIONS_BUCKET};
 use natsfn_protocol::{BindingSpec, FunctionState};
 use ractor::{Actor, ActorRef};
 use tokio_util::task::AbortOnDrop;
 
 use super::placement::{self, Handover};
+use super::versions::Served;
 use super::{Function, NodeMsg, NodeState};
 use crate::function::{FunctionActor, FunctionArgs, FunctionMsg};
+use crate::route::{self, Routes, SharedRoutes};
 
 const WATCH_RETRY: Duration = Duration::from_secs(1);
 
 impl NodeState {
-    /// Starts (again) feeding this actor every key's latest value, then every change.
-    pub(super) fn watch_bindings(&mut self, myself: &ActorRef<NodeMsg>) {
-        let task = tokio::spawn(watch(self.bindings.clone(), myself.clone()));
-        self.watcher = Some(AbortOnDrop::new(task.abort_handle()));
+    /// Starts (again) feeding this actor every key's latest value, then every change,
+    /// of the bindings, versions and aliases.
+    pub(super) fn watch(&mut self, myself: &ActorRef<NodeMsg>) {
+        let bindings = watch(
+            self.bindings.clone(),
+            BINDINGS_BUCKET,
+            myself.clone(),
+            |entry| NodeMsg::BindingChanged {
+                name: entry.key,
+                value: put_value(entry.operation, entry.value),
+                revision: entry.revision,
+            },
+        );
+        let versions = watch(
+            self.versions.clone(),
+            VERSIONS_BUCKET,
+            myself.clone(),
+            |entry| NodeMsg::VersionChanged {
+                key: entry.key,
+                value: put_value(entry.operation, entry.value),
+            },
+        );
+        let aliases = watch(
+            self.aliases.clone(),
+            ALIASES_BUCKET,
+            myself.clone(),
+            |entry| NodeMsg::AliasChanged {
+                key: entry.key,
+                value: put_value(entry.operation, entry.value),
+                revision: entry.revision,
+            },
+        );
+        // Versions and aliases first, so that a function's are known when its binding
+        // makes it served (they are applied on arrival as well, in any order).
+        self.watchers = [versions, aliases, bindings]
+            .into_iter()
+            .map(|task| AbortOnDrop::new(tokio::spawn(task).abort_handle()))
+            .collect();
     }
 
     pub(super) async fn binding_put(
@@ -80,6 +116,7 @@ impl NodeState {
                 f.spec = spec.clone();
                 f.revision = revision;
                 let _ = f.actor.cast(FunctionMsg::Reconfigure { spec, revision });
+                self.reconfigure_versions(&name);
             }
             None => self.spawn_function(myself, name, spec, revision).await,
         }
@@ -95,7 +132,7 @@ impl NodeState {
         }
         if let Some(f) = self.functions.remove(name) {
             tracing::info!(function = %name, revision, "placement: no longer served on this node");
-            let _ = f.actor.cast(FunctionMsg::Retire);
+            f.retire();
         }
         match outcome {
             Handover::Served => {}
@@ -120,11 +157,13 @@ impl NodeState {
             return;
         }
         if let Some(f) = self.functions.remove(name) {
-            let _ = f.actor.cast(FunctionMsg::Retire);
+            f.retire();
         }
         self.ctx.status.clear(name);
     }
 
+    /// Serves `name` on this node: its `$LATEST` actor, its qualified subjects, its
+    /// versions and aliases.
     pub(super) async fn spawn_function(
         &mut self,
         myself: &ActorRef<NodeMsg>,
@@ -132,50 +171,149 @@ impl NodeState {
         spec: BindingSpec,
         revision: u64,
     ) {
+        let routes = Routes::shared(name.as_str().into());
+        let Some(actor) = self
+            .spawn_actor(myself, &name, spec.clone(), revision, None, routes.clone())
+            .await
+        else {
+            return;
+        };
+        route::write(&routes).set_latest(Some(actor.clone()));
+        let served = Served::start(&self.ctx, &name, routes).await;
+        self.functions.insert(
+            name.clone(),
+            Function {
+                actor,
+                spec,
+                revision,
+                served,
+            },
+        );
+        self.serve_published(myself, &name).await;
+    }
+
+    /// Spawns one FunctionActor (`$LATEST` or a version), linked to the node.
+    pub(super) async fn spawn_actor(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+        name: &str,
+        spec: BindingSpec,
+        revision: u64,
+        version: Option<u64>,
+        routes: SharedRoutes<ActorRef<FunctionMsg>>,
+    ) -> Option<ActorRef<FunctionMsg>> {
         let args = FunctionArgs {
             ctx: self.ctx.clone(),
             node: myself.get_derived(),
-            name: name.as_str().into(),
-            spec: spec.clone(),
+            name: name.into(),
+            spec,
             revision,
+            version,
+            routes,
         };
         match FunctionActor::spawn_linked(None, FunctionActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
                 self.live.insert(actor.get_id());
-                self.functions.insert(
-                    name,
-                    Function {
-                        actor,
-                        spec,
-                        revision,
-                    },
-                );
+                Some(actor)
             }
-            Err(e) => self.ctx.status.report(
-                &name,
-                FunctionState::Error,
-                revision,
-                Some(format!("cannot start the function: {e}")),
-            ),
+            Err(e) => {
+                let what = version.map_or_else(String::new, |n| format!(" version {n}"));
+                self.ctx.status.report(
+                    name,
+                    FunctionState::Error,
+                    revision,
+                    Some(format!("cannot start the function{what}: {e}")),
+                );
+                None
+            }
         }
+    }
+
+    /// A FunctionActor that panicked is a bug; its binding (or version) still stands,
+    /// so it gets a fresh actor.
+    pub(super) async fn actor_failed(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+        id: ractor::ActorId,
+        err: &ractor::ActorProcessingErr,
+    ) {
+        let latest = self
+            .functions
+            .iter()
+            .find(|(_, f)| f.actor.get_id() == id)
+            .map(|(name, f)| {
+                (
+                    name.clone(),
+                    f.spec.clone(),
+                    f.revision,
+                    f.served.routes.clone(),
+                )
+            });
+        if let Some((name, spec, revision, routes)) = latest {
+            tracing::error!(function = %name, error = %err, "function actor failed; restarting it");
+            route::write(&routes).set_latest(None);
+            let actor = self
+                .spawn_actor(myself, &name, spec, revision, None, routes.clone())
+                .await;
+            match (actor, self.functions.get_mut(&name)) {
+                (Some(actor), Some(f)) => {
+                    route::write(&routes).set_latest(Some(actor.clone()));
+                    f.actor = actor;
+                }
+                _ => {
+                    if let Some(f) = self.functions.remove(&name) {
+                        f.retire();
+                    }
+                }
+            }
+            return;
+        }
+        let version = self.functions.iter_mut().find_map(|(name, f)| {
+            let n = f
+                .served
+                .versions
+                .iter()
+                .find(|(_, a)| a.get_id() == id)
+                .map(|(n, _)| *n)?;
+            f.served.versions.remove(&n);
+            route::write(&f.served.routes).set_version(n, None);
+            Some((name.clone(), n))
+        });
+        if let Some((name, n)) = version {
+            tracing::error!(function = %name, version = n, error = %err, "version actor failed; restarting it");
+            self.start_version(myself, &name, n).await;
+        }
+    }
+}
+
+/// A put's value; `None` for a delete or purge.
+fn put_value(operation: Operation, value: bytes::Bytes) -> Option<bytes::Bytes> {
+    match operation {
+        Operation::Put => Some(value),
+        Operation::Delete | Operation::Purge => None,
     }
 }
 
 /// Feeds the NodeActor every key's latest value, then every change. When the watch
 /// breaks (a server failover) it starts again just after the last revision it passed
 /// on, so every change made meanwhile arrives, deletes included, in order.
-async fn watch(bindings: Store, node: ActorRef<NodeMsg>) {
+async fn watch(
+    store: Store,
+    bucket: &'static str,
+    node: ActorRef<NodeMsg>,
+    to_msg: fn(async_nats::jetstream::kv::Entry) -> NodeMsg,
+) {
     let mut last_seen: u64 = 0;
     loop {
         let watch = if last_seen == 0 {
-            bindings.watch_with_history(">").await
+            store.watch_with_history(">").await
         } else {
             tracing::info!(
                 from = last_seen + 1,
-                "watching {BINDINGS_BUCKET} again from revision {}",
+                "watching {bucket} again from revision {}",
                 last_seen + 1
             );
-            bindings.watch_all_from_revision(last_seen + 1).await
+            store.watch_all_from_revision(last_seen + 1).await
         };
         match watch {
             Ok(mut watch) => {
@@ -183,26 +321,17 @@ async fn watch(bindings: Store, node: ActorRef<NodeMsg>) {
                     let entry = match entry {
                         Ok(entry) => entry,
                         Err(e) => {
-                            tracing::warn!(error = %e, "bindings watch failed");
+                            tracing::warn!(error = %e, "{bucket} watch failed");
                             break;
                         }
                     };
                     last_seen = last_seen.max(entry.revision);
-                    let value = match entry.operation {
-                        Operation::Put => Some(entry.value),
-                        Operation::Delete | Operation::Purge => None,
-                    };
-                    let msg = NodeMsg::BindingChanged {
-                        name: entry.key,
-                        value,
-                        revision: entry.revision,
-                    };
-                    if node.cast(msg).is_err() {
+                    if node.cast(to_msg(entry)).is_err() {
                         return;
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot watch {BINDINGS_BUCKET}"),
+            Err(e) => tracing::warn!(error = %e, "cannot watch {bucket}"),
         }
         tokio::time::sleep(WATCH_RETRY).await;
     }

@@ -11,6 +11,7 @@ mod eviction;
 mod placement;
 mod registry;
 mod start;
+mod versions;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -90,6 +91,14 @@ pub enum NodeMsg {
     Reconnected,
     /// The NATS server refused the node a subscription to this subject.
     SubscriptionDenied(String),
+    /// A key of `natsfn-versions` was put (with this value) or removed.
+    VersionChanged { key: String, value: Option<Bytes> },
+    /// A key of `natsfn-aliases` was put (with this value) or removed.
+    AliasChanged {
+        key: String,
+        value: Option<Bytes>,
+        revision: u64,
+    },
     /// This node no longer matches the placement of revision `revision` of `name`, and
     /// a matching node now serves it (or none will): retire it here.
     HandedOver {
@@ -154,20 +163,36 @@ pub struct NodeState {
     /// Cut off from NATS past the grace period: serving nothing until reconnected.
     isolated: bool,
     bindings: Store,
+    versions: Store,
+    aliases: Store,
+    /// What `natsfn-versions` and `natsfn-aliases` hold, per function.
+    published: HashMap<String, versions::Published>,
     /// `natsfn-nodes`, read to see who else may serve a function.
     nodes: Store,
     labels: Arc<BTreeMap<String, String>>,
-    /// The bindings watch; none while draining or isolated.
-    watcher: Option<AbortOnDrop>,
+    /// The watches of the bindings, versions and aliases; none while draining or
+    /// isolated.
+    watchers: Vec<AbortOnDrop>,
     _connection: AbortOnDrop,
     /// Taken when the node stops, to remove its key.
     registry: Option<NodeRegistry>,
 }
 
 struct Function {
+    /// The `$LATEST` actor.
     actor: ActorRef<FunctionMsg>,
     spec: BindingSpec,
     revision: u64,
+    /// Its versions and aliases here.
+    served: versions::Served,
+}
+
+impl Function {
+    /// Every actor of the function stops taking work, finishes what it holds, stops.
+    fn retire(self) {
+        let _ = self.actor.cast(FunctionMsg::Retire);
+        self.served.retire();
+    }
 }
 
 impl Actor for NodeActor {
@@ -190,7 +215,10 @@ impl Actor for NodeActor {
         state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            NodeMsg::BindingChanged { .. } if state.draining || state.isolated => {}
+            NodeMsg::BindingChanged { .. }
+            | NodeMsg::VersionChanged { .. }
+            | NodeMsg::AliasChanged { .. }
+                if state.draining || state.isolated => {}
             NodeMsg::BindingChanged {
                 name,
                 value: Some(value),
@@ -201,13 +229,21 @@ impl Actor for NodeActor {
                 value: None,
                 revision,
             } => state.binding_removed(&name, revision),
+            NodeMsg::VersionChanged { key, value } => {
+                state.version_changed(&myself, &key, value.as_deref()).await
+            }
+            NodeMsg::AliasChanged {
+                key,
+                value,
+                revision,
+            } => state.alias_changed(&key, value.as_deref(), revision).await,
             NodeMsg::Drain => state.drain(&myself),
             NodeMsg::SlotWanted(by) => state.evict_for(by).await,
             NodeMsg::Isolated if !state.draining => state.isolate(),
             NodeMsg::Reconnected if state.isolated && !state.draining => {
                 tracing::info!("connected to NATS again: reading the bindings and serving them");
                 state.isolated = false;
-                state.watch_bindings(&myself);
+                state.watch(&myself);
             }
             NodeMsg::Isolated | NodeMsg::Reconnected => {}
             NodeMsg::SubscriptionDenied(subject) => state.subscription_denied(subject),
@@ -229,10 +265,13 @@ impl Actor for NodeActor {
     ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                state
-                    .functions
-                    .retain(|_, f| f.actor.get_id() != cell.get_id());
-                state.live.remove(&cell.get_id());
+                let id = cell.get_id();
+                // A `$LATEST` actor stops only once retired (its Function is gone then);
+                // a version's may stop before (its version removed).
+                for f in state.functions.values_mut() {
+                    f.served.versions.retain(|_, actor| actor.get_id() != id);
+                }
+                state.live.remove(&id);
                 state.stop_if_drained(&myself);
             }
             // A FunctionActor that panicked is a bug; its binding still stands, so it
@@ -240,19 +279,7 @@ impl Actor for NodeActor {
             SupervisionEvent::ActorFailed(cell, err) => {
                 state.live.remove(&cell.get_id());
                 state.stop_if_drained(&myself);
-                let failed = state
-                    .functions
-                    .iter()
-                    .find(|(_, f)| f.actor.get_id() == cell.get_id())
-                    .map(|(name, _)| name.clone());
-                if let Some(name) = failed {
-                    tracing::error!(function = %name, error = %err, "function actor failed; restarting it");
-                    if let Some(f) = state.functions.remove(&name) {
-                        state
-                            .spawn_function(&myself, name, f.spec, f.revision)
-                            .await;
-                    }
-                }
+                state.actor_failed(&myself, cell.get_id(), &err).await;
             }
             _ => {}
         }
@@ -265,7 +292,7 @@ impl Actor for NodeActor {
         myself: ActorRef<NodeMsg>,
         state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
-        state.watcher = None;
+        state.watchers.clear();
         crate::children::stop_all(&myself.get_cell(), STOP_FUNCTIONS_WITHIN).await;
         // The last invocations' log records reach the connection before it is flushed.
         state.ctx.logs.flush().await;
@@ -290,9 +317,9 @@ impl NodeState {
     /// drained, what it received runs to the end, then it stops; the node after them.
     fn drain(&mut self, myself: &ActorRef<NodeMsg>) {
         self.draining = true;
-        self.watcher = None;
+        self.watchers.clear();
         for (_, f) in self.functions.drain() {
-            let _ = f.actor.cast(FunctionMsg::Retire);
+            f.retire();
         }
         self.stop_if_drained(myself);
     }
@@ -301,10 +328,12 @@ impl NodeState {
     /// the node is connected again (what changed meanwhile is then read as it is).
     fn isolate(&mut self) {
         self.isolated = true;
-        self.watcher = None;
+        self.watchers.clear();
+        // Read anew from the buckets once connected again.
+        self.published.clear();
         for (name, f) in self.functions.drain() {
             tracing::warn!(function = %name, "isolated from NATS: stops taking work");
-            let _ = f.actor.cast(FunctionMsg::Retire);
+            f.retire();
         }
     }
 

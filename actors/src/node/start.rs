@@ -69,6 +69,8 @@ impl NodeState {
                 }
             })?;
         let bindings = buckets::bindings(&js).await?;
+        let versions = buckets::versions(&js).await?;
+        let aliases = buckets::aliases(&js).await?;
         let status = buckets::status(&js).await?;
         let nodes = buckets::nodes(&js).await?;
         buckets::logs(&js, args.logs).await?;
@@ -128,13 +130,16 @@ impl NodeState {
             draining: false,
             isolated: false,
             bindings,
+            versions,
+            aliases,
+            published: HashMap::new(),
             nodes,
             labels: Arc::new(args.labels),
-            watcher: None,
+            watchers: Vec::new(),
             _connection: AbortOnDrop::new(connection.abort_handle()),
             registry: Some(registry),
         };
-        state.watch_bindings(&myself);
+        state.watch(&myself);
         Ok(state)
     }
 }
