@@ -274,3 +274,6 @@ fn is_running(record: &AliasRecord) -> bool {
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests;
