@@ -172,9 +172,11 @@ pub struct Canary {
     /// Unix ms when the current step began.
     #[serde(default)]
     pub step_started_ms: u64,
-    /// What the new version had served on each service instance when the canary
-    /// began: its own invocations are counted from there. `None` until the driving
-    /// node has read it (on its first turn).
+    /// What the new version had served on each service instance when last counted
+    /// (first when the canary began): only invocations past it are added to
+    /// `observed`, and an instance that stops answering keeps what it served counted.
+    /// Instances that served nothing are left out. `None` until the driving node has
+    /// read it (on its first turn).
     #[serde(default)]
     pub baseline: Option<BTreeMap<String, Outcomes>>,
     /// The new version's invocations and 5xx outcomes since the canary began, as last
