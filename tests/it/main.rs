@@ -33,3 +33,4 @@ mod registry;
 mod roles;
 mod rollout;
 mod sandbox;
+mod versions_cli;
