@@ -460,3 +460,123 @@ async fn a_canary_moves_an_existing_alias_and_is_written_as_nodes_drive_it() {
         .await;
     assert!(bad.contains("canary.steps"), "{bad}");
 }
+
+/// The gateway's qualified requests, with a stand-in for the node side of versions:
+/// it answers `natsfn.invoke.probe.live` as version 2, and `natsfn.invoke.probe.gone`
+/// as a node answers a qualifier it does not know (503, `ResourceNotFoundException`).
+#[tokio::test]
+async fn the_gateway_sends_qualified_requests_and_maps_their_replies() {
+    use futures::StreamExt;
+
+    let server = NatsServer::start();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let node = Node::start_with(&server, "node-a", &["--http", &addr]);
+    let env = Env::with(server, node).await;
+    let mut probe = env
+        .client
+        .subscribe("natsfn.invoke.probe.>")
+        .await
+        .expect("subscribe");
+    env.client.flush().await.expect("flush");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let (client, log) = (env.client.clone(), seen.clone());
+    let answering = tokio::spawn(async move {
+        while let Some(msg) = probe.next().await {
+            log.lock().expect("lock").push(msg.subject.to_string());
+            let Some(reply) = msg.reply else { continue };
+            let mut headers = async_nats::HeaderMap::new();
+            let payload = if msg.subject.ends_with(".gone") {
+                headers.insert("Nats-Service-Error-Code", "503");
+                headers.insert("Nats-Service-Error", "probe has no alias gone");
+                natsfn_protocol::LambdaError::resource_not_found("probe has no alias gone")
+                    .to_json()
+            } else {
+                headers.insert("Natsfn-Executed-Version", "2");
+                br#"{"ok": true}"#.to_vec()
+            };
+            let _ = client
+                .publish_with_headers(reply, headers, payload.into())
+                .await;
+        }
+    });
+    // Bound where no node runs it: only the gateway reads it (its url settings).
+    let binding = Binding::provided(Code::dir("/nonexistent")).label("serves", "nobody");
+    env.put_binding("probe", binding).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    gateway_up(&http, &base).await;
+    eventually("the gateway to read the probe's binding", || {
+        let request = http.get(format!("{base}/probe:live/x")).send();
+        async move { request.await.ok().filter(|r| r.status() == 200) }
+    })
+    .await;
+    let api = |target: &str| format!("{base}/2015-03-31/functions/{target}/invocations");
+    let executed = |r: &reqwest::Response| {
+        r.headers()
+            .get("x-amz-executed-version")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let error_type = |r: &reqwest::Response| {
+        r.headers()
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+
+    for url in [api("probe:live"), api("probe") + "?Qualifier=live"] {
+        let response = http.post(&url).body("{}").send().await.expect("invoke");
+        assert_eq!(response.status(), 200, "{url}");
+        assert_eq!(executed(&response).as_deref(), Some("2"), "{url}");
+    }
+    let response = http.post(api("probe:gone")).send().await.expect("invoke");
+    assert_eq!(response.status(), 404);
+    assert_eq!(
+        error_type(&response).as_deref(),
+        Some("ResourceNotFoundException")
+    );
+    let sent = seen.lock().expect("lock").len();
+    for url in [
+        api("probe:live") + "?Qualifier=3",
+        api("probe:a.b"),
+        api("probe:0"),
+    ] {
+        let response = http.post(&url).body("{}").send().await.expect("invoke");
+        assert_eq!(response.status(), 400, "{url}");
+    }
+
+    let response = http
+        .get(format!("{base}/probe:live/x"))
+        .send()
+        .await
+        .expect("url");
+    assert_eq!(response.status(), 200);
+    assert_eq!(executed(&response).as_deref(), Some("2"));
+    let response = http
+        .get(format!("{base}/probe:gone/x"))
+        .send()
+        .await
+        .expect("url");
+    assert_eq!(response.status(), 404);
+    assert_eq!(
+        error_type(&response).as_deref(),
+        Some("ResourceNotFoundException")
+    );
+    let response = http
+        .get(format!("{base}/probe:a.b/x"))
+        .send()
+        .await
+        .expect("url");
+    assert_eq!(response.status(), 400);
+
+    // Nothing refused was sent; what was sent went to the qualified subjects.
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), sent + 2, "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|s| s == "natsfn.invoke.probe.live" || s == "natsfn.invoke.probe.gone"),
+        "{seen:?}"
+    );
+    answering.abort();
+}
