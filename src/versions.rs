@@ -69,7 +69,10 @@ pub async fn publish(nats: &crate::connect::Nats, args: PublishArgs) -> anyhow::
     let record = VersionRecord {
         version,
         description: args.description,
-        created: OffsetDateTime::now_utc().format(&Rfc3339)?,
+        // Whole seconds: read by people, and ordered by the version number anyway.
+        created: OffsetDateTime::now_utc()
+            .replace_nanosecond(0)?
+            .format(&Rfc3339)?,
         from_revision: entry.revision,
         binding,
     };
@@ -288,17 +291,18 @@ pub async fn ls(nats: &crate::connect::Nats, name: &str) -> anyhow::Result<ExitC
     check_function_name(name)?;
     let client = crate::connect::client(nats).await?;
     let records = patience::read(|| listing(client.clone(), name)).await?;
+    // The code object last: it is long, and what `package rm` is told.
     println!(
-        "{:>7}  {:<25} {:<40} DESCRIPTION",
-        "VERSION", "CREATED", "CODE"
+        "{:>7}  {:<20}  {:<24} CODE",
+        "VERSION", "CREATED", "DESCRIPTION"
     );
     for record in records {
         println!(
-            "{:>7}  {:<25} {:<40} {}",
+            "{:>7}  {:<20}  {:<24} {}",
             record.version,
             record.created,
-            code_object(&record),
-            record.description
+            record.description,
+            code_object(&record)
         );
     }
     Ok(ExitCode::SUCCESS)
