@@ -62,12 +62,17 @@ struct Target<'a> {
 }
 
 /// A function URL's path: the function, if the first segment names one (before a `:`
-/// and its qualifier, unchecked), and the rest (without its leading `/`).
+/// or `%3A` and its qualifier, unchecked), and the rest (without its leading `/`).
 fn route(path: &str) -> Option<(&str, Option<&str>, &str)> {
     let full = path.strip_prefix('/').unwrap_or_default();
     let (first, rest) = full.split_once('/').unwrap_or((full, ""));
-    let (function, qualifier) = match first.split_once(':') {
-        Some((function, qualifier)) => (function, Some(qualifier)),
+    // `:` as sent, or percent-encoded as some clients encode it in a path.
+    let colon = first.find(':').map(|at| (at, 1)).or_else(|| {
+        let lower = first.to_ascii_lowercase();
+        lower.find("%3a").map(|at| (at, 3))
+    });
+    let (function, qualifier) = match colon {
+        Some((at, len)) => (&first[..at], Some(&first[at + len..])),
         None => (first, None),
     };
     is_valid_function_name(function).then_some((function, qualifier, rest))
@@ -417,6 +422,8 @@ mod tests {
         assert_eq!(route("/hello/a/b"), Some(("hello", None, "a/b")));
         assert_eq!(route("/hello:live/a"), Some(("hello", Some("live"), "a")));
         assert_eq!(route("/hello:3"), Some(("hello", Some("3"), "")));
+        assert_eq!(route("/hello%3Alive/a"), Some(("hello", Some("live"), "a")));
+        assert_eq!(route("/hello%3alive"), Some(("hello", Some("live"), "")));
         assert_eq!(route("/hello:a.b/x"), Some(("hello", Some("a.b"), "x")));
         assert_eq!(route("/:live"), None);
         assert_eq!(route("/he.llo:live"), None);
