@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
     name = "natsfn",
     version,
     about = "AWS Lambda handlers served over NATS",
-    after_help = "The reading commands (ls, get, nodes, logs, package ls, dlq ls) ride out a JetStream \
+    after_help = "The reading commands (ls, get, nodes, logs, package ls, dlq ls, version ls, alias ls) ride out a JetStream \
 leader election: a read nobody answered (a request timed out or found no responders, \
 JetStream temporarily unavailable) is tried again, each request waiting 1 s, for up to 15 s; \
 then the command fails with the reason."
@@ -117,6 +117,87 @@ pub enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Publish a version of a function: an immutable copy of its binding, its code
+    /// frozen in natsfn-packages by digest. Prints `published NAME version N`.
+    Publish(PublishArgs),
+    /// A function's published versions: ls, rm.
+    Version {
+        #[command(subcommand)]
+        command: VersionCommand,
+    },
+    /// A function's aliases (names pointing at versions, optionally weighted or as a
+    /// canary): set, ls, rm.
+    Alias {
+        #[command(subcommand)]
+        command: AliasCommand,
+    },
+}
+
+#[derive(Args)]
+pub struct PublishArgs {
+    pub name: String,
+    /// What this version is (shown by `version ls`).
+    #[arg(long, default_value = "")]
+    pub description: String,
+}
+
+#[derive(Subcommand)]
+pub enum VersionCommand {
+    /// List a function's versions (retried for up to 15 s while JetStream elects a
+    /// leader).
+    Ls { name: String },
+    /// Remove version N; refused while an alias points at it or weighs it. Its number
+    /// is never given out again.
+    Rm { name: String, version: u64 },
+}
+
+#[derive(Subcommand)]
+pub enum AliasCommand {
+    /// Point ALIAS at VERSION, writing the whole alias: weights, subjects and a
+    /// canary not given are cleared (a running canary ends).
+    Set(AliasSetArgs),
+    /// List a function's aliases, with their canaries' progress (retried for up to
+    /// 15 s while JetStream elects a leader).
+    Ls { name: String },
+    /// Remove an alias.
+    Rm { name: String, alias: String },
+}
+
+#[derive(Args)]
+pub struct AliasSetArgs {
+    pub name: String,
+    /// Letters, digits, '_' or '-', not all digits, not $LATEST.
+    pub alias: String,
+    pub version: u64,
+    /// Send FRACTION (e.g. 10%, 0.1) of invocations to VERSION instead (at most one).
+    #[arg(
+        long = "weight",
+        value_name = "VERSION=FRACTION",
+        conflicts_with = "canary"
+    )]
+    pub weights: Vec<String>,
+    /// A NATS subject the alias serves (repeatable).
+    #[arg(long = "subject", short = 's', value_name = "S")]
+    pub subjects: Vec<String>,
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// Workers of the alias' version kept warm across the cluster.
+    #[arg(long, value_name = "N")]
+    pub provisioned: Option<u32>,
+    /// Shift the alias from its current version to VERSION in steps, e.g.
+    /// 10%,30%,100% (the last is 100%); the alias must exist already.
+    #[arg(long, value_name = "STEPS", requires_all = ["every", "max_error_rate"])]
+    pub canary: Option<String>,
+    /// With --canary: how long each step runs, e.g. 1m, 30s, 500ms.
+    #[arg(long, value_name = "DURATION", requires = "canary")]
+    pub every: Option<String>,
+    /// With --canary: above this share of 5xx outcomes of the new version (e.g. 1%),
+    /// the alias goes back to its old version.
+    #[arg(long, value_name = "FRACTION", requires = "canary")]
+    pub max_error_rate: Option<String>,
+    /// With --canary: invocations of the new version before its error rate is judged.
+    #[arg(long, value_name = "N", requires = "canary")]
+    pub min_sample: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -334,7 +415,8 @@ pub enum PackageCommand {
     /// List packages: size, digest and which functions use each as code or layer
     /// (retried for up to 15 s while JetStream elects a leader).
     Ls,
-    /// Remove a package; refused while a binding uses it, unless --force.
+    /// Remove a package; refused while a binding uses it, unless --force, and while a
+    /// published version uses it, whatever --force says (`version rm` it first).
     Rm {
         package: String,
         #[arg(long)]
@@ -360,6 +442,7 @@ pub struct SubjectArgs {
 
 #[derive(Args)]
 pub struct InvokeArgs {
+    /// The function, or NAME:QUALIFIER (a version number, an alias or $LATEST).
     pub name: String,
     /// The event (JSON); `-` reads it from stdin; none sends an empty event ({}).
     pub payload: Option<String>,
@@ -375,6 +458,9 @@ pub struct InvokeArgs {
     /// once, and its request id); default: a new UUID.
     #[arg(long, requires = "asynchronous")]
     pub event_id: Option<String>,
+    /// Invoke this version number, alias or $LATEST (as NAME:QUALIFIER does).
+    #[arg(long, value_name = "Q")]
+    pub qualifier: Option<String>,
 }
 
 /// `3s`, `500ms`, `2m`, or plain milliseconds.

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 pub async fn enqueue(
     client: async_nats::Client,
     function: &str,
+    qualifier: Option<&natsfn_protocol::Qualifier>,
     payload: Bytes,
     event_id: Option<String>,
 ) -> anyhow::Result<ExitCode> {
@@ -29,6 +30,12 @@ pub async fn enqueue(
     }
     let mut headers = HeaderMap::new();
     headers.insert(HEADER_MSG_ID, id.as_str());
+    if let Some(qualifier) = qualifier {
+        headers.insert(
+            natsfn_protocol::names::HEADER_QUALIFIER,
+            qualifier.to_string().as_str(),
+        );
+    }
     let ack = js
         .publish_with_headers(async_subject(function), headers, payload)
         .await

@@ -8,12 +8,34 @@ use anyhow::{anyhow, bail, Context};
 use async_nats::{HeaderMap, Request, RequestErrorKind};
 use bytes::Bytes;
 use natsfn_protocol::names::{
-    invoke_subject, HEADER_DEADLINE_MS, HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE,
+    invoke_subject, qualified_invoke_subject, HEADER_DEADLINE_MS, HEADER_EXECUTED_VERSION,
+    HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE,
 };
+use natsfn_protocol::Qualifier;
 
 use crate::cli::{parse_duration_ms, InvokeArgs};
 
+/// `NAME`, `NAME:QUALIFIER` and `--qualifier Q`: the function and its qualifier, if any.
+fn target(name: &str, flag: Option<&str>) -> anyhow::Result<(String, Option<Qualifier>)> {
+    let (function, in_name) = match name.split_once(':') {
+        Some((function, q)) => (function, Some(q)),
+        None => (name, None),
+    };
+    let text = match (in_name, flag) {
+        (Some(a), Some(b)) if a != b => {
+            bail!("{name} names qualifier {a:?} and --qualifier {b:?}: give one")
+        }
+        (a, b) => a.or(b),
+    };
+    let qualifier = text
+        .map(Qualifier::parse)
+        .transpose()
+        .map_err(|e| anyhow!(e))?;
+    Ok((function.to_owned(), qualifier))
+}
+
 pub async fn run(nats: &crate::connect::Nats, args: InvokeArgs) -> anyhow::Result<ExitCode> {
+    let (name, qualifier) = target(&args.name, args.qualifier.as_deref())?;
     let payload = match args.payload.as_deref() {
         None => Bytes::new(),
         Some("-") => {
@@ -37,9 +59,13 @@ pub async fn run(nats: &crate::connect::Nats, args: InvokeArgs) -> anyhow::Resul
         );
     }
     if args.asynchronous {
-        return crate::events::enqueue(client, &args.name, payload, args.event_id).await;
+        return crate::events::enqueue(client, &name, qualifier.as_ref(), payload, args.event_id)
+            .await;
     }
-    let subject = invoke_subject(&args.name);
+    let subject = match &qualifier {
+        Some(q) => qualified_invoke_subject(&name, &q.to_string()),
+        None => invoke_subject(&name),
+    };
     // The node drops the invocation if it is still queued when we stop waiting.
     let mut headers = HeaderMap::new();
     headers.insert(HEADER_DEADLINE_MS, deadline_after(timeout).as_str());
@@ -49,12 +75,11 @@ pub async fn run(nats: &crate::connect::Nats, args: InvokeArgs) -> anyhow::Resul
         .timeout(Some(timeout));
     let reply = match client.send_request(subject.clone(), request).await {
         Ok(reply) => reply,
-        Err(e) if e.kind() == RequestErrorKind::NoResponders => bail!(
-            "nobody answers on {subject}: is {} bound, and is a node running?",
-            args.name
-        ),
+        Err(e) if e.kind() == RequestErrorKind::NoResponders => {
+            bail!("nobody answers on {subject}: is {name} bound, and is a node running?")
+        }
         Err(e) if e.kind() == RequestErrorKind::TimedOut => {
-            bail!("no reply from {} within {timeout:?}", args.name)
+            bail!("no reply from {name} within {timeout:?}")
         }
         Err(e) => return Err(e.into()),
     };
@@ -75,6 +100,15 @@ pub async fn run(nats: &crate::connect::Nats, args: InvokeArgs) -> anyhow::Resul
         }
         Some(summary) => {
             eprintln!("error {summary}");
+            // Which version failed matters when an alias splits invocations.
+            if let Some(version) = reply
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(HEADER_EXECUTED_VERSION))
+                .filter(|_| qualifier.is_some())
+            {
+                eprintln!("executed version {}", version.as_str());
+            }
             eprintln!("{}", String::from_utf8_lossy(&reply.payload));
             Ok(ExitCode::FAILURE)
         }
@@ -88,4 +122,29 @@ pub(crate) fn deadline_after(wait: Duration) -> String {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     (now + wait).as_millis().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(target("f", None).unwrap(), ("f".into(), None));
+        assert_eq!(
+            target("f:live", None).unwrap(),
+            ("f".into(), Some(Qualifier::Alias("live".into())))
+        );
+        assert_eq!(
+            target("f", Some("3")).unwrap(),
+            ("f".into(), Some(Qualifier::Version(3)))
+        );
+        assert_eq!(
+            target("f:$LATEST", Some("$LATEST")).unwrap(),
+            ("f".into(), Some(Qualifier::Latest))
+        );
+        assert!(target("f:live", Some("2")).is_err());
+        assert!(target("f:a.b", None).is_err());
+        assert!(target("f:0", None).is_err());
+    }
 }

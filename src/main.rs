@@ -2,6 +2,7 @@
 //! connects to NATS, and runs a node or one administrative command.
 
 mod admin;
+mod aliases;
 mod cli;
 mod connect;
 mod dev;
@@ -14,10 +15,13 @@ mod node;
 mod package;
 mod patience;
 mod stats;
+mod versions;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, DlqCommand, NatsCommand, PackageCommand};
+use crate::cli::{
+    AliasCommand, Cli, Command, DlqCommand, NatsCommand, PackageCommand, VersionCommand,
+};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -93,6 +97,16 @@ async fn run(cli: Cli) -> std::process::ExitCode {
             Command::Dlq {
                 command: DlqCommand::Redrive { name },
             } => events::dlq_redrive(&nats, &name).await,
+            Command::Publish(args) => versions::publish(&nats, args).await,
+            Command::Version { command } => match command {
+                VersionCommand::Ls { name } => versions::ls(&nats, &name).await,
+                VersionCommand::Rm { name, version } => versions::rm(&nats, &name, version).await,
+            },
+            Command::Alias { command } => match command {
+                AliasCommand::Set(args) => aliases::alias_set(&nats, args).await,
+                AliasCommand::Ls { name } => aliases::alias_ls(&nats, &name).await,
+                AliasCommand::Rm { name, alias } => aliases::alias_rm(&nats, &name, &alias).await,
+            },
         }
     };
     // A command the server refused a request cannot do its work, and would otherwise

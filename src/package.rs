@@ -12,7 +12,8 @@ use async_nats::jetstream::object_store::{ObjectInfo, ObjectStore};
 use base64::Engine;
 use futures::{StreamExt, TryStreamExt};
 use natsfn_actors::buckets;
-use natsfn_protocol::names::{BINDINGS_BUCKET, PACKAGES_BUCKET};
+use natsfn_protocol::names::{BINDINGS_BUCKET, PACKAGES_BUCKET, VERSIONS_BUCKET};
+use natsfn_protocol::version::parse_version_key;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -111,13 +112,18 @@ pub fn pack(dir: &Path) -> anyhow::Result<Packed> {
     let mut gz = tar.into_inner()?;
     gz.flush()?;
     let archive = gz.finish()?;
-    let digest = format!("sha256:{}", hex(&Sha256::digest(&archive)));
+    let digest = sha256_digest(&archive);
     Ok(Packed {
         archive,
         files,
         bytes,
         digest,
     })
+}
+
+/// `sha256:<hex>` of `bytes`, as bindings pin a package.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(bytes)))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -178,7 +184,7 @@ pub async fn current_digest(store: &ObjectStore, package: &str) -> anyhow::Resul
 }
 
 /// `SHA-256=<base64>` (the Object Store's form) as `sha256:<hex>`.
-fn nats_digest(digest: &str) -> Option<String> {
+pub fn nats_digest(digest: &str) -> Option<String> {
     let b64 = digest.strip_prefix("SHA-256=")?;
     let bytes = [
         base64::engine::general_purpose::URL_SAFE,
@@ -244,6 +250,67 @@ async fn users(
     Ok(users)
 }
 
+/// For each package, the published versions using it: `fn version N (code)`. A
+/// version is immutable, so these hold whatever `--force` says.
+async fn version_users(
+    js: &async_nats::jetstream::Context,
+) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+    let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let Some(versions) = crate::patience::bucket(js, VERSIONS_BUCKET).await? else {
+        return Ok(users);
+    };
+    let mut keys: Vec<(String, u64)> = versions
+        .keys()
+        .await?
+        .try_collect::<Vec<String>>()
+        .await?
+        .iter()
+        .filter_map(|k| parse_version_key(k).map(|(f, n)| (f.to_owned(), n)))
+        .collect();
+    keys.sort();
+    for (function, n) in keys {
+        let Some(entry) = versions
+            .entry(natsfn_protocol::version::version_key(&function, n))
+            .await?
+        else {
+            continue;
+        };
+        if entry.operation != Operation::Put {
+            continue;
+        }
+        let Ok(record) = serde_json::from_slice::<Value>(&entry.value) else {
+            continue;
+        };
+        let binding = &record["binding"];
+        if let Some(p) = binding["code"]["package"].as_str() {
+            users
+                .entry(p.to_owned())
+                .or_default()
+                .push(format!("{function} version {n} (code)"));
+        }
+        for layer in binding["layers"].as_array().into_iter().flatten() {
+            if let Some(p) = layer["package"].as_str() {
+                users
+                    .entry(p.to_owned())
+                    .or_default()
+                    .push(format!("{function} version {n} (layer)"));
+            }
+        }
+    }
+    Ok(users)
+}
+
+/// Bindings' and versions' uses of each package together, for `package ls`.
+async fn all_users(
+    js: &async_nats::jetstream::Context,
+) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+    let mut all = users(js).await?;
+    for (package, used) in version_users(js).await? {
+        all.entry(package).or_default().extend(used);
+    }
+    Ok(all)
+}
+
 pub async fn ls(nats: &crate::connect::Nats) -> anyhow::Result<ExitCode> {
     let client = crate::connect::client(nats).await?;
     let (objects, users) = crate::patience::read(|| listing(client.clone())).await?;
@@ -271,7 +338,7 @@ async fn listing(
     let mut objects = Vec::new();
     let opened = js.get_object_store(PACKAGES_BUCKET).await;
     let Some(store) = crate::patience::unless_missing(opened)? else {
-        return Ok((objects, users(&js).await?));
+        return Ok((objects, all_users(&js).await?));
     };
     let mut list = store.list().await?;
     while let Some(info) = list.next().await {
@@ -281,7 +348,7 @@ async fn listing(
         }
     }
     objects.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok((objects, users(&js).await?))
+    Ok((objects, all_users(&js).await?))
 }
 
 pub async fn rm(
@@ -295,6 +362,13 @@ pub async fn rm(
         bail!("no package {package} in natsfn-packages");
     }
     let js = async_nats::jetstream::new(client);
+    // A version cannot be rebound: its code must stay as long as it does.
+    if let Some(used) = version_users(&js).await?.get(package) {
+        bail!(
+            "package {package} is used by {}; remove those versions first (natsfn version rm)",
+            used.join(", ")
+        );
+    }
     if let Some(used) = users(&js).await?.get(package) {
         if !force {
             bail!(

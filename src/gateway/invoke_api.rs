@@ -13,9 +13,10 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use futures::StreamExt;
 use natsfn_protocol::names::{
-    async_subject, is_valid_function_name, logs_subject, HEADER_MSG_ID, HEADER_REQUEST_ID,
+    async_subject, is_valid_function_name, logs_subject, HEADER_MSG_ID, HEADER_QUALIFIER,
+    HEADER_REQUEST_ID,
 };
-use natsfn_protocol::LambdaError;
+use natsfn_protocol::{LambdaError, Qualifier};
 use serde_json::json;
 
 use super::{new_request_id, read_body, request, BodyError, Gateway, Outcome};
@@ -26,8 +27,9 @@ const TAIL_BYTES: usize = 4096;
 /// apart from it, and a busy node may be slow to read them); the invocation's `REPORT`
 /// line, which nodes publish after the reply, ends the wait early.
 const LOG_SETTLE: Duration = Duration::from_secs(1);
-/// The version every invocation reports: natsfn has no published versions.
-const EXECUTED_VERSION: &str = "$LATEST";
+/// The version an unqualified invocation reports when its reply names none (a node
+/// from before versions).
+const LATEST_VERSION: &str = "$LATEST";
 /// The permission a key needs to call the Invoke API, as IAM names it.
 const INVOKE_ACTION: &str = "lambda:InvokeFunction";
 
@@ -39,11 +41,17 @@ pub(super) async fn invoke(
     let (parts, body) = request_in.into_parts();
     let request_id = new_request_id();
     let region = region(&parts.headers);
-    let name = function_name(&target);
+    let (name, named_qualifier) = function_target(&target);
+    let query_qualifier = parts.uri.query().and_then(|query| {
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(key, _)| key == "Qualifier")
+            .map(|(_, value)| value.into_owned())
+    });
     let reply = Reply {
         request_id: &request_id,
         region: &region,
         name,
+        qualifier: named_qualifier.or(query_qualifier.as_deref()),
     };
     // Under --http-auth, a request without a usable signature learns nothing more.
     let claim = match &gateway.auth {
@@ -56,6 +64,12 @@ pub(super) async fn invoke(
     if !is_valid_function_name(name) {
         return reply.not_found();
     }
+    // Refused before anything is sent: a qualifier is one subject token.
+    let qualifier = match qualifier(named_qualifier, query_qualifier.as_deref()) {
+        Ok(qualifier) => qualifier.map(|q| q.to_string()),
+        Err(error) => return reply.error(StatusCode::BAD_REQUEST, &error),
+    };
+    let qualifier = qualifier.as_deref();
     let header = |name: &str| {
         parts
             .headers
@@ -118,6 +132,9 @@ pub(super) async fn invoke(
             let mut headers = HeaderMap::new();
             headers.insert(HEADER_REQUEST_ID, request_id.as_str());
             headers.insert(HEADER_MSG_ID, request_id.as_str());
+            if let Some(qualifier) = qualifier {
+                headers.insert(HEADER_QUALIFIER, qualifier);
+            }
             let js = async_nats::jetstream::new(gateway.client.clone());
             let stored = match js
                 .publish_with_headers(async_subject(name), headers, body)
@@ -139,19 +156,21 @@ pub(super) async fn invoke(
         }
     }
     let (outcome, log) = if tail {
-        invoke_with_tail(&gateway, name, &request_id, body).await
+        invoke_with_tail(&gateway, name, qualifier, &request_id, body).await
     } else {
-        (request(&gateway, name, &request_id, body).await, None)
+        let outcome = request(&gateway, name, qualifier, &request_id, body).await;
+        (outcome, None)
     };
     match outcome {
         Outcome::Success {
             payload,
             request_id,
+            executed_version,
         } => Reply {
             request_id: &request_id,
             ..reply
         }
-        .result(payload, None, log),
+        .result(payload, None, log, executed_version),
         Outcome::Error { code: 429, .. } => {
             let body = json!({"Reason": "ReservedFunctionConcurrentInvocationLimitExceeded",
                               "Type": "User", "message": "Rate Exceeded."});
@@ -169,13 +188,14 @@ pub(super) async fn invoke(
         Outcome::Error {
             payload,
             request_id,
+            executed_version,
             ..
         } => Reply {
             request_id: &request_id,
             ..reply
         }
-        .result(payload, Some("Unhandled"), log),
-        Outcome::NoResponders => reply.not_found(),
+        .result(payload, Some("Unhandled"), log, executed_version),
+        Outcome::QualifierNotFound { .. } | Outcome::NoResponders => reply.not_found(),
         Outcome::TimedOut => reply.error(
             StatusCode::BAD_GATEWAY,
             &LambdaError::service_exception("no reply from the function in time"),
@@ -189,6 +209,7 @@ pub(super) async fn invoke(
 async fn invoke_with_tail(
     gateway: &Gateway,
     name: &str,
+    qualifier: Option<&str>,
     request_id: &str,
     event: axum::body::Bytes,
 ) -> (Outcome, Option<String>) {
@@ -198,7 +219,7 @@ async fn invoke_with_tail(
     };
     // The subscription reaches the server before the request does (one connection).
     let mut tail = Tail::default();
-    let invocation = request(gateway, name, request_id, event);
+    let invocation = request(gateway, name, qualifier, request_id, event);
     tokio::pin!(invocation);
     let outcome = loop {
         tokio::select! {
@@ -285,12 +306,43 @@ fn names_request(line: &[u8], request_id: &str) -> bool {
 }
 
 /// `{name}` as the SDKs send it: a name, `name:qualifier`, `account:function:name`
-/// or a function ARN. The qualifier is ignored (natsfn runs one version).
-fn function_name(target: &str) -> &str {
+/// or a function ARN, with or without a qualifier. The function and the qualifier as
+/// written (everything after the name's `:`, checked by [`qualifier`]).
+fn function_target(target: &str) -> (&str, Option<&str>) {
     let after = target
         .split_once(":function:")
         .map_or(target, |(_, rest)| rest);
-    after.split(':').next().unwrap_or_default()
+    match after.split_once(':') {
+        Some((name, qualifier)) => (name, Some(qualifier)),
+        None => (after, None),
+    }
+}
+
+/// The qualifier of a request, from its `FunctionName` or its `?Qualifier=` (which,
+/// both given, must agree, as Lambda has it); an empty one is none.
+fn qualifier(
+    in_name: Option<&str>,
+    in_query: Option<&str>,
+) -> Result<Option<Qualifier>, LambdaError> {
+    let (in_name, in_query) = (
+        in_name.filter(|q| !q.is_empty()),
+        in_query.filter(|q| !q.is_empty()),
+    );
+    let text = match (in_name, in_query) {
+        (Some(a), Some(b)) if a != b => return Err(LambdaError::new(
+            "InvalidParameterValueException",
+            "The derived qualifier from the function name does not match the specified qualifier.",
+        )),
+        (a, b) => a.or(b),
+    };
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    Qualifier::parse(text).map(Some).map_err(|why| {
+        LambdaError::validation(format!(
+            "1 validation error detected: Value '{text}' at 'qualifier' failed to satisfy constraint: {why}"
+        ))
+    })
 }
 
 /// The region of the request's SigV4 credential scope, for the ARNs of error messages.
@@ -310,6 +362,8 @@ struct Reply<'a> {
     request_id: &'a str,
     region: &'a str,
     name: &'a str,
+    /// As the request wrote it, for the ARN of a 404.
+    qualifier: Option<&'a str>,
 }
 
 impl Reply<'_> {
@@ -332,14 +386,20 @@ impl Reply<'_> {
         payload: axum::body::Bytes,
         function_error: Option<&'static str>,
         log: Option<String>,
+        executed_version: Option<String>,
     ) -> Response {
         let mut response = self.response(StatusCode::OK, Body::from(payload));
         let headers = response.headers_mut();
         headers.insert("content-type", HeaderValue::from_static("application/json"));
-        headers.insert(
-            "x-amz-executed-version",
-            HeaderValue::from_static(EXECUTED_VERSION),
-        );
+        // The node says which version ran; without a word from it, only an unqualified
+        // invocation is known to have run $LATEST.
+        let executed = executed_version
+            .as_deref()
+            .or(self.qualifier.is_none().then_some(LATEST_VERSION))
+            .and_then(|v| HeaderValue::from_str(v).ok());
+        if let Some(version) = executed {
+            headers.insert("x-amz-executed-version", version);
+        }
         if let Some(kind) = function_error {
             headers.insert("x-amz-function-error", HeaderValue::from_static(kind));
         }
@@ -385,8 +445,9 @@ impl Reply<'_> {
     }
 
     fn not_found(&self) -> Response {
+        let qualifier = self.qualifier.map(|q| format!(":{q}")).unwrap_or_default();
         let message = format!(
-            "Function not found: arn:aws:lambda:{}:000000000000:function:{}",
+            "Function not found: arn:aws:lambda:{}:000000000000:function:{}{qualifier}",
             self.region, self.name
         );
         self.error(
@@ -414,13 +475,56 @@ mod tests {
 
     #[test]
     fn function_names_from_every_form_the_sdks_send() {
-        assert_eq!(function_name("hello"), "hello");
-        assert_eq!(function_name("hello:prod"), "hello");
-        assert_eq!(function_name("123456789012:function:hello"), "hello");
+        assert_eq!(function_target("hello"), ("hello", None));
+        assert_eq!(function_target("hello:prod"), ("hello", Some("prod")));
         assert_eq!(
-            function_name("arn:aws:lambda:eu-west-1:123456789012:function:hello:$LATEST"),
-            "hello"
+            function_target("123456789012:function:hello"),
+            ("hello", None)
         );
+        assert_eq!(
+            function_target("arn:aws:lambda:eu-west-1:123456789012:function:hello:$LATEST"),
+            ("hello", Some("$LATEST"))
+        );
+        assert_eq!(
+            function_target("arn:aws:lambda:eu-west-1:123456789012:function:hello:7"),
+            ("hello", Some("7"))
+        );
+    }
+
+    #[test]
+    fn qualifiers_from_the_name_or_the_query_agree_and_parse() {
+        assert_eq!(qualifier(None, None).ok(), Some(None));
+        assert_eq!(qualifier(None, Some("")).ok(), Some(None));
+        assert_eq!(
+            qualifier(Some("live"), None).ok(),
+            Some(Some(Qualifier::Alias("live".into())))
+        );
+        assert_eq!(
+            qualifier(None, Some("3")).ok(),
+            Some(Some(Qualifier::Version(3)))
+        );
+        assert_eq!(
+            qualifier(Some("3"), Some("3")).ok(),
+            Some(Some(Qualifier::Version(3)))
+        );
+        let differ = qualifier(Some("live"), Some("3"))
+            .err()
+            .map(|e| e.error_type);
+        assert_eq!(differ.as_deref(), Some("InvalidParameterValueException"));
+        let invalid = qualifier(Some("a.b"), None).err().map(|e| e.error_type);
+        assert_eq!(invalid.as_deref(), Some("ValidationException"));
+        assert!(qualifier(Some("0"), None).is_err());
+        assert!(qualifier(Some("live:x"), None).is_err());
+    }
+
+    #[test]
+    fn an_unknown_qualifier_reply_is_recognised() {
+        let body = LambdaError::resource_not_found("no alias live").to_json();
+        assert!(super::super::is_not_found(&body));
+        assert!(!super::super::is_not_found(
+            &LambdaError::service_exception("x").to_json()
+        ));
+        assert!(!super::super::is_not_found(b"not json"));
     }
 
     #[test]

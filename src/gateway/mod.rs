@@ -32,8 +32,8 @@ use axum::routing::{any, get, post};
 use axum::Router;
 use http_body_util::BodyExt;
 use natsfn_protocol::names::{
-    invoke_subject, HEADER_DEADLINE_MS, HEADER_REQUEST_ID, HEADER_SERVICE_ERROR,
-    HEADER_SERVICE_ERROR_CODE,
+    invoke_subject, qualified_invoke_subject, HEADER_DEADLINE_MS, HEADER_EXECUTED_VERSION,
+    HEADER_REQUEST_ID, HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE,
 };
 
 /// Time a client has to send a request's whole body.
@@ -203,6 +203,8 @@ enum Outcome {
     Success {
         payload: Bytes,
         request_id: String,
+        /// The reply's `Natsfn-Executed-Version`, if it has one.
+        executed_version: Option<String>,
     },
     /// An error reply: its `Nats-Service-Error-Code`, Lambda's error JSON and the
     /// one-line message.
@@ -211,7 +213,11 @@ enum Outcome {
         payload: Bytes,
         message: String,
         request_id: String,
+        executed_version: Option<String>,
     },
+    /// The function is served but has no such version or alias: the node's 503 with
+    /// errorType `ResourceNotFoundException`.
+    QualifierNotFound { message: String },
     /// Nobody serves the function: it is not bound (or no node runs).
     NoResponders,
     /// No reply within `INVOKE_WAIT`.
@@ -220,10 +226,20 @@ enum Outcome {
     Unavailable(String),
 }
 
-/// Sends the event on the function's canonical subject with the request id the gateway
-/// chose and the deadline of its own wait (a node drops the invocation if it is still
-/// queued then), and waits for the reply.
-async fn request(gateway: &Gateway, function: &str, request_id: &str, event: Bytes) -> Outcome {
+/// Sends the event on the function's canonical subject (or its qualifier's) with the
+/// request id the gateway chose and the deadline of its own wait (a node drops the
+/// invocation if it is still queued then), and waits for the reply.
+async fn request(
+    gateway: &Gateway,
+    function: &str,
+    qualifier: Option<&str>,
+    request_id: &str,
+    event: Bytes,
+) -> Outcome {
+    let subject = match qualifier {
+        Some(q) => qualified_invoke_subject(function, q),
+        None => invoke_subject(function),
+    };
     let mut headers = HeaderMap::new();
     headers.insert(HEADER_REQUEST_ID, request_id);
     headers.insert(
@@ -234,11 +250,7 @@ async fn request(gateway: &Gateway, function: &str, request_id: &str, event: Byt
         .headers(headers)
         .payload(event)
         .timeout(Some(INVOKE_WAIT));
-    let reply = match gateway
-        .client
-        .send_request(invoke_subject(function), request)
-        .await
-    {
+    let reply = match gateway.client.send_request(subject, request).await {
         Ok(reply) => reply,
         Err(e) if e.kind() == RequestErrorKind::NoResponders => return Outcome::NoResponders,
         Err(e) if e.kind() == RequestErrorKind::TimedOut => return Outcome::TimedOut,
@@ -252,19 +264,35 @@ async fn request(gateway: &Gateway, function: &str, request_id: &str, event: Byt
             .map(|v| v.as_str().to_owned())
     };
     let request_id = text(HEADER_REQUEST_ID).unwrap_or_else(|| request_id.to_owned());
-    match text(HEADER_SERVICE_ERROR_CODE) {
-        None => Outcome::Success {
+    let executed_version = text(HEADER_EXECUTED_VERSION);
+    let Some(code) = text(HEADER_SERVICE_ERROR_CODE) else {
+        return Outcome::Success {
             payload: reply.payload,
             request_id,
-        },
-        Some(code) => Outcome::Error {
-            // An unreadable code is still an error, and the worker's fault.
-            code: code.trim().parse().unwrap_or(502),
-            message: text(HEADER_SERVICE_ERROR).unwrap_or_default(),
-            payload: reply.payload,
-            request_id,
-        },
+            executed_version,
+        };
+    };
+    // An unreadable code is still an error, and the worker's fault.
+    let code = code.trim().parse().unwrap_or(502);
+    let message = text(HEADER_SERVICE_ERROR).unwrap_or_default();
+    if code == 503 && is_not_found(&reply.payload) {
+        return Outcome::QualifierNotFound { message };
     }
+    Outcome::Error {
+        code,
+        message,
+        payload: reply.payload,
+        request_id,
+        executed_version,
+    }
+}
+
+/// Whether an error reply's body is Lambda's `ResourceNotFoundException` (what a node
+/// answers for a version or alias it does not know).
+fn is_not_found(payload: &[u8]) -> bool {
+    let not_found = natsfn_protocol::LambdaError::resource_not_found("").error_type;
+    serde_json::from_slice::<serde_json::Value>(payload)
+        .is_ok_and(|body| body["errorType"].as_str() == Some(not_found.as_str()))
 }
 
 /// A plain-text response (the gateway's own answers).

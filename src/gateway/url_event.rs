@@ -12,7 +12,7 @@ use axum::response::Response;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use natsfn_protocol::names::is_valid_function_name;
-use natsfn_protocol::{LambdaError, UrlAuth, UrlSpec};
+use natsfn_protocol::{LambdaError, Qualifier, UrlAuth, UrlSpec};
 use serde_json::{json, Map, Value};
 
 use super::{cors, new_request_id, plain, read_body, request, BodyError, Gateway, Outcome, Peer};
@@ -26,41 +26,68 @@ pub(super) async fn invoke(State(gateway): State<Gateway>, request_in: Request) 
     let (parts, body) = request_in.into_parts();
     // `/{function}` then the function's own path (the part a function URL's host
     // would be followed by), kept as sent, percent-encoding and all.
-    let Some((function, rest)) = route(parts.uri.path()) else {
+    let Some((function, qualifier, rest)) = route(parts.uri.path()) else {
         return plain(StatusCode::NOT_FOUND, "Not Found\n");
     };
-    // A binding the gateway has not read is not served: it may ask for AWS_IAM.
+    // A binding the gateway has not read is not served: it may ask for AWS_IAM. An
+    // alias' URL is its function's (auth, CORS).
     let Some(url) = gateway.urls.get(function) else {
         return plain(StatusCode::NOT_FOUND, "Not Found\n");
     };
+    // Refused before anything is sent: a qualifier is one subject token.
+    let qualifier = match qualifier.map(Qualifier::parse).transpose() {
+        Ok(qualifier) => qualifier.map(|q| q.to_string()),
+        Err(why) => return plain(StatusCode::BAD_REQUEST, format!("Bad Request: {why}\n")),
+    };
+    let target = Target {
+        function,
+        qualifier: qualifier.as_deref(),
+    };
     let Some(cors) = &url.cors else {
-        return call(&gateway, &url, function, rest, &parts, body).await;
+        return call(&gateway, &url, target, rest, &parts, body).await;
     };
     if let Some(preflight) = cors::preflight(cors, &parts.method, &parts.headers) {
         return preflight;
     }
-    let mut response = call(&gateway, &url, function, rest, &parts, body).await;
+    let mut response = call(&gateway, &url, target, rest, &parts, body).await;
     cors::decorate(cors, parts.headers.get(header::ORIGIN), &mut response);
     response
 }
 
-/// A function URL's path: the function, if the first segment names one, and the rest
-/// (without its leading `/`).
-fn route(path: &str) -> Option<(&str, &str)> {
+/// What a function URL calls: the function, and the qualifier of `/{fn}:{alias}/…`.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    function: &'a str,
+    qualifier: Option<&'a str>,
+}
+
+/// A function URL's path: the function, if the first segment names one (before a `:`
+/// or `%3A` and its qualifier, unchecked), and the rest (without its leading `/`).
+fn route(path: &str) -> Option<(&str, Option<&str>, &str)> {
     let full = path.strip_prefix('/').unwrap_or_default();
-    let (function, rest) = full.split_once('/').unwrap_or((full, ""));
-    is_valid_function_name(function).then_some((function, rest))
+    let (first, rest) = full.split_once('/').unwrap_or((full, ""));
+    // `:` as sent, or percent-encoded as some clients encode it in a path.
+    let colon = first.find(':').map(|at| (at, 1)).or_else(|| {
+        let lower = first.to_ascii_lowercase();
+        lower.find("%3a").map(|at| (at, 3))
+    });
+    let (function, qualifier) = match colon {
+        Some((at, len)) => (&first[..at], Some(&first[at + len..])),
+        None => (first, None),
+    };
+    is_valid_function_name(function).then_some((function, qualifier, rest))
 }
 
 /// The function URL request itself: its auth, its body, the invocation, the response.
 async fn call(
     gateway: &Gateway,
     url: &UrlSpec,
-    function: &str,
+    target: Target<'_>,
     rest: &str,
     parts: &Parts,
     body: Body,
 ) -> Response {
+    let function = target.function;
     let claim = match (url.auth, &gateway.auth) {
         (UrlAuth::None, _) => None,
         (UrlAuth::AwsIam, None) => {
@@ -108,18 +135,36 @@ async fn call(
         // The body fitted, its event (headers, base64) does not.
         _ => return plain(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large\n"),
     };
-    let outcome = request(gateway, function, &request_id, event.into()).await;
+    let outcome = request(
+        gateway,
+        function,
+        target.qualifier,
+        &request_id,
+        event.into(),
+    )
+    .await;
+    let mut executed = None;
     let (mut response, request_id) = match outcome {
         Outcome::Success {
             payload,
             request_id,
-        } => (result_response(&payload), request_id),
+            executed_version,
+        } => {
+            executed = executed_version;
+            (result_response(&payload), request_id)
+        }
+        Outcome::QualifierNotFound { message } => (
+            not_found(&LambdaError::resource_not_found(message)),
+            request_id,
+        ),
         Outcome::Error {
             code,
             message,
             request_id,
+            executed_version,
             ..
         } => {
+            executed = executed_version;
             tracing::debug!(function, %request_id, code, %message, "function URL invocation failed");
             let status = match code {
                 400 => StatusCode::BAD_REQUEST,
@@ -142,11 +187,23 @@ async fn call(
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
+    if let Some(value) = executed.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        response
+            .headers_mut()
+            .insert("x-amz-executed-version", value);
+    }
     response
 }
 
-/// A 403 as function URLs send it: the exception in `x-amzn-ErrorType`, the reason in
-/// a JSON `Message`.
+/// A 404 for a version or alias the function does not have, typed as Lambda types it.
+fn not_found(error: &LambdaError) -> Response {
+    let mut response = refused(error);
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response
+}
+
+/// A 403 as function URLs send it (and the 404 of an unknown alias): the exception in
+/// `x-amzn-ErrorType`, the reason in a JSON `Message`.
 fn refused(refusal: &LambdaError) -> Response {
     let body = json!({"Message": refusal.error_message}).to_string();
     let mut response = Response::new(Body::from(body));
@@ -354,3 +411,21 @@ fn structured(result: &Map<String, Value>) -> Result<Response, String> {
 #[cfg(test)]
 #[path = "url_event/hostile.rs"]
 mod hostile;
+
+#[cfg(test)]
+mod tests {
+    use super::route;
+
+    #[test]
+    fn routes_name_a_function_and_maybe_its_qualifier() {
+        assert_eq!(route("/hello"), Some(("hello", None, "")));
+        assert_eq!(route("/hello/a/b"), Some(("hello", None, "a/b")));
+        assert_eq!(route("/hello:live/a"), Some(("hello", Some("live"), "a")));
+        assert_eq!(route("/hello:3"), Some(("hello", Some("3"), "")));
+        assert_eq!(route("/hello%3Alive/a"), Some(("hello", Some("live"), "a")));
+        assert_eq!(route("/hello%3alive"), Some(("hello", Some("live"), "")));
+        assert_eq!(route("/hello:a.b/x"), Some(("hello", Some("a.b"), "x")));
+        assert_eq!(route("/:live"), None);
+        assert_eq!(route("/he.llo:live"), None);
+    }
+}

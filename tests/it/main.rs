@@ -34,3 +34,4 @@ mod roles;
 mod rollout;
 mod sandbox;
 mod versions;
+mod versions_cli;

@@ -50,8 +50,10 @@ fn hostile_invoke_api_names_regions_and_log_records() {
     let rng = TestRng::from_seed(RngAlgorithm::XorShift, b"natsfn invokeapi");
     TestRunner::new_with_rng(config, rng)
         .run(&strategy, |(target, auth, records)| {
-            let name = function_name(&target);
+            let (name, named) = function_target(&target);
             prop_assert!(!name.contains(':'));
+            // Whatever the name carries, the qualifier parses or is refused.
+            let _ = qualifier(named, None);
             let mut headers = axum::http::HeaderMap::new();
             if let Ok(value) = HeaderValue::from_str(&auth) {
                 headers.insert("authorization", value);

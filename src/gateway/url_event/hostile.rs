@@ -153,7 +153,7 @@ fn hostile_function_url_requests_become_events_or_refusals() {
     runner(b"natsfn url event")
         .run(&(request(), any::<Index>()), |((request, body), config)| {
             let (parts, ()) = request.into_parts();
-            let Some((function, rest)) = route(parts.uri.path()) else {
+            let Some((function, _, rest)) = route(parts.uri.path()) else {
                 return Ok(());
             };
             prop_assert!(is_valid_function_name(function));
