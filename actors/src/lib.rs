@@ -5,7 +5,7 @@
 #![deny(unreachable_pub)]
 
 pub mod buckets;
-pub(crate) mod canary;
+mod canary;
 mod children;
 mod clock;
 mod context;
@@ -27,7 +27,6 @@ mod status;
 mod worker;
 
 // Exported until the node starts drivers itself (its alias watch); then `pub(crate)`.
-pub use canary::CanaryDriver;
 pub use context::Interpreters;
 pub use credentials::{CredentialsError, SigningKey};
 pub use java::Jdk;

@@ -33,7 +33,7 @@ const RETRY: Duration = Duration::from_secs(1);
 
 /// A running canary driver for one alias. Dropping it stops the task; the lease it
 /// held runs out and another node's driver takes over.
-pub struct CanaryDriver {
+pub(crate) struct CanaryDriver {
     task: AbortOnDrop,
 }
 
@@ -41,7 +41,7 @@ impl CanaryDriver {
     /// Drives the canary of `function`'s `alias` (in `aliases`, `natsfn-aliases`)
     /// whenever this node (`node_id`) holds its lease, until the canary is promoted,
     /// rolled back or ended by another write, or the alias goes away.
-    pub fn start(
+    pub(crate) fn start(
         client: async_nats::Client,
         aliases: Store,
         function: Arc<str>,
@@ -64,7 +64,7 @@ impl CanaryDriver {
 
     /// Whether the task ended: the canary is over (or the alias gone). A canary started
     /// later on the same alias needs a new driver.
-    pub fn is_finished(&self) -> bool {
+    pub(crate) fn is_finished(&self) -> bool {
         self.task.is_finished()
     }
 }

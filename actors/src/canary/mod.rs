@@ -12,4 +12,4 @@ mod driver;
 mod policy;
 mod stats;
 
-pub use driver::CanaryDriver;
+pub(crate) use driver::CanaryDriver;

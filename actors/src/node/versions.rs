@@ -6,11 +6,12 @@
 
 use std::collections::BTreeMap;
 
-use natsfn_protocol::version::{parse_alias_key, parse_version_key};
+use natsfn_protocol::version::{parse_alias_key, parse_version_key, CanaryState};
 use natsfn_protocol::{AliasRecord, BindingSpec, PoolSpec, VersionRecord};
 use ractor::ActorRef;
 
 use super::{NodeMsg, NodeState};
+use crate::canary::CanaryDriver;
 use crate::context::NodeContext;
 use crate::function::FunctionMsg;
 use crate::route::{self, AliasSubjects, QualifiedSubscription, SharedRoutes};
@@ -30,6 +31,9 @@ pub(super) struct Served {
     _qualified: Option<QualifiedSubscription>,
     pub(super) versions: BTreeMap<u64, ActorRef<FunctionMsg>>,
     alias_subjects: BTreeMap<String, AliasSubjects>,
+    /// A driver per alias with a running canary (the lease in the alias lets one
+    /// node's drive at a time).
+    canaries: BTreeMap<String, CanaryDriver>,
     /// Counts the changes given to the version actors (their `revision`), so that
     /// each is newer than the last.
     generation: u64,
@@ -53,6 +57,7 @@ impl Served {
             _qualified: qualified,
             versions: BTreeMap::new(),
             alias_subjects: BTreeMap::new(),
+            canaries: BTreeMap::new(),
             generation: 0,
         }
     }
@@ -225,6 +230,10 @@ impl NodeState {
             .as_ref()
             .map(|r| r.subjects.clone())
             .unwrap_or_default();
+        let running = record
+            .as_ref()
+            .and_then(|r| r.canary.as_ref())
+            .is_some_and(|c| c.state == CanaryState::Running);
         route::write(&f.served.routes).set_alias(alias, record);
         let routes = f.served.routes.clone();
         let entry = f
@@ -237,6 +246,23 @@ impl NodeState {
         }
         if subjects.is_empty() {
             f.served.alias_subjects.remove(alias);
+        }
+        if !running {
+            f.served.canaries.remove(alias);
+        } else if f
+            .served
+            .canaries
+            .get(alias)
+            .is_none_or(CanaryDriver::is_finished)
+        {
+            let driver = CanaryDriver::start(
+                self.ctx.client.clone(),
+                self.aliases.clone(),
+                function.into(),
+                alias.to_owned(),
+                self.ctx.node_id.clone(),
+            );
+            f.served.canaries.insert(alias.to_owned(), driver);
         }
     }
 
