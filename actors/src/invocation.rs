@@ -13,6 +13,7 @@ use natsfn_protocol::{ErrorCode, LambdaError};
 
 use crate::context::NodeContext;
 use crate::events::Event;
+use crate::function::SharePermit;
 
 /// Who is waiting for an invocation's outcome: the reply subject (none for a plain
 /// publish) or the async event to settle, and the request id every reply and log line
@@ -28,6 +29,9 @@ pub(crate) struct Caller {
     /// The version that runs it (`None`: `$LATEST`), set by the FunctionActor that
     /// admits it; every reply says it (`Natsfn-Executed-Version`).
     pub(crate) executed: Option<u64>,
+    /// Its place within the node's share of `reserved_concurrency` while a worker
+    /// holds it; given back with the answer.
+    pub(crate) permit: Option<SharePermit>,
     /// For the reply of last resort in `drop`, which has no context at hand.
     client: async_nats::Client,
 }
@@ -80,6 +84,7 @@ impl Invocation {
                 _ => uuid::Uuid::new_v4().to_string(),
             },
             executed: None,
+            permit: None,
             client: ctx.client.clone(),
         };
         let deadline_ms = match chosen.and_then(|_| deadline_ms(headers)) {
@@ -106,6 +111,7 @@ impl Invocation {
                 request_id: event.id.clone(),
                 answer: Answer::Event(Box::new(event)),
                 executed: None,
+                permit: None,
                 client: ctx.client.clone(),
             },
             deadline_ms: None,

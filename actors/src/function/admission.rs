@@ -8,7 +8,7 @@ use natsfn_protocol::{ErrorCode, LambdaError};
 use ractor::{ActorRef, MessagingErr};
 
 use super::service::ServiceStats;
-use super::{Code, FunctionMsg, FunctionState};
+use super::{Code, FunctionMsg, FunctionState, SHARE_RETRY};
 use crate::context::NodeContext;
 use crate::events::{EventSource, Settings, SourceSpec};
 use crate::invocation::{EndpointId, Invocation};
@@ -126,6 +126,21 @@ impl FunctionState {
             )
             .await;
         }
+        if self.reserved.limit() == Some(0) {
+            let error = LambdaError::too_many_requests(format!(
+                "function {} is throttled: its reserved_concurrency leaves this node no invocation at once",
+                self.name
+            ));
+            return refuse(
+                &self.ctx,
+                &mut self.service,
+                &self.metrics,
+                invocation,
+                ErrorCode::TooManyRequests,
+                &error,
+            )
+            .await;
+        }
         if !self.pool.admits(self.queue.len(), &self.target()) {
             let error = LambdaError::too_many_requests(format!(
                 "function {} is at its concurrency limit ({} running) and {} invocations wait",
@@ -155,9 +170,21 @@ impl FunctionState {
 
     /// Hands `invocation` to a worker that can take it now; gives it back when none can.
     /// `queued`: it waited in the queue (else it has just arrived).
-    fn dispatch(&mut self, invocation: Invocation, queued: bool) -> Option<Invocation> {
+    fn dispatch(&mut self, mut invocation: Invocation, queued: bool) -> Option<Invocation> {
+        // Within this node's share of `reserved_concurrency` (kept if it was handed
+        // back unstarted); the function's other actors here may hold the rest.
+        if invocation.caller.permit.is_none() {
+            match self.reserved.try_acquire() {
+                Some(permit) => invocation.caller.permit = Some(permit),
+                None => {
+                    self.share_full = true;
+                    return Some(invocation);
+                }
+            }
+        }
         let target = self.target();
         let Some(assigned) = self.pool.assign(&target) else {
+            invocation.caller.permit = None;
             return Some(invocation);
         };
         // It waited for its worker to start: a cold start. One that has just arrived
@@ -188,6 +215,12 @@ impl FunctionState {
                 self.queue.put_back(invocation);
                 break;
             }
+        }
+        // The share's permits come back through other actors' answers too: look
+        // again shortly rather than wait for news of this actor's own.
+        if std::mem::take(&mut self.share_full) && !self.queue.is_empty() && !self.share_retry {
+            self.share_retry = true;
+            myself.send_after(SHARE_RETRY, || FunctionMsg::RetryStart);
         }
         if let Some(error) = self.unstartable().cloned() {
             self.fail_queue(ErrorCode::Unavailable, &error).await;

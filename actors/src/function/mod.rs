@@ -8,6 +8,7 @@ mod health;
 mod pool;
 mod queue;
 mod reporting;
+mod reserved;
 mod rollout;
 mod service;
 mod subscription;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 use async_nats::Subject;
 use natsfn_protocol::names::{invoke_subject, logs_subject, qualified_invoke_subject};
 use natsfn_protocol::version::LATEST;
-use natsfn_protocol::{BindingSpec, FunctionState as State, LambdaError};
+use natsfn_protocol::{BindingSpec, FunctionState as State, LambdaError, PoolSpec};
 use ractor::{
     Actor, ActorId, ActorProcessingErr, ActorRef, DerivedActorRef, RpcReplyPort, SupervisionEvent,
 };
@@ -35,6 +36,7 @@ use crate::worker::{WorkerMsg, WorkerReport};
 use health::StartHealth;
 use pool::{Target, WorkerPool};
 use queue::WaitQueue;
+pub(crate) use reserved::{ReservedShare, SharePermit};
 use service::ServiceStats;
 use subscription::{Discovery, Subscriptions};
 
@@ -42,6 +44,9 @@ const STOP_WORKERS_WITHIN: Duration = Duration::from_secs(5);
 /// While the node is out of worker slots, how often a function with waiting
 /// invocations asks again (the node evicts another function's idle worker for it).
 const SLOT_RETRY: Duration = Duration::from_millis(50);
+/// While this node's share of `reserved_concurrency` is taken, how often invocations
+/// waiting for it look again (the share is this function's actors' together).
+const SHARE_RETRY: Duration = Duration::from_millis(10);
 
 pub(crate) struct FunctionActor;
 
@@ -58,6 +63,9 @@ pub(crate) struct FunctionArgs {
     pub(crate) version: Option<u64>,
     /// The function's qualifiers on this node, for async events that name one.
     pub(crate) routes: SharedRoutes<ActorRef<FunctionMsg>>,
+    /// This node's share of the function's `reserved_concurrency`, shared by its
+    /// `$LATEST` and version actors.
+    pub(crate) reserved: ReservedShare,
 }
 
 pub(crate) enum FunctionMsg {
@@ -129,6 +137,7 @@ pub(crate) struct FunctionState {
     /// `None`: `$LATEST`.
     version: Option<u64>,
     routes: SharedRoutes<ActorRef<FunctionMsg>>,
+    reserved: ReservedShare,
     spec: BindingSpec,
     /// The binding revision this actor serves (what the status reports).
     revision: u64,
@@ -164,6 +173,10 @@ pub(crate) struct FunctionState {
     reap_at: Option<Instant>,
     /// A `RetryStart` is scheduled because the node is out of worker slots.
     slot_retry: bool,
+    /// A dispatch found this node's share of `reserved_concurrency` taken.
+    share_full: bool,
+    /// A `RetryStart` is scheduled to look at the share again.
+    share_retry: bool,
     /// The node's cap left the standby short of `pool.min` (or took a worker of it
     /// for another function): workers start only for waiting invocations until the
     /// standby is whole again, or an evicted standby would take back the slot at once.
@@ -191,6 +204,7 @@ impl Actor for FunctionActor {
             revision,
             version,
             routes,
+            reserved,
         } = args;
         let canonical = match version {
             None => invoke_subject(&name),
@@ -198,7 +212,11 @@ impl Actor for FunctionActor {
         };
         let service = ServiceStats::new(&name, canonical, &ctx.node_id, version);
         let discovery = Discovery::start(&ctx, &name, service.id(), myself.clone()).await?;
-        let metrics = ctx.metrics.function(&name);
+        // A version's series are its own (`<fn>:<N>`), not mixed into `$LATEST`'s.
+        let metrics = match version {
+            None => ctx.metrics.function(&name),
+            Some(n) => ctx.metrics.function(&format!("{name}:{n}")),
+        };
         let mut state = FunctionState {
             arn: format!("arn:aws:lambda:local:000000000000:function:{name}").into(),
             logs_subject: logs_subject(&name).into(),
@@ -208,6 +226,7 @@ impl Actor for FunctionActor {
             name,
             version,
             routes,
+            reserved,
             spec,
             revision,
             code_revision: revision,
@@ -224,6 +243,8 @@ impl Actor for FunctionActor {
             health: StartHealth::default(),
             reap_at: None,
             slot_retry: false,
+            share_full: false,
+            share_retry: false,
             standby_capped: false,
             last_status: None,
             retiring: false,
@@ -266,6 +287,7 @@ impl Actor for FunctionActor {
             FunctionMsg::RetryStart => {
                 state.health.retry_scheduled = false;
                 state.slot_retry = false;
+                state.share_retry = false;
                 state.pump(&myself).await;
             }
             FunctionMsg::Reap => {
@@ -366,10 +388,20 @@ async fn make_plan(
 impl FunctionState {
     /// What the pool is to be now.
     fn target(&self) -> Target {
+        // More workers than this node's share of `reserved_concurrency` would only
+        // wait for its permits.
+        let pool = match self.reserved.limit() {
+            Some(limit) => PoolSpec {
+                max: self.spec.pool.max.min(limit),
+                min: self.spec.pool.min.min(limit),
+                ..self.spec.pool
+            },
+            None => self.spec.pool,
+        };
         Target::new(
             self.code_revision,
             self.previous,
-            &self.spec.pool,
+            &pool,
             self.retiring && self.queue.is_empty(),
         )
     }

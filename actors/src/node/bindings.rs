@@ -13,10 +13,10 @@ use ractor::{Actor, ActorRef};
 use tokio_util::task::AbortOnDrop;
 
 use super::placement::{self, Handover};
-use super::versions::Served;
+use super::versions::{Family, Served};
 use super::{Function, NodeMsg, NodeState};
 use crate::function::{FunctionActor, FunctionArgs, FunctionMsg};
-use crate::route::{self, Routes, SharedRoutes};
+use crate::route;
 
 const WATCH_RETRY: Duration = Duration::from_secs(1);
 
@@ -53,12 +53,18 @@ impl NodeState {
                 revision: entry.revision,
             },
         );
+        let peers = super::shares::watch_peers(self.nodes.clone(), myself.clone());
         // Versions and aliases first, so that a function's are known when its binding
         // makes it served (they are applied on arrival as well, in any order).
-        self.watchers = [versions, aliases, bindings]
-            .into_iter()
-            .map(|task| AbortOnDrop::new(tokio::spawn(task).abort_handle()))
-            .collect();
+        self.watchers = [
+            Box::pin(versions) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+            Box::pin(aliases),
+            Box::pin(bindings),
+            Box::pin(peers),
+        ]
+        .into_iter()
+        .map(|task| AbortOnDrop::new(tokio::spawn(task).abort_handle()))
+        .collect();
     }
 
     pub(super) async fn binding_put(
@@ -116,6 +122,7 @@ impl NodeState {
                 f.spec = spec.clone();
                 f.revision = revision;
                 let _ = f.actor.cast(FunctionMsg::Reconfigure { spec, revision });
+                self.apply_reserved(&name);
                 self.reconfigure_versions(&name);
             }
             None => self.spawn_function(myself, name, spec, revision).await,
@@ -171,15 +178,15 @@ impl NodeState {
         spec: BindingSpec,
         revision: u64,
     ) {
-        let routes = Routes::shared(name.as_str().into());
+        let family = Family::new(&name);
         let Some(actor) = self
-            .spawn_actor(myself, &name, spec.clone(), revision, None, routes.clone())
+            .spawn_actor(myself, &name, spec.clone(), revision, None, family.clone())
             .await
         else {
             return;
         };
-        route::write(&routes).set_latest(Some(actor.clone()));
-        let served = Served::start(&self.ctx, &name, routes).await;
+        route::write(&family.routes).set_latest(Some(actor.clone()));
+        let served = Served::start(&self.ctx, &name, family).await;
         self.functions.insert(
             name.clone(),
             Function {
@@ -189,6 +196,7 @@ impl NodeState {
                 served,
             },
         );
+        self.apply_reserved(&name);
         self.serve_published(myself, &name).await;
     }
 
@@ -200,7 +208,7 @@ impl NodeState {
         spec: BindingSpec,
         revision: u64,
         version: Option<u64>,
-        routes: SharedRoutes<ActorRef<FunctionMsg>>,
+        family: Family,
     ) -> Option<ActorRef<FunctionMsg>> {
         let args = FunctionArgs {
             ctx: self.ctx.clone(),
@@ -209,7 +217,8 @@ impl NodeState {
             spec,
             revision,
             version,
-            routes,
+            routes: family.routes,
+            reserved: family.reserved,
         };
         match FunctionActor::spawn_linked(None, FunctionActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
@@ -246,18 +255,18 @@ impl NodeState {
                     name.clone(),
                     f.spec.clone(),
                     f.revision,
-                    f.served.routes.clone(),
+                    f.served.family.clone(),
                 )
             });
-        if let Some((name, spec, revision, routes)) = latest {
+        if let Some((name, spec, revision, family)) = latest {
             tracing::error!(function = %name, error = %err, "function actor failed; restarting it");
-            route::write(&routes).set_latest(None);
+            route::write(&family.routes).set_latest(None);
             let actor = self
-                .spawn_actor(myself, &name, spec, revision, None, routes.clone())
+                .spawn_actor(myself, &name, spec, revision, None, family.clone())
                 .await;
             match (actor, self.functions.get_mut(&name)) {
                 (Some(actor), Some(f)) => {
-                    route::write(&routes).set_latest(Some(actor.clone()));
+                    route::write(&family.routes).set_latest(Some(actor.clone()));
                     f.actor = actor;
                 }
                 _ => {
@@ -276,7 +285,7 @@ impl NodeState {
                 .find(|(_, a)| a.get_id() == id)
                 .map(|(n, _)| *n)?;
             f.served.versions.remove(&n);
-            route::write(&f.served.routes).set_version(n, None);
+            route::write(&f.served.family.routes).set_version(n, None);
             Some((name.clone(), n))
         });
         if let Some((name, n)) = version {

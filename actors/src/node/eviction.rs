@@ -20,17 +20,22 @@ impl NodeState {
             return;
         }
         let mut oldest: Option<(&ActorRef<FunctionMsg>, ActorId, Instant)> = None;
+        // Every actor of every function: `$LATEST`'s and each version's.
+        let mut actors: Vec<&ActorRef<FunctionMsg>> = Vec::new();
         for f in self.functions.values() {
-            if f.actor.get_id() == by {
+            actors.push(&f.actor);
+            actors.extend(f.served.versions.values());
+        }
+        for actor in actors {
+            if actor.get_id() == by {
                 continue;
             }
-            let asked = f
-                .actor
+            let asked = actor
                 .call(FunctionMsg::LeastRecentlyUsed, Some(ASK_IDLE_WITHIN))
                 .await;
             if let Ok(CallResult::Success(Some((worker, since)))) = asked {
                 if oldest.is_none_or(|(_, _, t)| since < t) {
-                    oldest = Some((&f.actor, worker, since));
+                    oldest = Some((actor, worker, since));
                 }
             }
         }

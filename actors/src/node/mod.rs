@@ -10,10 +10,11 @@ mod connection;
 mod eviction;
 mod placement;
 mod registry;
+mod shares;
 mod start;
 mod versions;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,6 +92,11 @@ pub enum NodeMsg {
     Reconnected,
     /// The NATS server refused the node a subscription to this subject.
     SubscriptionDenied(String),
+    /// A node (this one too) serves these functions now; `None`: it left.
+    PeerServes {
+        node: String,
+        functions: Option<BTreeSet<String>>,
+    },
     /// A key of `natsfn-versions` was put (with this value) or removed.
     VersionChanged { key: String, value: Option<Bytes> },
     /// A key of `natsfn-aliases` was put (with this value) or removed.
@@ -165,6 +171,9 @@ pub struct NodeState {
     bindings: Store,
     versions: Store,
     aliases: Store,
+    /// Which functions every live node serves (`natsfn-nodes`), for the shares of
+    /// what is a function's across the cluster.
+    peers: HashMap<String, BTreeSet<String>>,
     /// What `natsfn-versions` and `natsfn-aliases` hold, per function.
     published: HashMap<String, versions::Published>,
     /// `natsfn-nodes`, read to see who else may serve a function.
@@ -237,6 +246,7 @@ impl Actor for NodeActor {
                 value,
                 revision,
             } => state.alias_changed(&key, value.as_deref(), revision).await,
+            NodeMsg::PeerServes { node, functions } => state.peer_serves(node, functions),
             NodeMsg::Drain => state.drain(&myself),
             NodeMsg::SlotWanted(by) => state.evict_for(by).await,
             NodeMsg::Isolated if !state.draining => state.isolate(),

@@ -133,6 +133,7 @@ impl NodeState {
             versions,
             aliases,
             published: HashMap::new(),
+            peers: HashMap::new(),
             nodes,
             labels: Arc::new(args.labels),
             watchers: Vec::new(),

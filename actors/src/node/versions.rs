@@ -13,8 +13,8 @@ use ractor::ActorRef;
 use super::{NodeMsg, NodeState};
 use crate::canary::CanaryDriver;
 use crate::context::NodeContext;
-use crate::function::FunctionMsg;
-use crate::route::{self, AliasSubjects, QualifiedSubscription, SharedRoutes};
+use crate::function::{FunctionMsg, ReservedShare};
+use crate::route::{self, AliasSubjects, QualifiedSubscription, Routes, SharedRoutes};
 
 /// What is published of one function, as the watches last said.
 #[derive(Default)]
@@ -24,9 +24,26 @@ pub(super) struct Published {
     aliases: BTreeMap<String, (AliasRecord, u64)>,
 }
 
+/// What a function's actors on this node share: the routes of its qualifiers, and
+/// this node's share of its `reserved_concurrency`. Both written by the NodeActor only.
+#[derive(Clone)]
+pub(super) struct Family {
+    pub(super) routes: SharedRoutes<ActorRef<FunctionMsg>>,
+    pub(super) reserved: ReservedShare,
+}
+
+impl Family {
+    pub(super) fn new(function: &str) -> Family {
+        Family {
+            routes: Routes::shared(function.into()),
+            reserved: ReservedShare::default(),
+        }
+    }
+}
+
 /// A served function's versions, routes and alias subscriptions on this node.
 pub(super) struct Served {
-    pub(super) routes: SharedRoutes<ActorRef<FunctionMsg>>,
+    pub(super) family: Family,
     /// `natsfn.invoke.<fn>.*`; `None` if the server refused it (logged).
     _qualified: Option<QualifiedSubscription>,
     pub(super) versions: BTreeMap<u64, ActorRef<FunctionMsg>>,
@@ -40,12 +57,9 @@ pub(super) struct Served {
 }
 
 impl Served {
-    pub(super) async fn start(
-        ctx: &NodeContext,
-        function: &str,
-        routes: SharedRoutes<ActorRef<FunctionMsg>>,
-    ) -> Served {
-        let qualified = match QualifiedSubscription::start(ctx, function, routes.clone()).await {
+    pub(super) async fn start(ctx: &NodeContext, function: &str, family: Family) -> Served {
+        let routes = family.routes.clone();
+        let qualified = match QualifiedSubscription::start(ctx, function, routes).await {
             Ok(sub) => Some(sub),
             Err(e) => {
                 tracing::warn!(function, error = %e, "cannot subscribe to the qualified subjects");
@@ -53,7 +67,7 @@ impl Served {
             }
         };
         Served {
-            routes,
+            family,
             _qualified: qualified,
             versions: BTreeMap::new(),
             alias_subjects: BTreeMap::new(),
@@ -194,12 +208,12 @@ impl NodeState {
         if f.served.versions.contains_key(&n) {
             return;
         }
-        let (routes, revision) = (f.served.routes.clone(), f.served.next_generation());
+        let (family, revision) = (f.served.family.clone(), f.served.next_generation());
         if let Some(actor) = self
-            .spawn_actor(myself, function, spec, revision, Some(n), routes.clone())
+            .spawn_actor(myself, function, spec, revision, Some(n), family.clone())
             .await
         {
-            route::write(&routes).set_version(n, Some(actor.clone()));
+            route::write(&family.routes).set_version(n, Some(actor.clone()));
             if let Some(f) = self.functions.get_mut(function) {
                 f.served.versions.insert(n, actor);
             }
@@ -209,7 +223,7 @@ impl NodeState {
     /// Version `n` was removed: its actor finishes what it holds and stops.
     fn stop_version(&mut self, function: &str, n: u64) {
         if let Some(f) = self.functions.get_mut(function) {
-            route::write(&f.served.routes).set_version(n, None);
+            route::write(&f.served.family.routes).set_version(n, None);
             if let Some(actor) = f.served.versions.remove(&n) {
                 let _ = actor.cast(FunctionMsg::Retire);
             }
@@ -234,8 +248,8 @@ impl NodeState {
             .as_ref()
             .and_then(|r| r.canary.as_ref())
             .is_some_and(|c| c.state == CanaryState::Running);
-        route::write(&f.served.routes).set_alias(alias, record);
-        let routes = f.served.routes.clone();
+        route::write(&f.served.family.routes).set_alias(alias, record);
+        let routes = f.served.family.routes.clone();
         let entry = f
             .served
             .alias_subjects
@@ -279,7 +293,11 @@ impl NodeState {
                 return None;
             }
         };
-        let standby = provisioned_here(published, n);
+        let standby = super::shares::share_of(
+            provisioned(published, n),
+            &self.ctx.node_id,
+            &self.serving(function),
+        );
         Some(version_spec(&frozen, latest, standby))
     }
 
@@ -307,8 +325,8 @@ impl NodeState {
     }
 }
 
-/// Workers of version `n` its aliases ask this node to keep warm.
-fn provisioned_here(published: &Published, n: u64) -> u32 {
+/// Workers of version `n` its aliases ask the cluster to keep warm.
+fn provisioned(published: &Published, n: u64) -> u32 {
     published
         .aliases
         .values()
