@@ -3,7 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use natsfn_protocol::service::{verb_subject, StatsResponse, Verb, METADATA_VERSION};
 
 use anyhow::{anyhow, bail, Context};
 use async_nats::jetstream::kv::{Operation, Store, UpdateErrorKind};
@@ -164,7 +168,7 @@ pub async fn alias_set(
             .map_err(|e| anyhow!("invalid alias: {e}"))?;
     }
     let client = crate::connect::client(nats).await?;
-    let js = async_nats::jetstream::new(client);
+    let js = async_nats::jetstream::new(client.clone());
     let versions = buckets::versions(&js).await?;
     let aliases = buckets::aliases(&js).await?;
     let key = alias_key(name, &args.alias);
@@ -225,7 +229,87 @@ pub async fn alias_set(
         }
     }
     println!("alias {name}:{} -> {}", args.alias, routing(&record));
-    Ok(ExitCode::SUCCESS)
+    match record.provisioned.filter(|n| *n > 0) {
+        Some(wanted) => wait_provisioned(&client, name, &args.alias, record.version, wanted).await,
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// How long `alias set --provisioned N` waits for the N workers to be warm.
+const PROVISION_WITHIN: Duration = Duration::from_secs(120);
+
+/// Waits until the nodes have `wanted` workers of `version` warm between them: the
+/// alias is ready then, and says so; past [`PROVISION_WITHIN`], it says how many are.
+async fn wait_provisioned(
+    client: &async_nats::Client,
+    name: &str,
+    alias: &str,
+    version: u64,
+    wanted: u32,
+) -> anyhow::Result<ExitCode> {
+    let give_up = tokio::time::Instant::now() + PROVISION_WITHIN;
+    loop {
+        let warm = ready_workers(client, name).await?;
+        let warm = warm.get(&version).copied().unwrap_or(0);
+        if warm >= u64::from(wanted) {
+            println!("alias {name}:{alias} ready: {warm} of {wanted} provisioned workers of version {version} warm");
+            return Ok(ExitCode::SUCCESS);
+        }
+        if tokio::time::Instant::now() >= give_up {
+            eprintln!(
+                "alias {name}:{alias} not ready after {} s: {warm} of {wanted} provisioned workers of version {version} warm (natsfn alias ls {name} shows them as they come)",
+                PROVISION_WITHIN.as_secs()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// How long a gathering of `$SRV.STATS.<fn>` waits: in all, and after the last reply.
+const GATHER_WITHIN: Duration = Duration::from_secs(1);
+const QUIET_AFTER_REPLY: Duration = Duration::from_millis(200);
+
+/// Ready workers of each version of `function` across the nodes, from the service
+/// instances' stats (each version's actor on each node is one).
+async fn ready_workers(
+    client: &async_nats::Client,
+    function: &str,
+) -> anyhow::Result<BTreeMap<u64, u64>> {
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await?;
+    client
+        .publish_with_reply(
+            verb_subject(Verb::Stats, Some(function)),
+            inbox,
+            Bytes::new(),
+        )
+        .await?;
+    let give_up = tokio::time::Instant::now() + GATHER_WITHIN;
+    let mut until = give_up;
+    let mut ready = BTreeMap::new();
+    while let Ok(Some(reply)) = tokio::time::timeout_at(until, replies.next()).await {
+        until = give_up.min(tokio::time::Instant::now() + QUIET_AFTER_REPLY);
+        let Ok(stats) = serde_json::from_slice::<StatsResponse>(&reply.payload) else {
+            continue;
+        };
+        let version = stats
+            .identity
+            .metadata
+            .get(METADATA_VERSION)
+            .and_then(|v| v.parse::<u64>().ok());
+        let (Some(version), true) = (version, stats.identity.name == function) else {
+            continue;
+        };
+        let warm = stats
+            .endpoints
+            .iter()
+            .filter_map(|e| e.data.map(|d| d.ready_workers))
+            .max()
+            .unwrap_or(0);
+        *ready.entry(version).or_insert(0) += warm;
+    }
+    Ok(ready)
 }
 
 /// `version 2`, `version 2 (version 3 gets 10%)`.
@@ -253,8 +337,13 @@ pub async fn alias_ls(nats: &crate::connect::Nats, name: &str) -> anyhow::Result
     check_function_name(name)?;
     let client = crate::connect::client(nats).await?;
     let listed = patience::read(|| listing(client.clone(), name)).await?;
+    let warm = if listed.iter().any(|(_, r)| r.provisioned.is_some()) {
+        ready_workers(&client, name).await?
+    } else {
+        BTreeMap::new()
+    };
     println!(
-        "{:<20} {:>7}  {:<14} {:>11}  SUBJECTS",
+        "{:<20} {:>7}  {:<14} {:>16}  SUBJECTS",
         "ALIAS", "VERSION", "WEIGHTS", "PROVISIONED"
     );
     for (alias, record) in listed {
@@ -264,7 +353,10 @@ pub async fn alias_ls(nats: &crate::connect::Nats, name: &str) -> anyhow::Result
             .unwrap_or_else(|| "-".into());
         let provisioned = record
             .provisioned
-            .map(|p| p.to_string())
+            .map(|p| {
+                let warm = warm.get(&record.version).copied().unwrap_or(0);
+                format!("{p} ({warm} warm)")
+            })
             .unwrap_or_else(|| "-".into());
         let subjects = if record.subjects.is_empty() {
             "-".to_owned()
@@ -272,7 +364,7 @@ pub async fn alias_ls(nats: &crate::connect::Nats, name: &str) -> anyhow::Result
             record.subjects.join(",")
         };
         println!(
-            "{alias:<20} {:>7}  {weights:<14} {provisioned:>11}  {subjects}",
+            "{alias:<20} {:>7}  {weights:<14} {provisioned:>16}  {subjects}",
             record.version
         );
         if let Some(canary) = &record.canary {

@@ -170,6 +170,10 @@ pub struct EndpointStats {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointData {
     pub server_errors: u64,
+    /// Workers of the instance ready to take an invocation now (an alias'
+    /// provisioned workers are counted by them).
+    #[serde(default)]
+    pub ready_workers: u64,
 }
 
 impl PingResponse {

@@ -14,10 +14,13 @@ impl FunctionState {
         let (Some(verb), Some(reply)) = (Verb::of_subject(&request.subject), request.reply) else {
             return;
         };
-        let body = match self
-            .service
-            .reply(verb, &self.name, self.revision, &self.spec)
-        {
+        let body = match self.service.reply(
+            verb,
+            &self.name,
+            self.revision,
+            &self.spec,
+            self.ready_workers(),
+        ) {
             Ok(body) => body,
             Err(e) => {
                 tracing::warn!(function = %self.name, error = %e, "cannot encode a service reply");
@@ -27,6 +30,12 @@ impl FunctionState {
         if let Err(e) = self.ctx.client.publish(reply, body.into()).await {
             tracing::warn!(function = %self.name, error = %e, "cannot publish a service reply");
         }
+    }
+
+    /// Workers ready for an invocation now (idle or running one).
+    fn ready_workers(&self) -> u64 {
+        let (_, idle, busy) = self.pool.counts();
+        (idle + busy) as u64
     }
 
     /// The queue and the pool as the metrics show them; after every message, since

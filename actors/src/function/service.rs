@@ -132,12 +132,13 @@ impl ServiceStats {
         function: &str,
         revision: u64,
         spec: &BindingSpec,
+        ready_workers: u64,
     ) -> Result<Vec<u8>, serde_json::Error> {
         let identity = self.identity(function, revision);
         match verb {
             Verb::Ping => serde_json::to_vec(&PingResponse::new(identity)),
             Verb::Info => serde_json::to_vec(&self.info(identity, spec)),
-            Verb::Stats => serde_json::to_vec(&self.stats(identity)),
+            Verb::Stats => serde_json::to_vec(&self.stats(identity, ready_workers)),
         }
     }
 
@@ -167,7 +168,7 @@ impl ServiceStats {
         InfoResponse::new(identity, description, endpoints)
     }
 
-    fn stats(&self, identity: Identity) -> StatsResponse {
+    fn stats(&self, identity: Identity, ready_workers: u64) -> StatsResponse {
         let endpoints = self
             .active()
             .map(|e| EndpointStats {
@@ -181,6 +182,7 @@ impl ServiceStats {
                 last_error: e.last_error.clone(),
                 data: Some(EndpointData {
                     server_errors: e.server_errors,
+                    ready_workers,
                 }),
             })
             .collect();
@@ -232,7 +234,8 @@ mod tests {
     }
 
     fn reply(service: &ServiceStats, verb: Verb, revision: u64) -> Value {
-        serde_json::from_slice(&service.reply(verb, "hello", revision, &spec()).unwrap()).unwrap()
+        serde_json::from_slice(&service.reply(verb, "hello", revision, &spec(), 0).unwrap())
+            .unwrap()
     }
 
     #[test]
@@ -306,7 +309,7 @@ mod tests {
             json!({"name": "invoke", "subject": "natsfn.invoke.hello", "queue_group": "natsfn.hello",
                    "num_requests": 3, "num_errors": 1, "processing_time": 601_000,
                    "average_processing_time": 200_333, "last_error": "500:ValueError: bad input",
-                   "data": {"server_errors": 1}})
+                   "data": {"server_errors": 1, "ready_workers": 0}})
         );
         assert_eq!(stats["endpoints"][1]["num_requests"], 1);
         assert_eq!(
