@@ -26,9 +26,10 @@ use crate::function::SharePermit;
 pub(crate) struct Caller {
     answer: Answer,
     pub(crate) request_id: String,
-    /// The version that runs it (`None`: `$LATEST`), set by the FunctionActor that
-    /// admits it; every reply says it (`Natsfn-Executed-Version`).
-    pub(crate) executed: Option<u64>,
+    /// The version that runs it, set by the FunctionActor that admits it; every reply
+    /// from then on says it (`Natsfn-Executed-Version`). `None`: refused before (a
+    /// 400, an unknown qualifier): no version ran.
+    pub(crate) executed: Option<Executed>,
     /// Its place within the node's share of `reserved_concurrency` while a worker
     /// holds it; given back with the answer.
     pub(crate) permit: Option<SharePermit>,
@@ -181,7 +182,7 @@ impl Caller {
         let reply = match self.answer.take() {
             Answer::Reply(reply) => reply,
             Answer::Event(mut event) => {
-                event.executed = self.executed;
+                event.executed = self.executed.and_then(Executed::version);
                 tokio::spawn(event.succeeded(payload));
                 return Ok(());
             }
@@ -222,7 +223,7 @@ impl Caller {
         let reply = match self.answer.take() {
             Answer::Reply(reply) => reply,
             Answer::Event(mut event) => {
-                event.executed = self.executed;
+                event.executed = self.executed.and_then(Executed::version);
                 let error = error.clone();
                 tokio::spawn(async move { event.failed(code, &error).await });
                 return;
@@ -271,18 +272,41 @@ impl Drop for Caller {
     }
 }
 
+/// Which version ran an invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Executed {
+    Latest,
+    Version(u64),
+}
+
+impl Executed {
+    pub(crate) fn of(version: Option<u64>) -> Executed {
+        version.map_or(Executed::Latest, Executed::Version)
+    }
+
+    fn version(self) -> Option<u64> {
+        match self {
+            Executed::Latest => None,
+            Executed::Version(n) => Some(n),
+        }
+    }
+}
+
 /// `Natsfn-Executed-Version`: `$LATEST` or the version's number.
-fn insert_executed(headers: &mut HeaderMap, executed: Option<u64>) {
+fn insert_executed(headers: &mut HeaderMap, executed: Option<Executed>) {
     match executed {
-        None => headers.insert(HEADER_EXECUTED_VERSION, LATEST),
-        Some(n) => headers.insert(HEADER_EXECUTED_VERSION, n.to_string().as_str()),
+        None => {}
+        Some(Executed::Latest) => headers.insert(HEADER_EXECUTED_VERSION, LATEST),
+        Some(Executed::Version(n)) => {
+            headers.insert(HEADER_EXECUTED_VERSION, n.to_string().as_str())
+        }
     }
 }
 
 /// An error reply: ADR-32 headers and Lambda's error body.
 fn error_reply(
     request_id: &str,
-    executed: Option<u64>,
+    executed: Option<Executed>,
     code: ErrorCode,
     error: &LambdaError,
 ) -> (HeaderMap, Bytes) {

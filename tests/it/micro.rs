@@ -115,7 +115,10 @@ async fn a_function_answers_ping_info_and_stats_as_adr_32_says() {
     assert_eq!(ping["name"], "micro");
     assert_eq!(ping["version"], format!("0.0.{revision}"));
     assert!(is_semver(ping["version"].as_str().unwrap()), "{ping}");
-    assert_eq!(ping["metadata"], json!({"natsfn.node": "node-a"}));
+    assert_eq!(
+        ping["metadata"],
+        json!({"natsfn.node": "node-a", "natsfn.version": "$LATEST"})
+    );
     let id = ping["id"].as_str().expect("id").to_owned();
     // The same instance answers the plain verb and the one naming its id.
     assert_eq!(ask(&env, "$SRV.PING").await["id"], id.as_str());

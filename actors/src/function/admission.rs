@@ -11,7 +11,7 @@ use super::service::ServiceStats;
 use super::{Code, FunctionMsg, FunctionState, SHARE_RETRY};
 use crate::context::NodeContext;
 use crate::events::{EventSource, Settings, SourceSpec};
-use crate::invocation::{EndpointId, Invocation};
+use crate::invocation::{EndpointId, Executed, Invocation};
 use crate::metrics::FunctionMetrics;
 use crate::route;
 use crate::worker::WorkerMsg;
@@ -63,11 +63,11 @@ impl FunctionState {
                         let invocation = Invocation::from_event(&ctx, event, endpoint);
                         actor.cast(FunctionMsg::Invoke(invocation)).is_ok()
                     }
-                    Some(Ok(target)) => {
+                    Some(Ok(version)) => {
                         // Counted under the version's own endpoint.
                         let invocation = Invocation::from_event(&ctx, event, EndpointId(0));
                         if let Err(MessagingErr::SendErr(FunctionMsg::Invoke(invocation))) =
-                            target.actor.cast(FunctionMsg::Invoke(invocation))
+                            version.cast(FunctionMsg::Invoke(invocation))
                         {
                             drop(invocation); // put back for another node
                         }
@@ -109,7 +109,7 @@ impl FunctionState {
         myself: &ActorRef<FunctionMsg>,
         mut invocation: Invocation,
     ) {
-        invocation.caller.executed = self.version;
+        invocation.caller.executed = Some(Executed::of(self.version));
         let cannot_start = match &self.plan {
             Code::Unavailable(error) => Some(error.clone()),
             Code::Preparing => None,

@@ -245,7 +245,7 @@ mod tests {
         assert_eq!(
             ping,
             json!({"type": PING_RESPONSE_TYPE, "name": "hello", "id": service.id(),
-                   "version": "0.0.12", "metadata": {"natsfn.node": "node-a"}})
+                   "version": "0.0.12", "metadata": {"natsfn.node": "node-a", "natsfn.version": "$LATEST"}})
         );
         assert_eq!(service.id().len(), 32);
         assert_ne!(

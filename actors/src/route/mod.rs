@@ -25,12 +25,6 @@ pub(crate) struct Routes<A> {
     aliases: BTreeMap<String, AliasRecord>,
 }
 
-/// Where one invocation goes: the actor, and the version it runs (`None`: `$LATEST`).
-pub(crate) struct Target<A> {
-    pub(crate) actor: A,
-    pub(crate) version: Option<u64>,
-}
-
 impl<A: Clone> Routes<A> {
     pub(crate) fn new(function: Arc<str>) -> Routes<A> {
         Routes {
@@ -65,7 +59,7 @@ impl<A: Clone> Routes<A> {
 
     /// The actor for the last token of a qualified subject, `roll` uniform in [0, 1)
     /// deciding a weighted alias. An unknown qualifier is refused in words.
-    pub(crate) fn resolve(&self, qualifier: &str, roll: f64) -> Result<Target<A>, LambdaError> {
+    pub(crate) fn resolve(&self, qualifier: &str, roll: f64) -> Result<A, LambdaError> {
         match Qualifier::parse(qualifier) {
             Ok(Qualifier::Latest) => self.latest(),
             Ok(Qualifier::Version(n)) => self.version(n),
@@ -78,7 +72,7 @@ impl<A: Clone> Routes<A> {
     }
 
     /// The actor an alias sends this invocation to.
-    pub(crate) fn alias(&self, alias: &str, roll: f64) -> Result<Target<A>, LambdaError> {
+    pub(crate) fn alias(&self, alias: &str, roll: f64) -> Result<A, LambdaError> {
         let record = self.aliases.get(alias).ok_or_else(|| {
             LambdaError::resource_not_found(format!(
                 "function {} has no alias {alias:?}",
@@ -88,29 +82,21 @@ impl<A: Clone> Routes<A> {
         self.version(record.choose(roll))
     }
 
-    fn latest(&self) -> Result<Target<A>, LambdaError> {
-        let actor = self.latest.clone().ok_or_else(|| {
+    fn latest(&self) -> Result<A, LambdaError> {
+        self.latest.clone().ok_or_else(|| {
             LambdaError::resource_not_found(format!(
                 "function {} is not served on this node",
                 self.function
             ))
-        })?;
-        Ok(Target {
-            actor,
-            version: None,
         })
     }
 
-    fn version(&self, n: u64) -> Result<Target<A>, LambdaError> {
-        let actor = self.versions.get(&n).cloned().ok_or_else(|| {
+    fn version(&self, n: u64) -> Result<A, LambdaError> {
+        self.versions.get(&n).cloned().ok_or_else(|| {
             LambdaError::resource_not_found(format!(
                 "function {} has no version {n}",
                 self.function
             ))
-        })?;
-        Ok(Target {
-            actor,
-            version: Some(n),
         })
     }
 }
@@ -147,12 +133,10 @@ mod tests {
     #[test]
     fn qualifiers_resolve_to_their_actor() {
         let routes = routes();
-        let latest = routes.resolve("$LATEST", 0.0).unwrap();
-        assert_eq!((latest.actor, latest.version), ("latest", None));
-        let v2 = routes.resolve("2", 0.0).unwrap();
-        assert_eq!((v2.actor, v2.version), ("v2", Some(2)));
-        assert_eq!(routes.resolve("live", 0.5).unwrap().version, Some(1));
-        assert_eq!(routes.resolve("live", 0.1).unwrap().version, Some(2));
+        assert_eq!(routes.resolve("$LATEST", 0.0).unwrap(), "latest");
+        assert_eq!(routes.resolve("2", 0.0).unwrap(), "v2");
+        assert_eq!(routes.resolve("live", 0.5).unwrap(), "v1");
+        assert_eq!(routes.resolve("live", 0.1).unwrap(), "v2");
     }
 
     #[test]
@@ -171,13 +155,7 @@ mod tests {
         let routes = routes();
         let n = 10_000;
         let extra = (0..n)
-            .filter(|i| {
-                routes
-                    .resolve("live", *i as f64 / n as f64)
-                    .unwrap()
-                    .version
-                    == Some(2)
-            })
+            .filter(|i| routes.resolve("live", *i as f64 / n as f64).unwrap() == "v2")
             .count();
         assert_eq!(extra, 2_500);
     }

@@ -154,14 +154,13 @@ async fn route(
             Pick::Alias(alias) => routes.alias(alias, roll),
         }
     };
-    let Some(mut invocation) = Invocation::from_message(ctx, msg, ROUTED_ENDPOINT).await else {
+    let Some(invocation) = Invocation::from_message(ctx, msg, ROUTED_ENDPOINT).await else {
         return; // answered 400 already
     };
     match target {
-        Ok(target) => {
-            invocation.caller.executed = target.version;
+        Ok(actor) => {
             if let Err(ractor::MessagingErr::SendErr(FunctionMsg::Invoke(invocation))) =
-                target.actor.cast(FunctionMsg::Invoke(invocation))
+                actor.cast(FunctionMsg::Invoke(invocation))
             {
                 let error = natsfn_protocol::LambdaError::service_exception(
                     "the version's actor stopped on this node",

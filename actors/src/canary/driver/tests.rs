@@ -101,6 +101,7 @@ async fn instance(
                 last_error: String::new(),
                 data: Some(EndpointData {
                     server_errors: counts.errors.load(Ordering::SeqCst),
+                    ready_workers: 0,
                 }),
             };
             let identity = Identity {
