@@ -1,5 +1,6 @@
 //! One invocation on its way through the tree, and the replies sent to its caller.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::{HeaderMap, Message, Subject};
@@ -12,7 +13,7 @@ use natsfn_protocol::version::LATEST;
 use natsfn_protocol::{ErrorCode, LambdaError};
 
 use crate::context::NodeContext;
-use crate::events::Event;
+use crate::events::{Event, Settings};
 use crate::function::SharePermit;
 
 /// Who is waiting for an invocation's outcome: the reply subject (none for a plain
@@ -154,6 +155,14 @@ pub(crate) fn deadline_ms(headers: Option<&HeaderMap>) -> Result<Option<u64>, La
 }
 
 impl Caller {
+    /// An async event is settled by `settings` (its version's `async`); a request has
+    /// none to change.
+    pub(crate) fn settle_event_by(&mut self, settings: &Arc<Settings>) {
+        if let Answer::Event(event) = &mut self.answer {
+            event.settle_by(settings.clone());
+        }
+    }
+
     /// The caller no longer waits (its deadline passed): no reply.
     pub(crate) fn abandon(mut self) {
         self.answer = Answer::Nobody;

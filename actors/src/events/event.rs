@@ -110,6 +110,12 @@ impl Event {
         }
     }
 
+    /// Settles it by these settings instead: those of the version its qualifier chose
+    /// (its own retries, destinations), not of `$LATEST`, whose source pulled it.
+    pub(crate) fn settle_by(&mut self, settings: Arc<Settings>) {
+        self.settings = settings;
+    }
+
     pub(crate) fn payload(&self) -> Bytes {
         self.message
             .as_ref()

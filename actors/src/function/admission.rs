@@ -110,6 +110,9 @@ impl FunctionState {
         mut invocation: Invocation,
     ) {
         invocation.caller.executed = Some(Executed::of(self.version));
+        if let Some(settings) = &self.version_events {
+            invocation.caller.settle_event_by(settings);
+        }
         let cannot_start = match &self.plan {
             Code::Unavailable(error) => Some(error.clone()),
             Code::Preparing => None,

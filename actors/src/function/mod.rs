@@ -164,8 +164,11 @@ pub(crate) struct FunctionState {
     service: ServiceStats,
     /// Kept for its subscriptions' lifetime.
     _discovery: Discovery,
-    /// Pulls the function's async events; none once it retires.
+    /// Pulls the function's async events; none once it retires, none for a version.
     events: Option<EventSource>,
+    /// A version's own `async` settings, which the events routed to it (by their
+    /// `Natsfn-Qualifier`) are settled by; `None` for `$LATEST`.
+    version_events: Option<Arc<crate::events::Settings>>,
     queue: WaitQueue,
     pool: WorkerPool<ActorRef<WorkerMsg>>,
     health: StartHealth,
@@ -239,6 +242,7 @@ impl Actor for FunctionActor {
             service,
             _discovery: discovery,
             events: None,
+            version_events: None,
             pool: WorkerPool::default(),
             health: StartHealth::default(),
             reap_at: None,
@@ -251,8 +255,9 @@ impl Actor for FunctionActor {
             metrics,
         };
         state.subscribe(&myself).await?;
-        if state.version.is_none() {
-            state.events = Some(state.start_events(&myself));
+        match state.version {
+            None => state.events = Some(state.start_events(&myself)),
+            Some(_) => state.version_events = Some(Arc::new(state.event_settings())),
         }
         state.prepare(&myself, revision);
         state.report_configured();
@@ -432,6 +437,8 @@ impl FunctionState {
         let (room, settings) = (self.event_room(), self.event_settings());
         if let Some(events) = &mut self.events {
             events.update(room, settings);
+        } else if self.version_events.is_some() {
+            self.version_events = Some(Arc::new(settings));
         }
         if !same_code {
             self.prepare(myself, revision);
