@@ -533,3 +533,56 @@ async fn async_invocations_run_their_qualifier_and_name_it_in_destinations() {
     );
     assert_eq!(record["responsePayload"]["code"], "one", "{record}");
 }
+
+#[tokio::test]
+async fn the_gateway_invokes_versions_and_aliases_by_qualifier_with_boto3_and_function_urls() {
+    let server = NatsServer::start();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let node = Node::start_with(&server, "node-a", &["--http", &addr]);
+    let env = Env::with(server, node).await;
+    let _one = bind_label(&env, "gw", "one").await;
+    publish(&env, "gw").await;
+    let _two = bind_label(&env, "gw", "two").await;
+    publish(&env, "gw").await;
+    let _three = bind_label(&env, "gw", "three").await;
+    natsfn_ok(&env, &["alias", "set", "gw", "live", "1"]).await;
+    answered(&env, "natsfn.invoke.gw.live").await;
+    let base = format!("http://{addr}");
+    let http = reqwest::Client::new();
+    gateway_up(&http, &base).await;
+
+    let out = python_json("boto3_qualified.py", &[&base, "gw"]).await;
+    assert_eq!(out["alias"]["version"], "1", "{out}");
+    assert_eq!(out["alias"]["payload"]["code"], "one", "{out}");
+    assert_eq!(out["version"]["version"], "2", "{out}");
+    assert_eq!(out["version"]["payload"]["code"], "two", "{out}");
+    assert_eq!(out["named"]["version"], "1", "{out}");
+    assert_eq!(out["latest"]["version"], "$LATEST", "{out}");
+    assert_eq!(out["latest"]["payload"]["code"], "three", "{out}");
+    let missing = out["missing"].as_str().unwrap_or_default();
+    assert!(missing.contains("ResourceNotFoundException"), "{out}");
+
+    // Function URLs per alias.
+    let response = http
+        .get(format!("{base}/gw:live/any/path"))
+        .send()
+        .await
+        .expect("function URL");
+    assert_eq!(response.status(), 200);
+    let executed = response
+        .headers()
+        .get("X-Amz-Executed-Version")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    assert_eq!(executed.as_deref(), Some("1"));
+    let body: Value =
+        serde_json::from_slice(&response.bytes().await.expect("body")).expect("JSON body");
+    assert_eq!(body["code"], "one", "{body}");
+    let unknown = http
+        .get(format!("{base}/gw:nope/"))
+        .send()
+        .await
+        .expect("function URL");
+    assert_eq!(unknown.status(), 404);
+}
