@@ -13,6 +13,10 @@ use crate::status::StatusReporter;
 #[derive(Clone)]
 pub(crate) struct NodeContext {
     pub(crate) client: async_nats::Client,
+    /// The same connection behind one pointer, which every invocation's `Caller`
+    /// keeps for its reply of last resort: cheaper to clone and to carry through the
+    /// mailboxes than a `Client`.
+    pub(crate) shared_client: Arc<async_nats::Client>,
     /// This node's id (`--node-id`), as the status and the service metadata name it.
     pub(crate) node_id: Arc<str>,
     /// The server's `max_payload`: a reply larger than this cannot be sent.

@@ -35,7 +35,7 @@ pub(crate) struct Caller {
     /// holds it; given back with the answer.
     pub(crate) permit: Option<SharePermit>,
     /// For the reply of last resort in `drop`, which has no context at hand.
-    client: async_nats::Client,
+    client: Arc<async_nats::Client>,
 }
 
 enum Answer {
@@ -87,7 +87,7 @@ impl Invocation {
             },
             executed: None,
             permit: None,
-            client: ctx.client.clone(),
+            client: ctx.shared_client.clone(),
         };
         let deadline_ms = match chosen.and_then(|_| deadline_ms(headers)) {
             Ok(deadline_ms) => deadline_ms,
@@ -114,7 +114,7 @@ impl Invocation {
                 answer: Answer::Event(Box::new(event)),
                 executed: None,
                 permit: None,
-                client: ctx.client.clone(),
+                client: ctx.shared_client.clone(),
             },
             deadline_ms: None,
             received: std::time::Instant::now(),

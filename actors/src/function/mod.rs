@@ -76,7 +76,8 @@ pub(crate) enum FunctionMsg {
     /// The binding changed: new invocations go to workers of the new revision (the
     /// warm ones, when only subjects or pool size changed).
     Reconfigure {
-        spec: BindingSpec,
+        /// Boxed: a spec is larger than every other message.
+        spec: Box<BindingSpec>,
         revision: u64,
     },
     /// The binding was deleted: stop listening, finish what was received, stop.
@@ -283,7 +284,7 @@ impl Actor for FunctionActor {
             FunctionMsg::Invoke(invocation) => state.invoke(&myself, invocation).await,
             FunctionMsg::Worker(report) => state.worker_reported(&myself, report).await,
             FunctionMsg::Reconfigure { spec, revision } => {
-                state.reconfigure(&myself, spec, revision).await
+                state.reconfigure(&myself, *spec, revision).await
             }
             FunctionMsg::Retire => state.retire(&myself),
             FunctionMsg::CodePrepared { revision, plan } => {

@@ -121,7 +121,10 @@ impl NodeState {
             Some(f) => {
                 f.spec = spec.clone();
                 f.revision = revision;
-                let _ = f.actor.cast(FunctionMsg::Reconfigure { spec, revision });
+                let _ = f.actor.cast(FunctionMsg::Reconfigure {
+                    spec: Box::new(spec),
+                    revision,
+                });
                 self.apply_reserved(&name);
                 self.reconfigure_versions(&name);
             }

@@ -93,6 +93,7 @@ impl NodeState {
         let logs = LogShipper::spawn(args.client.clone());
         let ctx = NodeContext {
             max_payload: args.client.server_info().max_payload,
+            shared_client: Arc::new(args.client.clone()),
             client: args.client,
             runtime_dir: runtime_dir.into(),
             interpreters: Arc::new(args.interpreters),

@@ -318,7 +318,10 @@ impl NodeState {
             if let Some(f) = self.functions.get_mut(function) {
                 let revision = f.served.next_generation();
                 if let Some(actor) = f.served.versions.get(&n) {
-                    let _ = actor.cast(FunctionMsg::Reconfigure { spec, revision });
+                    let _ = actor.cast(FunctionMsg::Reconfigure {
+                        spec: Box::new(spec),
+                        revision,
+                    });
                 }
             }
         }
