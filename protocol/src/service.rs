@@ -160,15 +160,28 @@ pub struct EndpointStats {
     pub average_processing_time: u64,
     /// `"<code>:<message>"` of the last error, `""` when there was none.
     pub last_error: String,
-    /// natsfn's own counts (ADR-32's free-form `data`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// natsfn's own counts (ADR-32's free-form `data`; another service's, whatever
+    /// its shape, reads as none).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "natsfn_data"
+    )]
     pub data: Option<EndpointData>,
+}
+
+fn natsfn_data<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<EndpointData>, D::Error> {
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(serde_json::from_value(value).ok())
 }
 
 /// What natsfn adds to an endpoint's stats: its 5xx outcomes (a canary judges a
 /// version by them; `num_errors` also counts 4xx refusals).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointData {
+    #[serde(default)]
     pub server_errors: u64,
     /// Workers of the instance ready to take an invocation now (an alias'
     /// provisioned workers are counted by them).
@@ -318,6 +331,10 @@ mod tests {
                 processing_time: 3_000_000,
                 average_processing_time: 1_000_000,
                 last_error: "500:ValueError: bad input".into(),
+                data: Some(EndpointData {
+                    server_errors: 1,
+                    ready_workers: 2,
+                }),
             })
             .collect();
         let reply = StatsResponse::new(identity(2), "2026-12-02T02:40:00.123Z".into(), endpoints);
@@ -377,6 +394,27 @@ mod tests {
         assert_eq!(
             discovery_subjects("hello", "x1"),
             ["$SRV.*", "$SRV.*.hello", "$SRV.*.hello.x1"]
+        );
+    }
+
+    #[test]
+    fn another_services_endpoint_data_reads_as_none() {
+        let endpoint = |data: &str| {
+            format!(
+                r#"{{"name":"e","subject":"s","num_requests":1,"num_errors":0,
+                    "processing_time":0,"average_processing_time":0,"last_error":"","data":{data}}}"#
+            )
+        };
+        let theirs: EndpointStats = serde_json::from_str(&endpoint(r#""free text""#)).unwrap();
+        assert_eq!(theirs.data, None);
+        let ours: EndpointStats =
+            serde_json::from_str(&endpoint(r#"{"server_errors":3,"ready_workers":2}"#)).unwrap();
+        assert_eq!(
+            ours.data,
+            Some(EndpointData {
+                server_errors: 3,
+                ready_workers: 2
+            })
         );
     }
 

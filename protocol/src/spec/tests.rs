@@ -95,7 +95,7 @@ fn messages_name_the_field_and_the_expectation() {
     );
     assert_eq!(
         rejection(r#"{"runtime":"python3","handler":"app.handler","code":{"dir":"/x"},"colour":"red"}"#),
-        "colour: unknown field; expected one of runtime, handler, code, subjects, env, timeout_ms, memory_mb, pool, async, layers, placement, nats, url, network, ephemeral_storage_mb"
+        "colour: unknown field; expected one of runtime, handler, code, subjects, env, timeout_ms, memory_mb, pool, async, layers, placement, nats, url, network, ephemeral_storage_mb, reserved_concurrency"
     );
     assert_eq!(
         rejection(r#"{"runtime":"ruby","handler":"app.handler","code":{"dir":"/x"}}"#),
