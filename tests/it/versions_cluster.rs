@@ -83,8 +83,8 @@ fn logged_share(node: &Node, function: &str) -> Option<String> {
     let quoted = format!("\"{function}\"");
     plain(&node.log())
         .lines()
-        .filter(|l| l.contains("reserved_concurrency: this node's share") && l.contains(&quoted))
-        .last()
+        .rev()
+        .find(|l| l.contains("reserved_concurrency: this node's share") && l.contains(&quoted))
         .and_then(|l| l.split("share=").nth(1))
         .map(|s| s.split_whitespace().next().unwrap_or_default().to_owned())
 }
