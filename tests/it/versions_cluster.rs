@@ -630,3 +630,149 @@ async fn measure_idle_cost_of_published_versions() {
         (subs_after as f64 - subs_before as f64) / versions as f64,
     );
 }
+
+/// A canary on two nodes: both run a driver, the lease in the alias value lets one of
+/// them drive (take the baseline, step 50% -> 100%, promote), and the alias ends at
+/// version 2 with no weights. Driven by ~20 invocations a second of
+/// `natsfn.invoke.f.live`, none of which fails.
+#[tokio::test]
+async fn a_canary_on_two_nodes_is_driven_by_one_and_promotes_itself() {
+    let server = NatsServer::start();
+    let a = Node::start(&server, "node-a");
+    let b = Node::start(&server, "node-b");
+    let nodes = [&a, &b];
+    let client = server.client().await;
+    let js = jetstream::new(client.clone());
+    let bindings = natsfn_actors::buckets::bindings(&js)
+        .await
+        .expect("bindings");
+    let aliases = natsfn_actors::buckets::aliases(&js).await.expect("aliases");
+    let registry = natsfn_actors::buckets::nodes(&js).await.expect("nodes");
+    let code = code_dir(&[("app.py", WHO)]);
+    let spec = Binding::python("app.handler", &code).pool(0, 4);
+    bindings.put("f", spec.bytes()).await.expect("put binding");
+    wait_serving(&registry, "f", &nodes).await;
+    ok(&server.url, &["publish", "f"]).await;
+    ok(&server.url, &["publish", "f"]).await;
+    ok(&server.url, &["alias", "set", "f", "live", "1"]).await;
+    let subject = "natsfn.invoke.f.live";
+    eventually("both nodes to answer live with version 1", || {
+        let nodes = &nodes;
+        let client = client.clone();
+        async move {
+            let replies = futures::future::join_all(
+                (0..6).map(|_| request(&client, subject, Bytes::from_static(b"{}"))),
+            )
+            .await;
+            let answered: BTreeSet<String> = replies
+                .iter()
+                .filter(|r| error_code(r).is_none())
+                .map(json)
+                .filter(|a| a["v"] == "1")
+                .filter_map(|a| node_of(nodes, &a))
+                .collect();
+            (answered.len() == 2).then_some(())
+        }
+    })
+    .await;
+
+    ok(
+        &server.url,
+        &[
+            "alias",
+            "set",
+            "f",
+            "live",
+            "2",
+            "--canary",
+            "50%,100%",
+            "--every",
+            "2s",
+            "--max-error-rate",
+            "5%",
+            "--min-sample",
+            "20",
+        ],
+    )
+    .await;
+    let started = Instant::now();
+    let mut calls = tokio::task::JoinSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let record = loop {
+        tick.tick().await;
+        let client = client.clone();
+        calls.spawn(async move { request(&client, subject, Bytes::from_static(b"{}")).await });
+        let entry = aliases.get("f.live").await.expect("read alias");
+        let record: Value = serde_json::from_slice(&entry.expect("alias")).expect("alias json");
+        if record["canary"]["state"] != "running" {
+            break record;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the canary did not end within 30 s: {record}\n{}",
+            logs(&nodes)
+        );
+    };
+    let took = started.elapsed();
+    let mut versions: BTreeMap<String, u32> = BTreeMap::new();
+    while let Some(reply) = calls.join_next().await {
+        let reply = reply.expect("call");
+        assert_eq!(error_code(&reply), None, "{reply:?}\n{}", logs(&nodes));
+        let v = json(&reply)["v"].as_str().unwrap_or("?").to_owned();
+        *versions.entry(v).or_default() += 1;
+    }
+    println!("canary promoted in {took:?}: {record}; answers by version {versions:?}");
+    assert_eq!(record["canary"]["state"], "promoted", "{record}");
+    assert_eq!(record["version"], 2, "{record}");
+    assert!(
+        record["weights"]
+            .as_object()
+            .is_none_or(serde_json::Map::is_empty),
+        "{record}"
+    );
+    assert!(versions.contains_key("2"), "{versions:?}");
+    // Promoted on evidence: the driver counted the new version's invocations on both
+    // nodes (every node's instances answer its `$SRV.STATS`), not for want of them.
+    let observed = record["canary"]["observed"]["requests"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        observed >= 20,
+        "the canary was judged on {observed} invocations of version 2 (of {:?} answered): {record}\n{}",
+        versions.get("2"),
+        logs(&nodes)
+    );
+    for node in nodes {
+        let log = node.log();
+        assert!(!log.contains("Permissions Violation"), "{log}");
+    }
+
+    // One driver: one node took the lease and kept it; that node stepped and promoted.
+    let count = |node: &Node, what: &str| {
+        plain(&node.log())
+            .lines()
+            .filter(|l| l.contains(what))
+            .count()
+    };
+    let drivers: Vec<&str> = nodes
+        .iter()
+        .filter(|n| count(n, "driving the canary") > 0)
+        .map(|n| n.id.as_str())
+        .collect();
+    assert_eq!(drivers.len(), 1, "drivers {drivers:?}\n{}", logs(&nodes));
+    let driver = nodes
+        .iter()
+        .find(|n| n.id == drivers[0])
+        .expect("the driver");
+    assert_eq!(count(driver, "driving the canary"), 1, "{}", driver.log());
+    assert_eq!(count(driver, "canary: next step"), 1, "{}", driver.log());
+    assert_eq!(count(driver, "canary promoted"), 1, "{}", driver.log());
+    for node in nodes {
+        assert_eq!(
+            count(node, "another node drives the canary now"),
+            0,
+            "{}",
+            node.log()
+        );
+    }
+}
