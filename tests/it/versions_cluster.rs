@@ -158,11 +158,15 @@ impl Burst {
     }
 }
 
-/// `n` concurrent invocations of `subject`.
-async fn burst(client: &async_nats::Client, subject: &str, n: usize, nodes: &[&Node]) -> Burst {
-    let replies = futures::future::join_all(
-        (0..n).map(|_| request(client, subject, Bytes::from_static(b"{}"))),
-    )
+/// `n` concurrent invocations, of `subjects` in turn.
+async fn burst(client: &async_nats::Client, subjects: &[&str], n: usize, nodes: &[&Node]) -> Burst {
+    let replies = futures::future::join_all((0..n).map(|i| {
+        request(
+            client,
+            subjects[i % subjects.len()],
+            Bytes::from_static(b"{}"),
+        )
+    }))
     .await;
     let mut seen = Burst::default();
     for reply in replies {
@@ -227,7 +231,7 @@ async fn reserved_concurrency_caps_the_function_across_two_nodes() {
     wait_serving(&registry, "capped", &nodes).await;
     // Each node has read the other's entry: its share is half the cap.
     wait_share(&nodes, "capped", "Some(1)").await;
-    let capped = burst(&client, subject, 8, &nodes).await;
+    let capped = burst(&client, &[subject], 8, &nodes).await;
     println!(
         "reserved_concurrency 2 over 2 nodes: {capped:?}, at most {} at once",
         capped.overlap()
@@ -241,12 +245,38 @@ async fn reserved_concurrency_caps_the_function_across_two_nodes() {
         logs(&nodes)
     );
 
+    // The cap is the function's: `$LATEST` and a version share it on each node.
+    ok(&server.url, &["publish", "capped"]).await;
+    eventually("version 1 to answer", || {
+        let client = client.clone();
+        async move {
+            let reply = client
+                .request("natsfn.invoke.capped.1", "{}".into())
+                .await
+                .ok()?;
+            error_code(&reply).is_none().then_some(())
+        }
+    })
+    .await;
+    let both = burst(&client, &[subject, "natsfn.invoke.capped.1"], 8, &nodes).await;
+    println!(
+        "reserved_concurrency 2, $LATEST and version 1: at most {} at once",
+        both.overlap()
+    );
+    assert!(both.errors.is_empty(), "{both:?}\n{}", logs(&nodes));
+    assert!(
+        both.overlap() <= 2,
+        "{} of $LATEST and version 1 ran at once: {both:?}\n{}",
+        both.overlap(),
+        logs(&nodes)
+    );
+
     bindings
         .put("capped", spec(Some(0)).bytes())
         .await
         .expect("put binding");
     wait_share(&nodes, "capped", "Some(0)").await;
-    let throttled = burst(&client, subject, 8, &nodes).await;
+    let throttled = burst(&client, &[subject], 8, &nodes).await;
     assert_eq!(
         throttled.errors.get(&429),
         Some(&8),
@@ -259,7 +289,7 @@ async fn reserved_concurrency_caps_the_function_across_two_nodes() {
         .await
         .expect("put binding");
     wait_share(&nodes, "capped", "None").await;
-    let free = burst(&client, subject, 8, &nodes).await;
+    let free = burst(&client, &[subject], 8, &nodes).await;
     println!(
         "no reserved_concurrency: {free:?}, at most {} at once",
         free.overlap()
@@ -269,6 +299,17 @@ async fn reserved_concurrency_caps_the_function_across_two_nodes() {
         free.overlap() > 2,
         "without the cap the burst should overlap more than 2: {free:?}"
     );
+
+    // A node that leaves gives its share to those left.
+    bindings
+        .put("capped", spec(Some(2)).bytes())
+        .await
+        .expect("put binding");
+    wait_share(&nodes, "capped", "Some(1)").await;
+    let mut b = b;
+    b.terminate();
+    assert!(b.exited().await.success());
+    wait_share(&[&a], "capped", "Some(2)").await;
 }
 
 /// The host pids of the workers on `node` running version `version` of a function
@@ -464,7 +505,7 @@ impl Three {
 /// has answered with the new version; the clock stops then. The figure is thus an
 /// upper bound, by up to one probe round trip, on when the last node switched.
 #[tokio::test]
-#[ignore = "a measurement (about a minute): run it by name with --ignored"]
+#[ignore = "a measurement (about 30 s): run it by name with --ignored"]
 async fn measure_alias_moves_on_three_nodes() {
     let cluster = Cluster::start().await;
     let urls = cluster.urls();
