@@ -199,9 +199,11 @@ fn node_of(nodes: &[&Node], answer: &Value) -> Option<String> {
 /// `reserved_concurrency: 2` caps the function across two nodes (a share of 1 each,
 /// from `natsfn-nodes`): 8 concurrent one-second invocations never run more than 2 at
 /// once, and all succeed (what is over a node's share waits in its queue, `pool.queue`
-/// 64 by default, rather than being throttled). `0` throttles every invocation (429).
-/// Without the field, the same burst runs more than 2 at once: the test would fail
-/// without the feature.
+/// 64 by default, rather than being throttled); a burst split over `$LATEST` and
+/// version 1 stays within the same 2 (the cap is the function's). `0` throttles every
+/// invocation (429). Without the field, the same burst runs more than 2 at once: the
+/// test would fail without the feature. A node that leaves gives its share to the one
+/// left (its share becomes the whole 2).
 #[tokio::test]
 async fn reserved_concurrency_caps_the_function_across_two_nodes() {
     let server = NatsServer::start();
