@@ -35,3 +35,4 @@ mod rollout;
 mod sandbox;
 mod versions;
 mod versions_cli;
+mod versions_cluster;

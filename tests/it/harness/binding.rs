@@ -141,6 +141,11 @@ impl Binding {
         self.nested("pool", "idle_ms", ms.into())
     }
 
+    /// `reserved_concurrency`: the function's cap across all nodes.
+    pub fn reserved_concurrency(self, n: u64) -> Binding {
+        self.with("reserved_concurrency", n)
+    }
+
     /// `pool.max_invocations`.
     pub fn max_invocations(self, n: u64) -> Binding {
         self.nested("pool", "max_invocations", n.into())
