@@ -229,7 +229,7 @@ pub async fn alias_set(
         }
     }
     println!("alias {name}:{} -> {}", args.alias, routing(&record));
-    match record.provisioned.filter(|n| *n > 0) {
+    match record.provisioned.filter(|n| *n > 0 && !args.no_wait) {
         Some(wanted) => wait_provisioned(&client, name, &args.alias, record.version, wanted).await,
         None => Ok(ExitCode::SUCCESS),
     }

@@ -181,9 +181,14 @@ pub struct AliasSetArgs {
     pub subjects: Vec<String>,
     #[arg(long, default_value = "")]
     pub description: String,
-    /// Workers of the alias' version kept warm across the cluster.
+    /// Workers of the alias' version kept warm across the cluster; the command waits
+    /// (up to 120 s) until they are.
     #[arg(long, value_name = "N")]
     pub provisioned: Option<u32>,
+    /// With --provisioned: return once the alias is written, without waiting for the
+    /// workers.
+    #[arg(long, requires = "provisioned")]
+    pub no_wait: bool,
     /// Shift the alias from its current version to VERSION in steps, e.g.
     /// 10%,30%,100% (the last is 100%); the alias must exist already.
     #[arg(long, value_name = "STEPS", requires_all = ["every", "max_error_rate"])]

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use natsfn_protocol::names::{
-    ASYNC_STREAM, BINDINGS_BUCKET, DLQ_STREAM, LOGS_STREAM, NODES_BUCKET, STATUS_BUCKET,
+    ALIASES_BUCKET, ASYNC_STREAM, BINDINGS_BUCKET, DLQ_STREAM, LOGS_STREAM, NODES_BUCKET,
+    STATUS_BUCKET, VERSIONS_BUCKET,
 };
 use tempfile::TempDir;
 
@@ -161,6 +162,8 @@ async fn buckets_and_streams_keep_three_replicas_and_an_r1_bucket_is_raised() {
         format!("KV_{BINDINGS_BUCKET}"),
         format!("KV_{STATUS_BUCKET}"),
         format!("KV_{NODES_BUCKET}"),
+        format!("KV_{VERSIONS_BUCKET}"),
+        format!("KV_{ALIASES_BUCKET}"),
         LOGS_STREAM.to_owned(),
         ASYNC_STREAM.to_owned(),
         DLQ_STREAM.to_owned(),

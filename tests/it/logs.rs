@@ -179,7 +179,6 @@ async fn invoke_framed(
     env: &Env,
     logs: &mut async_nats::Subscriber,
     event: serde_json::Value,
-    version: u64,
     printed: bool,
 ) -> (std::collections::HashMap<String, String>, bool) {
     let reply = env.invoke("framed", event.to_string()).await;
@@ -188,7 +187,7 @@ async fn invoke_framed(
     let id = header(&reply, "Natsfn-Request-Id").expect("request id");
     let lines = lines_until_report(logs, Some(&id)).await;
     let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
-    let mut expected = vec![format!("START RequestId: {id} Version: {version}")];
+    let mut expected = vec![format!("START RequestId: {id} Version: $LATEST")];
     if printed {
         expected.push(format!("hello from {id}"));
     }
@@ -216,14 +215,13 @@ async fn invoke_framed(
 async fn start_end_and_report_frame_each_invocation_with_its_duration_and_memory() {
     let env = Env::start().await;
     let code = code_dir(&[("app.py", FRAMED)]);
-    let version = env
-        .bind_ready(
-            "framed",
-            Binding::python("app.handler", &code)
-                .memory_mb(256)
-                .pool(0, 1),
-        )
-        .await;
+    env.bind_ready(
+        "framed",
+        Binding::python("app.handler", &code)
+            .memory_mb(256)
+            .pool(0, 1),
+    )
+    .await;
     let mut logs = env
         .client
         .subscribe("natsfn.logs.framed")
@@ -232,14 +230,13 @@ async fn start_end_and_report_frame_each_invocation_with_its_duration_and_memory
     env.client.flush().await.expect("flush");
 
     // Cold: the worker starts for it, and REPORT says how long its init took.
-    let (cold, was_cold) = invoke_framed(&env, &mut logs, json!({}), version, true).await;
+    let (cold, was_cold) = invoke_framed(&env, &mut logs, json!({}), true).await;
     assert!(was_cold, "min 0: the first invocation starts a worker");
     let init = number(&cold, "Init Duration", "ms");
     assert!(init > 0.0 && init < 10_000.0, "{cold:?}");
 
     // Warm, printing nothing: START, END and REPORT still, without Init Duration.
-    let (warm, was_cold) =
-        invoke_framed(&env, &mut logs, json!({"quiet": true}), version, false).await;
+    let (warm, was_cold) = invoke_framed(&env, &mut logs, json!({"quiet": true}), false).await;
     assert!(!was_cold);
     assert!(!warm.contains_key("Init Duration"), "{warm:?}");
     for report in [&cold, &warm] {
@@ -260,7 +257,7 @@ async fn start_end_and_report_frame_each_invocation_with_its_duration_and_memory
     assert!((1.0..256.0).contains(&small), "{warm:?}");
 
     // A handler that touches 50 MB (and frees it before returning) peaked higher.
-    let (big, _) = invoke_framed(&env, &mut logs, json!({"alloc_mb": 50}), version, true).await;
+    let (big, _) = invoke_framed(&env, &mut logs, json!({"alloc_mb": 50}), true).await;
     let used = number(&big, "Max Memory Used", "MB");
     assert!(
         used >= small + 40.0,
@@ -323,8 +320,7 @@ fn printed_for(out: &str, id: &str) -> Vec<String> {
 async fn natsfn_logs_shows_history_bounded_by_since_and_still_after_a_node_restart() {
     let mut env = Env::start().await;
     let code = code_dir(&[("app.py", MARKED)]);
-    let version = env
-        .bind_ready("marked", Binding::python("app.handler", &code))
+    env.bind_ready("marked", Binding::python("app.handler", &code))
         .await;
     let mut logs = env
         .client
@@ -354,10 +350,7 @@ async fn natsfn_logs_shows_history_bounded_by_since_and_still_after_a_node_resta
     for (id, marker) in [(&old, "old-one"), (&new, "new-one")] {
         let lines = printed_for(&all, id);
         assert_eq!(lines.len(), 4, "{all}");
-        assert_eq!(
-            lines[0],
-            format!("START RequestId: {id} Version: {version}")
-        );
+        assert_eq!(lines[0], format!("START RequestId: {id} Version: $LATEST"));
         assert_eq!(lines[1], format!("{id}\tmarker {marker}"));
         assert_eq!(lines[2], format!("END RequestId: {id}"));
         assert!(
@@ -424,12 +417,11 @@ async fn a_timed_out_invocation_still_gets_its_end_and_report() {
         "app.py",
         "import time\ndef handler(event, context):\n    print('going to sleep')\n    time.sleep(30)\n",
     )]);
-    let version = env
-        .bind_ready(
-            "sleepy",
-            Binding::python("app.handler", &code).timeout_ms(500),
-        )
-        .await;
+    env.bind_ready(
+        "sleepy",
+        Binding::python("app.handler", &code).timeout_ms(500),
+    )
+    .await;
     let mut logs = env
         .client
         .subscribe("natsfn.logs.sleepy")
@@ -443,7 +435,7 @@ async fn a_timed_out_invocation_still_gets_its_end_and_report() {
     let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
     assert_eq!(
         texts[0],
-        format!("START RequestId: {id} Version: {version}"),
+        format!("START RequestId: {id} Version: $LATEST"),
         "{texts:?}"
     );
     assert_eq!(texts[1], "going to sleep");

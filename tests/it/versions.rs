@@ -409,6 +409,10 @@ async fn a_canary_of_a_healthy_version_promotes_itself() {
     let (record, replies) = drive_canary(&env, &store, "fn.healthy", "healthy").await;
     let canary = record.canary.as_ref().expect("canary kept");
     assert_eq!(canary.state, CanaryState::Promoted, "{record:?}");
+    assert!(
+        canary.observed.requests >= 20,
+        "promoted on what it counted of the new version: {record:?}"
+    );
     assert_eq!(record.version, 2);
     assert!(record.weights.is_empty(), "{record:?}");
     assert!(replies.get("2").is_some_and(|r| !r.is_empty()));

@@ -309,6 +309,7 @@ async fn aliases_are_checked_written_whole_and_keep_their_versions() {
             "2=10%",
             "-s",
             "orders.live",
+            "--no-wait",
             "--provisioned",
             "2",
             "--description",
