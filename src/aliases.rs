@@ -10,19 +10,17 @@ use futures::StreamExt;
 use natsfn_protocol::service::{verb_subject, StatsResponse, Verb, METADATA_VERSION};
 
 use anyhow::{anyhow, bail, Context};
-use async_nats::jetstream::kv::{Operation, Store, UpdateErrorKind};
-use futures::TryStreamExt;
+use async_nats::jetstream::kv::{Operation, UpdateErrorKind};
 use natsfn_actors::buckets;
 use natsfn_protocol::names::ALIASES_BUCKET;
 use natsfn_protocol::version::{
-    alias_key, is_valid_alias_name, parse_alias_key, parse_fraction, Canary, CanaryState, Outcomes,
-    LATEST,
+    alias_key, is_valid_alias_name, parse_fraction, Canary, CanaryState, Outcomes, LATEST,
 };
 use natsfn_protocol::AliasRecord;
 
 use crate::cli::{parse_duration_ms, AliasSetArgs};
 use crate::patience;
-use crate::versions::{check_function_name, read_version};
+use crate::published::{aliases_of, check_function_name, read_version};
 
 /// Invocations of the new version a canary waits for before judging it, unless told.
 const DEFAULT_MIN_SAMPLE: u64 = 100;
@@ -39,51 +37,6 @@ fn check_alias_name(name: &str) -> anyhow::Result<()> {
         bail!("alias {name:?}: an alias name cannot be all digits (that names a version)");
     }
     bail!("alias {name:?}: expected 1 to 64 letters, digits, '_' or '-', not all digits")
-}
-
-/// Every alias of `function` (key prefix `<function>.`), by name. One that does not
-/// parse is left out: a node ignores it too.
-pub(crate) async fn aliases_of(
-    aliases: &Store,
-    function: &str,
-) -> anyhow::Result<Vec<(String, AliasRecord)>> {
-    let keys: Vec<String> = aliases.keys().await?.try_collect().await?;
-    let mut names: Vec<String> = keys
-        .iter()
-        .filter_map(|k| parse_alias_key(k))
-        .filter(|(f, _)| *f == function)
-        .map(|(_, a)| a.to_owned())
-        .collect();
-    names.sort();
-    let mut out = Vec::with_capacity(names.len());
-    for alias in names {
-        let entry = aliases.entry(alias_key(function, &alias)).await?;
-        let Some(entry) = entry.filter(|e| e.operation == Operation::Put) else {
-            continue;
-        };
-        match serde_json::from_slice::<AliasRecord>(&entry.value) {
-            Ok(record) => out.push((alias, record)),
-            Err(e) => tracing::warn!(alias, error = %e, "an alias that does not parse is ignored"),
-        }
-    }
-    Ok(out)
-}
-
-/// How `record` uses `version`, if it does: the version it points at, its weighted
-/// extra, or (while a canary runs) the version a rollback returns to.
-pub(crate) fn uses(record: &AliasRecord, version: u64) -> Option<&'static str> {
-    if record.version == version {
-        return Some("its version");
-    }
-    if record.extra().is_some_and(|(v, _)| v == version) {
-        return Some("weighted");
-    }
-    match &record.canary {
-        Some(c) if c.state == CanaryState::Running && c.from == version => {
-            Some("a running canary's rollback target")
-        }
-        _ => None,
-    }
 }
 
 fn now_ms() -> u64 {

@@ -14,6 +14,7 @@ mod metrics;
 mod node;
 mod package;
 mod patience;
+mod published;
 mod stats;
 mod versions;
 

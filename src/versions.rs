@@ -6,11 +6,10 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context};
 use async_nats::jetstream::kv::{CreateErrorKind, Operation, Store, UpdateErrorKind};
 use async_nats::jetstream::object_store::ObjectStore;
-use futures::TryStreamExt;
 use natsfn_actors::buckets;
-use natsfn_protocol::names::{is_valid_function_name, VERSIONS_BUCKET};
+use natsfn_protocol::names::VERSIONS_BUCKET;
 use natsfn_protocol::spec::frozen_package_object;
-use natsfn_protocol::version::{parse_version_key, version_key, VersionCounter};
+use natsfn_protocol::version::{version_key, VersionCounter};
 use natsfn_protocol::{BindingSpec, VersionRecord};
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
@@ -20,16 +19,10 @@ use tokio::io::AsyncReadExt;
 use crate::cli::PublishArgs;
 use crate::package;
 use crate::patience;
+use crate::published::{check_function_name, code_object, read_version, version_numbers};
 
 /// Attempts at taking the next version number before giving up on a busy counter.
 const CAS_ATTEMPTS: usize = 20;
-
-pub(crate) fn check_function_name(name: &str) -> anyhow::Result<()> {
-    if !is_valid_function_name(name) {
-        bail!("function name {name:?}: expected 1 to 64 letters, digits, '_' or '-'");
-    }
-    Ok(())
-}
 
 pub async fn publish(nats: &crate::connect::Nats, args: PublishArgs) -> anyhow::Result<ExitCode> {
     let name = args.name.as_str();
@@ -247,46 +240,6 @@ async fn highest_version(versions: &Store, function: &str) -> anyhow::Result<u64
         .unwrap_or(0))
 }
 
-/// The version numbers of `function` there are, ascending.
-pub(crate) async fn version_numbers(versions: &Store, function: &str) -> anyhow::Result<Vec<u64>> {
-    let keys: Vec<String> = versions.keys().await?.try_collect().await?;
-    let mut numbers: Vec<u64> = keys
-        .iter()
-        .filter_map(|k| parse_version_key(k))
-        .filter(|(f, _)| *f == function)
-        .map(|(_, n)| n)
-        .collect();
-    numbers.sort_unstable();
-    Ok(numbers)
-}
-
-/// Version `n` of `function`, if there is one.
-pub(crate) async fn read_version(
-    versions: &Store,
-    function: &str,
-    n: u64,
-) -> anyhow::Result<Option<VersionRecord>> {
-    let key = version_key(function, n);
-    let Some(entry) = versions
-        .entry(&key)
-        .await?
-        .filter(|e| e.operation == Operation::Put)
-    else {
-        return Ok(None);
-    };
-    let record = serde_json::from_slice(&entry.value)
-        .with_context(|| format!("{key} in {VERSIONS_BUCKET} is not a version record"))?;
-    Ok(Some(record))
-}
-
-/// The object a version's code runs from.
-pub(crate) fn code_object(record: &VersionRecord) -> String {
-    record.binding["code"]["package"]
-        .as_str()
-        .unwrap_or("-")
-        .to_owned()
-}
-
 pub async fn ls(nats: &crate::connect::Nats, name: &str) -> anyhow::Result<ExitCode> {
     check_function_name(name)?;
     let client = crate::connect::client(nats).await?;
@@ -333,8 +286,8 @@ pub async fn rm(nats: &crate::connect::Nats, name: &str, version: u64) -> anyhow
         bail!("{name} has no version {version}");
     }
     let aliases = buckets::aliases(&js).await?;
-    for (alias, record) in crate::aliases::aliases_of(&aliases, name).await? {
-        if let Some(how) = crate::aliases::uses(&record, version) {
+    for (alias, record) in crate::published::aliases_of(&aliases, name).await? {
+        if let Some(how) = crate::published::uses(&record, version) {
             bail!(
                 "version {version} of {name} is in use by alias {alias} ({how}): \
                  move the alias (natsfn alias set) or remove it first"

@@ -14,7 +14,7 @@ use natsfn_protocol::{ErrorCode, LambdaError};
 
 use crate::context::NodeContext;
 use crate::events::{Event, Settings};
-use crate::function::SharePermit;
+use crate::reserved::SharePermit;
 
 /// Who is waiting for an invocation's outcome: the reply subject (none for a plain
 /// publish) or the async event to settle, and the request id every reply and log line

@@ -21,6 +21,7 @@ mod logs;
 mod metrics;
 mod node;
 mod package;
+mod reserved;
 mod route;
 mod sandbox;
 mod status;

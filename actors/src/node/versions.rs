@@ -13,7 +13,8 @@ use ractor::ActorRef;
 use super::{NodeMsg, NodeState};
 use crate::canary::CanaryDriver;
 use crate::context::NodeContext;
-use crate::function::{FunctionMsg, ReservedShare};
+use crate::function::FunctionMsg;
+use crate::reserved::ReservedShare;
 use crate::route::{self, AliasSubjects, QualifiedSubscription, Routes, SharedRoutes};
 
 /// What is published of one function, as the watches last said.
