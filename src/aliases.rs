@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use futures::StreamExt;
-use natsfn_protocol::service::{verb_subject, StatsResponse, Verb, METADATA_VERSION};
+use natsfn_protocol::service::METADATA_VERSION;
 
 use anyhow::{anyhow, bail, Context};
 use async_nats::jetstream::kv::{Operation, UpdateErrorKind};
@@ -219,40 +217,21 @@ async fn wait_provisioned(
     }
 }
 
-/// How long a gathering of `$SRV.STATS.<fn>` waits: in all, and after the last reply.
-const GATHER_WITHIN: Duration = Duration::from_secs(1);
-const QUIET_AFTER_REPLY: Duration = Duration::from_millis(200);
-
 /// Ready workers of each version of `function` across the nodes, from the service
 /// instances' stats (each version's actor on each node is one).
 async fn ready_workers(
     client: &async_nats::Client,
     function: &str,
 ) -> anyhow::Result<BTreeMap<u64, u64>> {
-    let inbox = client.new_inbox();
-    let mut replies = client.subscribe(inbox.clone()).await?;
-    client
-        .publish_with_reply(
-            verb_subject(Verb::Stats, Some(function)),
-            inbox,
-            Bytes::new(),
-        )
-        .await?;
-    let give_up = tokio::time::Instant::now() + GATHER_WITHIN;
-    let mut until = give_up;
     let mut ready = BTreeMap::new();
-    while let Ok(Some(reply)) = tokio::time::timeout_at(until, replies.next()).await {
-        until = give_up.min(tokio::time::Instant::now() + QUIET_AFTER_REPLY);
-        let Ok(stats) = serde_json::from_slice::<StatsResponse>(&reply.payload) else {
-            continue;
-        };
+    for stats in natsfn_actors::function_stats(client, function).await? {
         let version = stats
             .identity
             .metadata
             .get(METADATA_VERSION)
             .and_then(|v| v.parse::<u64>().ok());
-        let (Some(version), true) = (version, stats.identity.name == function) else {
-            continue;
+        let Some(version) = version else {
+            continue; // $LATEST's
         };
         let warm = stats
             .endpoints

@@ -11,6 +11,7 @@ mod clock;
 mod context;
 mod credentials;
 mod events;
+mod forward;
 mod function;
 #[cfg(test)]
 mod hostile;
@@ -28,6 +29,7 @@ mod status;
 mod worker;
 
 // Exported until the node starts drivers itself (its alias watch); then `pub(crate)`.
+pub use canary::{function_stats, GatherError};
 pub use context::Interpreters;
 pub use credentials::{CredentialsError, SigningKey};
 pub use java::Jdk;

@@ -26,6 +26,38 @@ const SLEEPER: &str = "import os, time\ndef handler(event, context):\n    start 
 /// A handler that says which version and which worker answered.
 const WHO: &str = "import os\ndef handler(event, context):\n    return {'v': os.environ['AWS_LAMBDA_FUNCTION_VERSION'], 'worker': os.environ['AWS_LAMBDA_LOG_STREAM_NAME'], 'started': int(open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19])}\n";
 
+/// One server, two nodes, and the buckets the tests read.
+struct TwoNodes {
+    server: NatsServer,
+    a: Node,
+    b: Node,
+    client: async_nats::Client,
+    bindings: Store,
+    aliases: Store,
+    registry: Store,
+}
+
+impl TwoNodes {
+    async fn start() -> TwoNodes {
+        let server = NatsServer::start();
+        let a = Node::start(&server, "node-a");
+        let b = Node::start(&server, "node-b");
+        let client = server.client().await;
+        let js = jetstream::new(client.clone());
+        TwoNodes {
+            bindings: natsfn_actors::buckets::bindings(&js)
+                .await
+                .expect("bindings"),
+            aliases: natsfn_actors::buckets::aliases(&js).await.expect("aliases"),
+            registry: natsfn_actors::buckets::nodes(&js).await.expect("nodes"),
+            server,
+            a,
+            b,
+            client,
+        }
+    }
+}
+
 /// Runs natsfn against `urls`; it must succeed. Its stdout.
 async fn ok(urls: &str, args: &[&str]) -> String {
     let out: Output = run_cli_on(urls, args).await;
@@ -206,16 +238,16 @@ fn node_of(nodes: &[&Node], answer: &Value) -> Option<String> {
 /// left (its share becomes the whole 2).
 #[tokio::test]
 async fn reserved_concurrency_caps_the_function_across_two_nodes() {
-    let server = NatsServer::start();
-    let a = Node::start(&server, "node-a");
-    let b = Node::start(&server, "node-b");
+    let TwoNodes {
+        server,
+        a,
+        b,
+        client,
+        bindings,
+        registry,
+        ..
+    } = TwoNodes::start().await;
     let nodes = [&a, &b];
-    let client = server.client().await;
-    let js = jetstream::new(client.clone());
-    let bindings = natsfn_actors::buckets::bindings(&js)
-        .await
-        .expect("bindings");
-    let registry = natsfn_actors::buckets::nodes(&js).await.expect("nodes");
     let code = code_dir(&[("app.py", SLEEPER)]);
     let spec = |reserved: Option<u64>| {
         let spec = Binding::python("app.handler", &code).pool_max(4);
@@ -345,16 +377,16 @@ fn version_workers(node: &Node, version: &str) -> Vec<u32> {
 /// to start.
 #[tokio::test]
 async fn provisioned_workers_are_warm_before_the_alias_reports_ready() {
-    let server = NatsServer::start();
-    let a = Node::start(&server, "node-a");
-    let b = Node::start(&server, "node-b");
+    let TwoNodes {
+        server,
+        a,
+        b,
+        client,
+        bindings,
+        registry,
+        ..
+    } = TwoNodes::start().await;
     let nodes = [&a, &b];
-    let client = server.client().await;
-    let js = jetstream::new(client.clone());
-    let bindings = natsfn_actors::buckets::bindings(&js)
-        .await
-        .expect("bindings");
-    let registry = natsfn_actors::buckets::nodes(&js).await.expect("nodes");
     let code = code_dir(&[("app.py", WHO)]);
     let spec = Binding::python("app.handler", &code).pool(0, 4);
     bindings.put("f", spec.bytes()).await.expect("put binding");
@@ -680,17 +712,16 @@ async fn measure_idle_cost_of_published_versions() {
 /// `natsfn.invoke.f.live`, none of which fails.
 #[tokio::test]
 async fn a_canary_on_two_nodes_is_driven_by_one_and_promotes_itself() {
-    let server = NatsServer::start();
-    let a = Node::start(&server, "node-a");
-    let b = Node::start(&server, "node-b");
+    let TwoNodes {
+        server,
+        a,
+        b,
+        client,
+        bindings,
+        aliases,
+        registry,
+    } = TwoNodes::start().await;
     let nodes = [&a, &b];
-    let client = server.client().await;
-    let js = jetstream::new(client.clone());
-    let bindings = natsfn_actors::buckets::bindings(&js)
-        .await
-        .expect("bindings");
-    let aliases = natsfn_actors::buckets::aliases(&js).await.expect("aliases");
-    let registry = natsfn_actors::buckets::nodes(&js).await.expect("nodes");
     let code = code_dir(&[("app.py", WHO)]);
     let spec = Binding::python("app.handler", &code).pool(0, 4);
     bindings.put("f", spec.bytes()).await.expect("put binding");

@@ -13,3 +13,4 @@ mod policy;
 mod stats;
 
 pub(crate) use driver::CanaryDriver;
+pub use stats::{function_stats, GatherError};

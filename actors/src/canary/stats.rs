@@ -23,7 +23,7 @@ const GATHER_WITHIN: Duration = Duration::from_secs(1);
 const QUIET_AFTER_REPLY: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum GatherError {
+pub enum GatherError {
     #[error("cannot subscribe to a reply inbox: {0}")]
     Subscribe(#[from] async_nats::SubscribeError),
     #[error("cannot ask for the function's stats: {0}")]
@@ -38,6 +38,23 @@ pub(crate) async fn gather(
     function: &str,
     version: u64,
 ) -> Result<BTreeMap<String, Outcomes>, GatherError> {
+    let version = version.to_string();
+    let mut found = BTreeMap::new();
+    for reply in function_stats(client, function).await? {
+        if let Some((instance, outcomes)) = outcomes_of(reply, &version) {
+            found.insert(instance, outcomes);
+        }
+    }
+    Ok(found)
+}
+
+/// The `$SRV.STATS` replies of `function`'s service instances (on every node, one per
+/// version and one for `$LATEST`), gathered for up to [`GATHER_WITHIN`]. Replies that do
+/// not parse or are of another service are skipped.
+pub async fn function_stats(
+    client: &async_nats::Client,
+    function: &str,
+) -> Result<Vec<StatsResponse>, GatherError> {
     let inbox = client.new_inbox();
     // Subscribed before the request goes out, on the same connection: no reply is lost.
     let mut replies = client.subscribe(inbox.clone()).await?;
@@ -48,31 +65,29 @@ pub(crate) async fn gather(
             Bytes::new(),
         )
         .await?;
-    let version = version.to_string();
     let give_up = Instant::now() + GATHER_WITHIN;
     let mut until = give_up;
-    let mut found = BTreeMap::new();
+    let mut found = Vec::new();
     while let Ok(Some(reply)) = tokio::time::timeout_at(until, replies.next()).await {
-        if let Some((instance, outcomes)) = instance_outcomes(&reply.payload, function, &version) {
-            found.insert(instance, outcomes);
+        if let Ok(stats) = serde_json::from_slice::<StatsResponse>(&reply.payload) {
+            if stats.kind == STATS_RESPONSE_TYPE && stats.identity.name == function {
+                found.push(stats);
+            }
         }
         until = give_up.min(Instant::now() + QUIET_AFTER_REPLY);
     }
     Ok(found)
 }
 
-/// One instance's reply read: its id and its counts, if it is an instance of
-/// `function` running `version`.
-fn instance_outcomes(payload: &[u8], function: &str, version: &str) -> Option<(String, Outcomes)> {
-    let reply: StatsResponse = serde_json::from_slice(payload).ok()?;
-    let ours = reply.kind == STATS_RESPONSE_TYPE
-        && reply.identity.name == function
-        && reply
-            .identity
-            .metadata
-            .get(METADATA_VERSION)
-            .map(String::as_str)
-            == Some(version);
+/// The instance's id and what it counted, if it runs `version`: its endpoints'
+/// requests and 5xx outcomes summed.
+fn outcomes_of(reply: StatsResponse, version: &str) -> Option<(String, Outcomes)> {
+    let ours = reply
+        .identity
+        .metadata
+        .get(METADATA_VERSION)
+        .map(String::as_str)
+        == Some(version);
     if !ours {
         return None;
     }
@@ -88,6 +103,19 @@ fn instance_outcomes(payload: &[u8], function: &str, version: &str) -> Option<(S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reply as `function_stats` reads it, then as `gather` counts it.
+    fn instance_outcomes(
+        payload: &[u8],
+        function: &str,
+        version: &str,
+    ) -> Option<(String, Outcomes)> {
+        let reply: StatsResponse = serde_json::from_slice(payload).ok()?;
+        if reply.kind != STATS_RESPONSE_TYPE || reply.identity.name != function {
+            return None;
+        }
+        outcomes_of(reply, version)
+    }
     use serde_json::json;
 
     fn reply(name: &str, version: Option<&str>, endpoints: serde_json::Value) -> Vec<u8> {

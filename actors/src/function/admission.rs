@@ -113,48 +113,13 @@ impl FunctionState {
         if let Some(settings) = &self.version_events {
             invocation.caller.settle_event_by(settings);
         }
-        let cannot_start = match &self.plan {
-            Code::Unavailable(error) => Some(error.clone()),
-            Code::Preparing => None,
-            Code::Ready(_) => self.unstartable().cloned(),
-        };
-        if let Some(error) = cannot_start {
+        if let Some((code, error)) = self.turned_away() {
             return refuse(
                 &self.ctx,
                 &mut self.service,
                 &self.metrics,
                 invocation,
-                ErrorCode::Unavailable,
-                &error,
-            )
-            .await;
-        }
-        if self.reserved.limit() == Some(0) {
-            let error = LambdaError::too_many_requests(format!(
-                "function {} is throttled: its reserved_concurrency leaves this node no invocation at once",
-                self.name
-            ));
-            return refuse(
-                &self.ctx,
-                &mut self.service,
-                &self.metrics,
-                invocation,
-                ErrorCode::TooManyRequests,
-                &error,
-            )
-            .await;
-        }
-        if !self.pool.admits(self.queue.len(), &self.target()) {
-            let error = LambdaError::too_many_requests(format!(
-                "function {} is at its concurrency limit ({} running) and {} invocations wait",
-                self.name, self.spec.pool.max, self.spec.pool.queue
-            ));
-            return refuse(
-                &self.ctx,
-                &mut self.service,
-                &self.metrics,
-                invocation,
-                ErrorCode::TooManyRequests,
+                code,
                 &error,
             )
             .await;
@@ -169,6 +134,37 @@ impl FunctionState {
             self.queue.push(invocation);
         }
         self.pump(myself).await;
+    }
+
+    /// Why a new invocation is answered at once instead of admitted, if it is: the
+    /// function cannot start (503), a `reserved_concurrency` share of 0 (429), or
+    /// `pool.max` run and `pool.queue` wait already (429).
+    fn turned_away(&self) -> Option<(ErrorCode, LambdaError)> {
+        let cannot_start = match &self.plan {
+            Code::Unavailable(error) => Some(error.clone()),
+            Code::Preparing => None,
+            Code::Ready(_) => self.unstartable().cloned(),
+        };
+        if let Some(error) = cannot_start {
+            return Some((ErrorCode::Unavailable, error));
+        }
+        let full = if self.reserved.limit() == Some(0) {
+            format!(
+                "function {} is throttled: its reserved_concurrency leaves this node no invocation at once",
+                self.name
+            )
+        } else if !self.pool.admits(self.queue.len(), &self.target()) {
+            format!(
+                "function {} is at its concurrency limit ({} running) and {} invocations wait",
+                self.name, self.spec.pool.max, self.spec.pool.queue
+            )
+        } else {
+            return None;
+        };
+        Some((
+            ErrorCode::TooManyRequests,
+            LambdaError::too_many_requests(full),
+        ))
     }
 
     /// Hands `invocation` to a worker that can take it now; gives it back when none can.

@@ -13,6 +13,7 @@ use tokio_util::task::AbortOnDrop;
 use super::service::ServiceStats;
 use super::FunctionMsg;
 use crate::context::NodeContext;
+use crate::forward;
 use crate::invocation::{EndpointId, Invocation};
 use crate::metrics::Refused;
 
@@ -112,41 +113,28 @@ impl Subscription {
         actor: ActorRef<FunctionMsg>,
         refused: Refused,
     ) -> Result<Subscription, async_nats::SubscribeError> {
-        let mut subscriber = ctx
+        let subscriber = ctx
             .client
             .queue_subscribe(subject.clone(), queue_group(function))
             .await?;
-        let (drain_tx, mut drain_rx) = oneshot::channel::<()>();
+        let (drain_tx, drain_rx) = oneshot::channel::<()>();
         let ctx = ctx.clone();
         let task = tokio::spawn(async move {
-            let mut draining = false;
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = &mut drain_rx, if !draining => {
-                        draining = true;
-                        if let Err(e) = subscriber.drain().await {
-                            tracing::warn!(%subject, error = %e, "cannot drain subscription");
-                            break;
+            forward::until_drained(subscriber, drain_rx, &subject, |msg| {
+                let (ctx, actor, refused) = (&ctx, &actor, &refused);
+                async move {
+                    let arrived = std::time::Instant::now();
+                    match Invocation::from_message(ctx, msg, endpoint).await {
+                        Some(invocation) => actor.cast(FunctionMsg::Invoke(invocation)).is_ok(),
+                        // Answered 400 already.
+                        None => {
+                            refused.bad_request(arrived.elapsed());
+                            true
                         }
                     }
-                    msg = subscriber.next() => match msg {
-                        Some(msg) => {
-                            let arrived = std::time::Instant::now();
-                            match Invocation::from_message(&ctx, msg, endpoint).await {
-                                Some(invocation) => {
-                                    if actor.cast(FunctionMsg::Invoke(invocation)).is_err() {
-                                        break;
-                                    }
-                                }
-                                // Answered 400 already.
-                                None => refused.bad_request(arrived.elapsed()),
-                            }
-                        }
-                        None => break,
-                    },
                 }
-            }
+            })
+            .await;
             let _ = actor.cast(FunctionMsg::SubscriptionEnded(subject));
         });
         Ok(Subscription {

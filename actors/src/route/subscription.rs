@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use futures::StreamExt;
 use natsfn_protocol::names::{qualified_invoke_subject, queue_group};
 use natsfn_protocol::ErrorCode;
 use ractor::ActorRef;
@@ -13,6 +12,7 @@ use tokio::sync::oneshot;
 
 use super::{read, SharedRoutes};
 use crate::context::NodeContext;
+use crate::forward;
 use crate::function::FunctionMsg;
 use crate::invocation::{EndpointId, Invocation};
 
@@ -96,30 +96,21 @@ impl Routed {
         pick: Pick,
         routes: SharedRoutes<ActorRef<FunctionMsg>>,
     ) -> Result<Routed, async_nats::SubscribeError> {
-        let mut subscriber = ctx
+        let subscriber = ctx
             .client
             .queue_subscribe(subject.clone(), queue_group(function))
             .await?;
-        let (drain_tx, mut drain_rx) = oneshot::channel::<()>();
+        let (drain_tx, drain_rx) = oneshot::channel::<()>();
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            let mut draining = false;
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = &mut drain_rx, if !draining => {
-                        draining = true;
-                        if let Err(e) = subscriber.drain().await {
-                            tracing::warn!(%subject, error = %e, "cannot drain subscription");
-                            break;
-                        }
-                    }
-                    msg = subscriber.next() => match msg {
-                        Some(msg) => route(&ctx, &pick, &routes, msg).await,
-                        None => break,
-                    },
+            forward::until_drained(subscriber, drain_rx, &subject, |msg| {
+                let (ctx, pick, routes) = (&ctx, &pick, &routes);
+                async move {
+                    route(ctx, pick, routes, msg).await;
+                    true
                 }
-            }
+            })
+            .await
         });
         Ok(Routed {
             drain: Some(drain_tx),
