@@ -425,6 +425,44 @@ fn binding_arbitrary_bytes_get_a_typed_answer() {
         .unwrap();
 }
 
+/// Aliases, versions and qualifiers (issue 22) as anyone may write them into
+/// `natsfn-aliases`, `natsfn-versions` or a subject: mutations of a valid alias and of
+/// a valid version record, and arbitrary qualifier tokens, get a typed answer (a
+/// record or the reason), never a panic.
+#[test]
+fn aliases_versions_and_qualifiers_get_a_typed_answer() {
+    let alias = json!({"version": 2, "weights": {"3": 0.1}, "subjects": ["fn.live"],
+        "provisioned": 2, "canary": {"steps": [0.1, 1.0], "step": 0, "every_ms": 60000,
+        "max_error_rate": 0.01, "min_sample": 100, "from": 1, "state": "running",
+        "reason": null, "step_started_ms": 1, "baseline": {"i": {"requests": 1, "errors": 0}},
+        "observed": {"requests": 0, "errors": 0}}});
+    let version = json!({"version": 1, "description": "d", "created": "2026-12-06T00:00:00Z",
+        "from_revision": 3, "binding": valid_binding()});
+    runner()
+        .run(
+            &(mutation(), mutation(), text(80)),
+            |((path, child, m), (vpath, vchild, vm), token)| {
+                let mut a = alias.clone();
+                apply(&mut a, &path, child, m);
+                let bytes = serde_json::to_vec(&a).unwrap_or_default();
+                if let Ok(record) = natsfn_protocol::AliasRecord::parse(&bytes) {
+                    // A record that parsed routes every roll somewhere it names.
+                    for roll in [0.0, 0.05, 0.5, 0.999] {
+                        prop_assert!(record.versions().contains(&record.choose(roll)));
+                    }
+                }
+                let mut v = version.clone();
+                apply(&mut v, &vpath, vchild, vm);
+                if let Ok(record) = serde_json::from_value::<natsfn_protocol::VersionRecord>(v) {
+                    let _ = record.spec("f");
+                }
+                let _ = natsfn_protocol::Qualifier::parse(&token);
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
 // ---------------------------------------------------------------------------------
 // 2. Worker frames.
 
