@@ -29,12 +29,19 @@ pub(super) fn share_of(total: u32, me: &str, serving: &BTreeSet<String>) -> u32 
 impl NodeState {
     /// A node's list of served functions changed (`None`: the node left).
     pub(super) fn peer_serves(&mut self, node: String, functions: Option<BTreeSet<String>>) {
-        match functions {
+        let after = functions.clone().unwrap_or_default();
+        let before = match functions {
             Some(functions) => self.peers.insert(node, functions),
             None => self.peers.remove(&node),
-        };
-        let served: Vec<String> = self.functions.keys().cloned().collect();
-        for function in served {
+        }
+        .unwrap_or_default();
+        // Only the functions that node started or stopped serving get new shares.
+        let changed: Vec<String> = before
+            .symmetric_difference(&after)
+            .filter(|f| self.functions.contains_key(*f))
+            .cloned()
+            .collect();
+        for function in changed {
             self.apply_reserved(&function);
             self.reconfigure_versions(&function);
         }

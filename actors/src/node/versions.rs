@@ -154,13 +154,14 @@ impl NodeState {
         };
         let (function, alias) = (function.to_owned(), alias.to_owned());
         let published = self.published.entry(function.clone()).or_default();
-        if published
-            .aliases
-            .get(&alias)
-            .is_some_and(|(_, seen)| *seen >= revision)
-        {
+        let before = published.aliases.get(&alias);
+        if before.is_some_and(|(_, seen)| *seen >= revision) {
             return;
         }
+        // What the versions' standby depends on; a canary's turns change neither.
+        let provisioning =
+            |record: Option<&AliasRecord>| record.map(|r| (r.version, r.provisioned));
+        let provisioned_before = provisioning(before.map(|(r, _)| r));
         match value.map(AliasRecord::parse) {
             None => {
                 published.aliases.remove(&alias);
@@ -173,8 +174,11 @@ impl NodeState {
                 return;
             }
         }
+        let provisioned_after = provisioning(published.aliases.get(&alias).map(|(r, _)| r));
         self.apply_alias(&function, &alias).await;
-        self.reconfigure_versions(&function);
+        if provisioned_after != provisioned_before {
+            self.reconfigure_versions(&function);
+        }
     }
 
     /// Serves what is published of `function`, which this node has just started
