@@ -118,11 +118,7 @@ async fn json_body(response: reqwest::Response) -> Value {
 #[tokio::test]
 async fn the_gateway_sends_the_end_of_its_wait_as_the_deadline() {
     const GATEWAY_WAIT_MS: u64 = (15 * 60 + 5) * 1000;
-    let server = NatsServer::start();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let node = Node::start_with(&server, "node-a", &["--http", &addr]);
-    let env = Env::with(server, node).await;
+    let (env, addr) = gateway_env(NatsServer::start()).await;
     // Stands in for a node's function: answers, and keeps the headers it got.
     let mut probe = env
         .client

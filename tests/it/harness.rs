@@ -610,6 +610,26 @@ pub async fn run_cli_on(urls: &str, args: &[&str]) -> std::process::Output {
         .expect("run natsfn")
 }
 
+/// Runs the natsfn command line against `urls`; it must succeed (else the test fails
+/// with its output and `context`). Its stdout.
+pub async fn cli_ok(urls: &str, args: &[&str], context: &str) -> String {
+    let out = run_cli_on(urls, args).await;
+    assert!(
+        out.status.success(),
+        "natsfn {args:?} failed: {}{}{context}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A node serving the HTTP gateway (`--http`) on `server`, and the gateway's address.
+pub async fn gateway_env(server: NatsServer) -> (Env, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let node = Node::start_with(&server, "node-a", &["--http", &addr]);
+    (Env::with(server, node).await, addr)
+}
+
 /// Waits until the gateway at `base` (`http://host:port`) answers its health check.
 pub async fn gateway_up(http: &reqwest::Client, base: &str) {
     let health = format!("{base}/_natsfn/health");

@@ -41,15 +41,8 @@ def handler(event, context):\n\
 \x20   return {'code': 'flaky', 'version': os.environ['AWS_LAMBDA_FUNCTION_VERSION']}\n";
 
 async fn natsfn_ok(env: &Env, args: &[&str]) -> String {
-    let out = run_cli(&env.server, args).await;
-    assert!(
-        out.status.success(),
-        "natsfn {args:?} failed: {}{}\nnode log:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        env.node.log()
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let log = format!("\nnode log:\n{}", env.node.log());
+    cli_ok(&env.server.url, args, &log).await
 }
 
 /// Publishes the binding of `name` as it is now; the version's number.
@@ -540,11 +533,7 @@ async fn async_invocations_run_their_qualifier_and_name_it_in_destinations() {
 
 #[tokio::test]
 async fn the_gateway_invokes_versions_and_aliases_by_qualifier_with_boto3_and_function_urls() {
-    let server = NatsServer::start();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let node = Node::start_with(&server, "node-a", &["--http", &addr]);
-    let env = Env::with(server, node).await;
+    let (env, addr) = gateway_env(NatsServer::start()).await;
     let _one = bind_label(&env, "gw", "one").await;
     publish(&env, "gw").await;
     let _two = bind_label(&env, "gw", "two").await;

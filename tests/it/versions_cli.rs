@@ -47,14 +47,7 @@ impl Setup {
 
     /// Runs natsfn, which must succeed; its stdout.
     async fn ok(&self, args: &[&str]) -> String {
-        let out = self.natsfn(args).await;
-        assert!(
-            out.status.success(),
-            "natsfn {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        cli_ok(&self.server.url, args, "").await
     }
 
     /// Runs natsfn, which must fail; its stderr.
@@ -469,11 +462,7 @@ async fn a_canary_moves_an_existing_alias_and_is_written_as_nodes_drive_it() {
 async fn the_gateway_sends_qualified_requests_and_maps_their_replies() {
     use futures::StreamExt;
 
-    let server = NatsServer::start();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let node = Node::start_with(&server, "node-a", &["--http", &addr]);
-    let env = Env::with(server, node).await;
+    let (env, addr) = gateway_env(NatsServer::start()).await;
     let mut probe = env
         .client
         .subscribe("natsfn.invoke.probe.>")

@@ -5,7 +5,6 @@
 //! version costs a node.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -60,14 +59,7 @@ impl TwoNodes {
 
 /// Runs natsfn against `urls`; it must succeed. Its stdout.
 async fn ok(urls: &str, args: &[&str]) -> String {
-    let out: Output = run_cli_on(urls, args).await;
-    assert!(
-        out.status.success(),
-        "natsfn {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    cli_ok(urls, args, "").await
 }
 
 fn logs(nodes: &[&Node]) -> String {

@@ -5,18 +5,10 @@ import base64
 import json
 import sys
 
-import boto3
-from botocore.config import Config
+from gateway_client import lambda_client
 
 endpoint, name = sys.argv[1], sys.argv[2]
-client = boto3.client(
-    "lambda",
-    endpoint_url=endpoint,
-    region_name="eu-west-1",
-    aws_access_key_id="AKIDEXAMPLE",
-    aws_secret_access_key="not-a-secret",
-    config=Config(retries={"max_attempts": 1}),
-)
+client = lambda_client(endpoint)
 
 
 def summary(response):
